@@ -302,6 +302,19 @@ def check_compose():
     if problems:
         return problems
 
+    # The Compose CLI's own loader, where the plugin is installed (no engine needed).
+    try:
+        has_compose = subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        has_compose = False
+    if has_compose:
+        run = subprocess.run(["docker", "compose", "--env-file", path(".env.example"), "-f", compose_file,
+                              "config", "--quiet"], capture_output=True, text=True, cwd=ROOT)
+        if run.returncode != 0:
+            problems.append(f"docker compose config: {run.stderr.strip()}")
+    else:
+        print("     (docker compose config skipped: no Compose CLI plugin here)")
+
     services = doc.get("services", {})
     for name, svc in services.items():
         deps = svc.get("depends_on", {})
