@@ -1,0 +1,95 @@
+//! `jobq`: the services and the client in one binary.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use jobq_common::kafka::KafkaAdmin;
+use jobq_common::mongo::MongoJobStore;
+use jobq_common::oidc::OidcClient;
+use jobq_common::s3::S3ArtifactStore;
+use jobq_common::settings::Settings;
+use jobq_common::{PortResult, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "jobq", version, about = "jobq: an elastic job queue")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the effective configuration (defaults, file, JOBQ_ variables); secrets redacted.
+    Config,
+    /// Check that Kafka, MongoDB, S3 and the identity provider answer with this configuration.
+    Check,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("jobq: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(settings.log_format);
+    match cli.command {
+        Command::Config => {
+            println!("{settings:#?}");
+            ExitCode::SUCCESS
+        }
+        Command::Check => check(&settings).await,
+    }
+}
+
+async fn check(settings: &Settings) -> ExitCode {
+    let mut ok = true;
+    let mut report = |name: &str, result: PortResult<String>| match result {
+        Ok(detail) => println!("{name:<8} ok      {detail}"),
+        Err(e) => {
+            ok = false;
+            println!("{name:<8} FAILED  {e}");
+        }
+    };
+    let kafka = async {
+        let admin = KafkaAdmin::new(&settings.kafka.brokers)?;
+        let partitions = admin.partition_count(&settings.kafka.jobs_topic).await;
+        Ok(match partitions {
+            Ok(n) => format!(
+                "{} ({} has {n} partitions)",
+                settings.kafka.brokers, settings.kafka.jobs_topic
+            ),
+            Err(_) => format!(
+                "{} (topic {} not created yet)",
+                settings.kafka.brokers, settings.kafka.jobs_topic
+            ),
+        })
+    };
+    report("kafka", kafka.await);
+    let mongo = async {
+        MongoJobStore::connect(&settings.mongo).await?;
+        Ok(format!("database {}", settings.mongo.database))
+    };
+    report("mongo", mongo.await);
+    let s3 = async {
+        S3ArtifactStore::connect(&settings.s3).await?;
+        Ok(format!(
+            "{} bucket {}",
+            settings.s3.endpoint, settings.s3.bucket
+        ))
+    };
+    report("s3", s3.await);
+    let oidc = async {
+        let keys = OidcClient::new(settings.oidc.clone()).ready().await?;
+        Ok(format!("{} ({keys} signing keys)", settings.oidc.issuer))
+    };
+    report("oidc", oidc.await);
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

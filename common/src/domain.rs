@@ -1,0 +1,374 @@
+//! Domain types shared by every part: jobs, their states and transitions, events and
+//! observations. Nothing here knows about Kafka, MongoDB, S3 or HTTP.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// A job's identity: a UUIDv7 in its canonical text form, so ids sort by creation time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(String);
+
+impl JobId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Error for text that is not a job id.
+#[derive(Debug, thiserror::Error)]
+#[error("not a job id: {0:?}")]
+pub struct InvalidJobId(String);
+
+impl FromStr for JobId {
+    type Err = InvalidJobId;
+
+    /// Only canonical UUIDs are job ids; anything else (path tricks, other ids) is refused
+    /// before it reaches a store query.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let uuid =
+            uuid::Uuid::parse_str(s).map_err(|_| InvalidJobId(s.chars().take(64).collect()))?;
+        Ok(Self(uuid.hyphenated().to_string()))
+    }
+}
+
+/// What the user asked to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Git URL; may carry credentials, so never log or return it unredacted.
+    pub url: String,
+    /// Text appended to `npm run start --`, split like a shell would, never run by one.
+    #[serde(default)]
+    pub args: String,
+    /// Text written to `config.json` at the repository root.
+    #[serde(default)]
+    pub config: String,
+}
+
+impl JobSpec {
+    /// The URL with any user-info (credentials) removed, safe for logs and answers.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// Removes `user:password@` from a URL-like string (`scheme://user:pw@host/...`).
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// The states of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Finished,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Finished,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Finished => "finished",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// A terminal state never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Finished | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    /// The allowed transitions: `queued → running → finished | failed | cancelled`,
+    /// `queued → cancelled`, `queued → failed` (poison: too many attempts), and
+    /// `running → queued` when the worker's lease expired (a new attempt).
+    pub fn can_become(self, next: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (self, next),
+            (Queued, Running)
+                | (Queued, Cancelled)
+                | (Queued, Failed)
+                | (Running, Finished)
+                | (Running, Failed)
+                | (Running, Cancelled)
+                | (Running, Queued)
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown job status {s:?}"))
+    }
+}
+
+/// Why a job failed, as stored and shown to its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FailureReason {
+    CloneFailed { detail: String },
+    NoPackageJson,
+    NoStartScript,
+    ExitCode { code: i32 },
+    Killed { signal: i32 },
+    Timeout { limit_secs: u64 },
+    UploadFailed { detail: String },
+    WorkerLost { attempts: u32 },
+    Internal { detail: String },
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureReason::CloneFailed { detail } => write!(f, "clone failed: {detail}"),
+            FailureReason::NoPackageJson => f.write_str("no package.json"),
+            FailureReason::NoStartScript => f.write_str("no start script in package.json"),
+            FailureReason::ExitCode { code } => write!(f, "exit code {code}"),
+            FailureReason::Killed { signal } => write!(f, "killed by signal {signal}"),
+            FailureReason::Timeout { limit_secs } => write!(f, "timeout after {limit_secs} s"),
+            FailureReason::UploadFailed { detail } => write!(f, "upload failed: {detail}"),
+            FailureReason::WorkerLost { attempts } => {
+                write!(f, "worker lost after the last attempt ({attempts})")
+            }
+            FailureReason::Internal { detail } => write!(f, "internal error: {detail}"),
+        }
+    }
+}
+
+/// A job as the store holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    /// The subject (user name) that submitted it.
+    pub owner: String,
+    pub spec: JobSpec,
+    pub status: JobStatus,
+    /// 1 for the first run; grows by one each time a lost worker's job is re-queued.
+    pub attempt: u32,
+    pub lease_owner: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub lease_expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    pub exit_code: Option<i32>,
+    pub elapsed_ms: Option<u64>,
+    pub output_files: Vec<String>,
+    pub failure: Option<FailureReason>,
+}
+
+impl Job {
+    /// A new queued job, first attempt.
+    pub fn new(owner: impl Into<String>, spec: JobSpec, now: OffsetDateTime) -> Self {
+        Job {
+            id: JobId::new(),
+            owner: owner.into(),
+            spec,
+            status: JobStatus::Queued,
+            attempt: 1,
+            lease_owner: None,
+            lease_expires_at: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            elapsed_ms: None,
+            output_files: Vec::new(),
+            failure: None,
+        }
+    }
+}
+
+/// How a run ended, as the worker reports it in the terminal transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: JobStatus,
+    pub exit_code: Option<i32>,
+    pub elapsed_ms: u64,
+    pub output_files: Vec<String>,
+    pub failure: Option<FailureReason>,
+}
+
+/// The message handed to workers on the dispatch queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispatch {
+    pub id: JobId,
+    pub attempt: u32,
+}
+
+/// One state transition, published on the event bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEvent {
+    pub job_id: JobId,
+    pub attempt: u32,
+    pub from: Option<JobStatus>,
+    pub to: JobStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The worker that made the transition, when a worker made it.
+    pub worker: Option<String>,
+    /// For terminal states: time from queued to the end, in milliseconds.
+    pub elapsed_ms: Option<u64>,
+    /// For `running`: time the job waited in the queue, in milliseconds.
+    pub waited_ms: Option<u64>,
+}
+
+/// What the observer measured in one period. The first five fields keep the original
+/// design's names and meanings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    /// Jobs queued in the period.
+    pub avg_rate_of_arrival: f64,
+    /// Jobs that went from queued to running in the period.
+    pub avg_rate_of_service: f64,
+    /// Jobs that reached a terminal state in the period.
+    pub avg_rate_of_finished: f64,
+    /// Mean elapsed time (seconds) of the jobs finished in the period.
+    pub avg_response_time: f64,
+    /// When the period ended, milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    #[serde(default)]
+    pub queue_depth: u64,
+    #[serde(default)]
+    pub workers: u32,
+    #[serde(default)]
+    pub busy_slots: u32,
+    #[serde(default)]
+    pub queue_wait_p50: f64,
+    #[serde(default)]
+    pub queue_wait_p95: f64,
+    #[serde(default)]
+    pub desired_workers: u32,
+    #[serde(default)]
+    pub policy: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_transitions_match_the_design() {
+        use JobStatus::*;
+        assert!(Queued.can_become(Running));
+        assert!(Queued.can_become(Cancelled));
+        assert!(Running.can_become(Finished));
+        assert!(Running.can_become(Failed));
+        assert!(Running.can_become(Cancelled));
+        assert!(Running.can_become(Queued));
+        for terminal in [Finished, Failed, Cancelled] {
+            assert!(terminal.is_terminal());
+            for next in JobStatus::ALL {
+                assert!(!terminal.can_become(next), "{terminal} -> {next}");
+            }
+        }
+        assert!(!Queued.can_become(Finished));
+        assert!(!Queued.can_become(Queued));
+    }
+
+    #[test]
+    fn status_round_trips_through_text_and_json() {
+        for st in JobStatus::ALL {
+            assert_eq!(st.as_str().parse::<JobStatus>().unwrap(), st);
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
+        }
+        assert!("done".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn job_ids_parse_only_uuids() {
+        let id = JobId::new();
+        assert_eq!(id.as_str().parse::<JobId>().unwrap(), id);
+        assert!("../etc/passwd".parse::<JobId>().is_err());
+        assert!("".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn credentials_are_removed_from_urls() {
+        assert_eq!(
+            redact_url("https://user:tok@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(
+            redact_url("https://github.com/o/r.git"),
+            "https://github.com/o/r.git"
+        );
+        assert_eq!(redact_url("git://h/a@b"), "git://h/a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn observation_keeps_the_original_field_names() {
+        let json = serde_json::to_value(Observation::default()).unwrap();
+        for key in [
+            "avgRateOfArrival",
+            "avgRateOfService",
+            "avgRateOfFinished",
+            "avgResponseTime",
+            "timestamp",
+        ] {
+            assert!(json.get(key).is_some(), "{key}");
+        }
+    }
+}

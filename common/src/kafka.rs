@@ -1,0 +1,388 @@
+//! Kafka adapters (rdkafka): the idempotent producer behind the dispatch queue and the
+//! event bus, consumer-group helpers for workers and observers, and topic administration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::domain::{Dispatch, JobEvent, Observation};
+use crate::error::{ErrorKind, PortError, PortResult};
+use crate::ports::{DispatchQueue, EventBus};
+
+/// How long a metadata or admin request may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn kafka_error(what: &str, e: KafkaError) -> PortError {
+    PortError::with_source(ErrorKind::Unavailable, what, e)
+}
+
+/// The settings every client shares.
+pub fn base_config(brokers: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", brokers)
+        // Loopback and containers: resolve once, fail fast on a wrong address.
+        .set("socket.keepalive.enable", "true")
+        .set("log_level", "4");
+    cfg
+}
+
+/// Producer with `enable.idempotence=true`, `acks=all` and a small linger: a send
+/// returns only after every in-sync replica has the message, without duplicates on retry.
+#[derive(Clone)]
+pub struct KafkaProducer {
+    producer: FutureProducer,
+    timeout: Duration,
+}
+
+impl KafkaProducer {
+    pub fn new(brokers: &str) -> PortResult<Self> {
+        let producer: FutureProducer = base_config(brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(|e| kafka_error("cannot create kafka producer", e))?;
+        Ok(Self {
+            producer,
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    /// Sends one message and waits for the broker's acknowledgement; returns (partition, offset).
+    pub async fn send(&self, topic: &str, key: &str, payload: &[u8]) -> PortResult<(i32, i64)> {
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        match self.producer.send(record, self.timeout).await {
+            Ok(delivery) => Ok((delivery.partition, delivery.offset)),
+            Err((e, _)) => Err(kafka_error(
+                &format!("kafka did not accept the message for {topic}"),
+                e,
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for KafkaProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaProducer").finish_non_exhaustive()
+    }
+}
+
+/// The dispatch queue as a Kafka topic, keyed by job id.
+#[derive(Debug, Clone)]
+pub struct KafkaDispatch {
+    producer: KafkaProducer,
+    topic: String,
+}
+
+impl KafkaDispatch {
+    pub fn new(producer: KafkaProducer, topic: impl Into<String>) -> Self {
+        Self {
+            producer,
+            topic: topic.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl DispatchQueue for KafkaDispatch {
+    async fn dispatch(&self, message: &Dispatch) -> PortResult<()> {
+        let payload = serde_json::to_vec(message)
+            .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?;
+        self.producer
+            .send(&self.topic, message.id.as_str(), &payload)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The event bus as two Kafka topics: job events keyed by job id, observations unkeyed.
+#[derive(Debug, Clone)]
+pub struct KafkaEventBus {
+    producer: KafkaProducer,
+    events_topic: String,
+    observations_topic: String,
+}
+
+impl KafkaEventBus {
+    pub fn new(
+        producer: KafkaProducer,
+        events_topic: impl Into<String>,
+        observations_topic: impl Into<String>,
+    ) -> Self {
+        Self {
+            producer,
+            events_topic: events_topic.into(),
+            observations_topic: observations_topic.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for KafkaEventBus {
+    async fn publish(&self, event: &JobEvent) -> PortResult<()> {
+        let payload = serde_json::to_vec(event)
+            .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?;
+        self.producer
+            .send(&self.events_topic, event.job_id.as_str(), &payload)
+            .await?;
+        Ok(())
+    }
+
+    async fn publish_observation(&self, observation: &Observation) -> PortResult<()> {
+        let payload = serde_json::to_vec(observation)
+            .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?;
+        self.producer
+            .send(&self.observations_topic, "observation", &payload)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Options of a group consumer.
+#[derive(Debug, Clone)]
+pub struct GroupConsumerOptions<'a> {
+    pub brokers: &'a str,
+    pub group: &'a str,
+    /// A static member id (`group.instance.id`) keeps rebalances short when a member restarts.
+    pub instance_id: Option<&'a str>,
+    /// Where a group with no committed offset starts.
+    pub from_beginning: bool,
+}
+
+/// A group consumer for long jobs: offsets are stored only when the caller says
+/// (`enable.auto.offset.store=false`) and committed in the background; cooperative-sticky
+/// assignment moves only the partitions that must move.
+pub fn group_consumer<C: ConsumerContext + 'static>(
+    options: &GroupConsumerOptions<'_>,
+    context: C,
+) -> PortResult<StreamConsumer<C>> {
+    let mut cfg = base_config(options.brokers);
+    cfg.set("group.id", options.group)
+        .set("enable.auto.offset.store", "false")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set(
+            "auto.offset.reset",
+            if options.from_beginning {
+                "earliest"
+            } else {
+                "latest"
+            },
+        )
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("topic.metadata.refresh.interval.ms", "5000");
+    if let Some(id) = options.instance_id {
+        cfg.set("group.instance.id", id);
+    }
+    cfg.create_with_context(context)
+        .map_err(|e| kafka_error("cannot create kafka consumer", e))
+}
+
+/// Pauses every partition the consumer holds now.
+pub fn pause_assigned<C: ConsumerContext>(consumer: &StreamConsumer<C>) -> PortResult<()> {
+    let assigned = consumer
+        .assignment()
+        .map_err(|e| kafka_error("cannot read assignment", e))?;
+    if assigned.count() > 0 {
+        consumer
+            .pause(&assigned)
+            .map_err(|e| kafka_error("cannot pause partitions", e))?;
+    }
+    Ok(())
+}
+
+/// Resumes every partition the consumer holds now.
+pub fn resume_assigned<C: ConsumerContext>(consumer: &StreamConsumer<C>) -> PortResult<()> {
+    let assigned = consumer
+        .assignment()
+        .map_err(|e| kafka_error("cannot read assignment", e))?;
+    if assigned.count() > 0 {
+        consumer
+            .resume(&assigned)
+            .map_err(|e| kafka_error("cannot resume partitions", e))?;
+    }
+    Ok(())
+}
+
+/// Topic administration and lag reading.
+#[derive(Clone)]
+pub struct KafkaAdmin {
+    brokers: String,
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    metadata: Arc<BaseConsumer>,
+}
+
+impl std::fmt::Debug for KafkaAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaAdmin")
+            .field("brokers", &self.brokers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaAdmin {
+    pub fn new(brokers: &str) -> PortResult<Self> {
+        let admin = base_config(brokers)
+            .create()
+            .map_err(|e| kafka_error("cannot create kafka admin client", e))?;
+        let metadata = base_config(brokers)
+            .create()
+            .map_err(|e| kafka_error("cannot create kafka client", e))?;
+        Ok(Self {
+            brokers: brokers.to_string(),
+            admin: Arc::new(admin),
+            metadata: Arc::new(metadata),
+        })
+    }
+
+    /// Creates the topic with `partitions` partitions if it does not exist; an existing
+    /// topic is left as it is.
+    pub async fn ensure_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication: i32,
+    ) -> PortResult<()> {
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+        let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        let results = self
+            .admin
+            .create_topics(&[topic], &opts)
+            .await
+            .map_err(|e| kafka_error("create topic", e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(PortError::unavailable(format!(
+                        "cannot create topic {topic}: {code}"
+                    )));
+                }
+            }
+        }
+        // Creation is asynchronous on the broker: wait until the metadata shows it.
+        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            if self.partition_count(name).await.is_ok_and(|n| n > 0) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(PortError::unavailable(format!(
+                    "topic {name} did not appear"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Number of partitions of a topic; `NotFound` if it does not exist.
+    pub async fn partition_count(&self, name: &str) -> PortResult<i32> {
+        let client = self.metadata.clone();
+        let topic = name.to_string();
+        blocking(move || {
+            let md = client
+                .fetch_metadata(Some(&topic), ADMIN_TIMEOUT)
+                .map_err(|e| kafka_error("metadata", e))?;
+            match md.topics().first() {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    Ok(t.partitions().len() as i32)
+                }
+                _ => Err(PortError::not_found(format!("no topic {topic}"))),
+            }
+        })
+        .await
+    }
+
+    /// Grows the topic to `total` partitions; a topic that already has as many is left alone.
+    pub async fn grow_partitions(&self, name: &str, total: i32) -> PortResult<i32> {
+        let current = self.partition_count(name).await?;
+        if current >= total {
+            return Ok(current);
+        }
+        let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        let results = self
+            .admin
+            .create_partitions(&[NewPartitions::new(name, total as usize)], &opts)
+            .await
+            .map_err(|e| kafka_error("create partitions", e))?;
+        for result in results {
+            if let Err((topic, code)) = result {
+                return Err(PortError::unavailable(format!(
+                    "cannot grow {topic} to {total} partitions: {code}"
+                )));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            let now = self.partition_count(name).await?;
+            if now >= total || tokio::time::Instant::now() > deadline {
+                return Ok(now);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Messages of `topic` the group has not committed yet, summed over partitions.
+    /// A partition the group never committed counts from its low watermark.
+    pub async fn consumer_lag(&self, group: &str, topic: &str) -> PortResult<u64> {
+        let partitions = self.partition_count(topic).await?;
+        let mut cfg = base_config(&self.brokers);
+        cfg.set("group.id", group)
+            .set("enable.auto.commit", "false");
+        let reader: BaseConsumer = cfg
+            .create()
+            .map_err(|e| kafka_error("cannot create kafka client", e))?;
+        let topic = topic.to_string();
+        blocking(move || {
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..partitions {
+                tpl.add_partition(&topic, p);
+            }
+            let committed = reader
+                .committed_offsets(tpl, ADMIN_TIMEOUT)
+                .map_err(|e| kafka_error("committed offsets", e))?;
+            let mut lag = 0u64;
+            for p in 0..partitions {
+                let (low, high) = reader
+                    .fetch_watermarks(&topic, p, ADMIN_TIMEOUT)
+                    .map_err(|e| kafka_error("watermarks", e))?;
+                let position = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ => low,
+                };
+                lag += (high - position.max(low)).max(0) as u64;
+            }
+            Ok(lag)
+        })
+        .await
+    }
+
+    /// Deletes topics (tests clean up after themselves with it).
+    pub async fn delete_topics(&self, names: &[&str]) -> PortResult<()> {
+        let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        self.admin
+            .delete_topics(names, &opts)
+            .await
+            .map_err(|e| kafka_error("delete topics", e))?;
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> PortResult<T> + Send + 'static,
+) -> PortResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        PortError::with_source(ErrorKind::Internal, "blocking kafka call panicked", e)
+    })?
+}

@@ -1,0 +1,14 @@
+//! jobq-common: the domain types, configuration, ports and their adapters shared by
+//! every jobq part, and telemetry set-up.
+
+pub mod domain;
+pub mod error;
+pub mod kafka;
+pub mod mongo;
+pub mod oidc;
+pub mod ports;
+pub mod s3;
+pub mod settings;
+pub mod telemetry;
+
+pub use error::{ErrorKind, PortError, PortResult};

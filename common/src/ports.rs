@@ -1,0 +1,188 @@
+//! The ports: small traits for each outside system. Domain logic depends on these,
+//! never on a concrete adapter; adapters hold no business rules.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokio::io::AsyncRead;
+
+use crate::domain::{Dispatch, Job, JobEvent, JobId, Observation, Outcome};
+use crate::error::PortResult;
+
+/// One page of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub offset: u64,
+    pub limit: u64,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            offset: 0,
+            limit: 100,
+        }
+    }
+}
+
+/// A page of jobs and how many there are in all.
+#[derive(Debug, Clone)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    pub total: u64,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelResult {
+    /// The job was queued and is now cancelled; it will never start.
+    Cancelled(Job),
+    /// The job was running and is now cancelled; its worker kills it when it next renews.
+    CancelledWhileRunning(Job),
+    /// The job had already ended.
+    AlreadyTerminal(Job),
+}
+
+/// Job state and its conditional transitions. Every transition names the state (and for a
+/// worker, its lease and attempt) it expects to leave, so two writers never both win.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores a new queued job.
+    async fn insert(&self, job: &Job) -> PortResult<()>;
+
+    async fn get(&self, id: &JobId) -> PortResult<Option<Job>>;
+
+    /// Jobs newest first; `owner = None` lists every owner's.
+    async fn list(&self, owner: Option<&str>, page: Page) -> PortResult<JobPage>;
+
+    /// `queued → running` for `attempt`, taking a lease for `worker` until `now + lease`.
+    /// `None` if the job is not queued at that attempt (taken, cancelled, stale message).
+    async fn claim(
+        &self,
+        id: &JobId,
+        attempt: u32,
+        worker: &str,
+        lease: Duration,
+        now: OffsetDateTime,
+    ) -> PortResult<Option<Job>>;
+
+    /// Extends the lease; `false` means the lease is lost (expired and re-queued, or cancelled).
+    async fn renew(
+        &self,
+        id: &JobId,
+        attempt: u32,
+        worker: &str,
+        lease: Duration,
+        now: OffsetDateTime,
+    ) -> PortResult<bool>;
+
+    /// `running → finished | failed | cancelled`, only while `worker` holds the lease at `attempt`.
+    async fn complete(
+        &self,
+        id: &JobId,
+        attempt: u32,
+        worker: &str,
+        outcome: &Outcome,
+        now: OffsetDateTime,
+    ) -> PortResult<Option<Job>>;
+
+    /// `queued | running → cancelled`.
+    async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>>;
+
+    /// Running jobs whose lease ended before `now`.
+    async fn expired(&self, now: OffsetDateTime, limit: u64) -> PortResult<Vec<Job>>;
+
+    /// `running → queued` with `attempt + 1`, only if the lease at `attempt` has expired.
+    async fn requeue_expired(
+        &self,
+        id: &JobId,
+        attempt: u32,
+        now: OffsetDateTime,
+    ) -> PortResult<Option<Job>>;
+
+    /// `running → failed` (worker lost) when the lease at `attempt` expired and no attempt is left.
+    async fn fail_expired(
+        &self,
+        id: &JobId,
+        attempt: u32,
+        outcome: &Outcome,
+        now: OffsetDateTime,
+    ) -> PortResult<Option<Job>>;
+}
+
+/// Hands jobs to workers.
+#[async_trait]
+pub trait DispatchQueue: Send + Sync {
+    /// Returns once the queue has durably accepted the message.
+    async fn dispatch(&self, message: &Dispatch) -> PortResult<()>;
+}
+
+/// Carries every state transition and every observation.
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    async fn publish(&self, event: &JobEvent) -> PortResult<()>;
+    async fn publish_observation(&self, observation: &Observation) -> PortResult<()>;
+}
+
+/// A readable object from the artifact store.
+pub struct Artifact {
+    pub len: u64,
+    pub body: Pin<Box<dyn AsyncRead + Send>>,
+}
+
+impl std::fmt::Debug for Artifact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Artifact")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Logs and output files. Keys are built by jobq from job ids, never from user input alone.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
+    /// Uploads a file, streaming it (in parts when large). Returns its size.
+    async fn put_file(&self, key: &str, path: &Path) -> PortResult<u64>;
+
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> PortResult<()>;
+
+    /// Opens an object for streaming; `NotFound` if it does not exist.
+    async fn get(&self, key: &str) -> PortResult<Artifact>;
+
+    /// Keys under a prefix, in key order.
+    async fn list(&self, prefix: &str) -> PortResult<Vec<String>>;
+
+    async fn delete(&self, key: &str) -> PortResult<()>;
+}
+
+/// Who a validated token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user name jobs are owned by.
+    pub username: String,
+    pub subject: String,
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Validates bearer tokens.
+#[async_trait]
+pub trait TokenValidator: Send + Sync {
+    /// `Unauthorized` for any token that is not valid now.
+    async fn validate(&self, token: &str) -> PortResult<Principal>;
+}
+
+/// Exchanges a user name and password for an access token.
+#[async_trait]
+pub trait PasswordLogin: Send + Sync {
+    /// `Unauthorized` for wrong credentials.
+    async fn login(&self, username: &str, password: &str) -> PortResult<String>;
+}

@@ -1,0 +1,420 @@
+//! Configuration: defaults, then an optional TOML file (`JOBQ_CONFIG_FILE`, else
+//! `jobq.toml` if present), then `JOBQ_` environment variables with `__` for nesting
+//! (`JOBQ_KAFKA__BROKERS`). Secrets are wrapped so they never print; a bad value stops
+//! startup with a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Everything a jobq process can be told.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct Settings {
+    pub log_format: LogFormat,
+    pub kafka: KafkaSettings,
+    pub mongo: MongoSettings,
+    pub s3: S3Settings,
+    pub oidc: OidcSettings,
+    pub frontend: FrontendSettings,
+    pub worker: WorkerSettings,
+    pub metrics: MetricsSettings,
+    pub observer: ObserverSettings,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    pub brokers: String,
+    pub jobs_topic: String,
+    pub events_topic: String,
+    pub observations_topic: String,
+    /// Partitions of the jobs topic when jobq creates it.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub worker_group: String,
+    pub observer_group: String,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            jobs_topic: "jobs".into(),
+            events_topic: "job-events".into(),
+            observations_topic: "observations".into(),
+            partitions: 16,
+            replication_factor: 1,
+            worker_group: "jobq-workers".into(),
+            observer_group: "jobq-observer".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MongoSettings {
+    /// May carry a password.
+    pub uri: SecretString,
+    pub database: String,
+}
+
+impl Default for MongoSettings {
+    fn default() -> Self {
+        Self {
+            uri: SecretString::from("mongodb://127.0.0.1:27017"),
+            database: "jobq".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct S3Settings {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: SecretString,
+    pub secret_key: SecretString,
+    /// Files larger than this are uploaded in parts.
+    pub multipart_threshold_bytes: u64,
+    pub part_size_bytes: u64,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        Self {
+            endpoint: "http://127.0.0.1:9000".into(),
+            region: "us-east-1".into(),
+            bucket: "jobq".into(),
+            access_key: SecretString::from(""),
+            secret_key: SecretString::from(""),
+            multipart_threshold_bytes: 16 * 1024 * 1024,
+            part_size_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct OidcSettings {
+    /// The realm's issuer URL, e.g. `http://127.0.0.1:8180/realms/jobq`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// The audience tokens must carry (or name as `azp`).
+    pub audience: String,
+    /// Realm role that sees every user's jobs.
+    pub admin_role: String,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// Least time between two JWKS refreshes caused by unknown key ids.
+    pub jwks_refresh_cooldown_secs: u64,
+}
+
+impl Default for OidcSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "http://127.0.0.1:8180/realms/jobq".into(),
+            client_id: "jobq-frontend".into(),
+            client_secret: SecretString::from(""),
+            audience: "jobq-frontend".into(),
+            admin_role: "admin".into(),
+            leeway_secs: 30,
+            jwks_refresh_cooldown_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct FrontendSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_config_bytes: usize,
+    pub max_args_bytes: usize,
+}
+
+impl Default for FrontendSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            max_config_bytes: 512 * 1024,
+            max_args_bytes: 8 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WorkerSettings {
+    /// Jobs run at once; 0 means the number of cores.
+    pub slots: usize,
+    /// Where jobs and the repository cache live; empty means a folder under the temp dir.
+    pub work_dir: PathBuf,
+    pub job_timeout_secs: u64,
+    pub lease_secs: u64,
+    /// How often a running job's lease is renewed (and cancellation noticed).
+    pub renew_interval_ms: u64,
+    pub max_attempts: u32,
+    /// Allow `file://` URLs and loopback/private hosts (tests, standalone).
+    pub allow_local_repos: bool,
+    /// Cap on each of stdout and stderr as stored.
+    pub max_log_bytes: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            slots: 0,
+            work_dir: PathBuf::new(),
+            job_timeout_secs: 30 * 60,
+            lease_secs: 30,
+            renew_interval_ms: 2000,
+            max_attempts: 3,
+            allow_local_repos: false,
+            max_log_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+pub struct MetricsSettings {
+    /// Address of the metrics/health endpoint of workers and observers; none when unset.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ObserverSettings {
+    pub refresh_rate_secs: f64,
+    pub policy: String,
+    pub scaler: String,
+    pub min_workers: u32,
+    pub max_workers: u32,
+    pub target_wait_secs: f64,
+    pub docker_host: String,
+    pub docker_project: String,
+    pub docker_service: String,
+    pub k8s_namespace: String,
+    pub k8s_deployment: String,
+    pub kumori_command: String,
+}
+
+impl Default for ObserverSettings {
+    fn default() -> Self {
+        Self {
+            refresh_rate_secs: 2.0,
+            policy: "queueing".into(),
+            scaler: "log".into(),
+            min_workers: 1,
+            max_workers: 10,
+            target_wait_secs: 10.0,
+            docker_host: "unix:///var/run/docker.sock".into(),
+            docker_project: "jobq".into(),
+            docker_service: "worker".into(),
+            k8s_namespace: "jobq".into(),
+            k8s_deployment: "jobq-worker".into(),
+            kumori_command: String::new(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Loads from the process environment (and the optional file).
+    pub fn load() -> Result<Self, SettingsError> {
+        Self::load_from(std::env::vars())
+    }
+
+    /// Loads from the given environment variables (and the optional file they name).
+    pub fn load_from(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let vars: std::collections::HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("JOBQ_"))
+            .collect();
+        let mut builder = config::Config::builder();
+        match vars.get("JOBQ_CONFIG_FILE") {
+            Some(path) => {
+                builder = builder.add_source(config::File::with_name(path).required(true))
+            }
+            None => {
+                builder = builder.add_source(config::File::with_name("jobq.toml").required(false))
+            }
+        }
+        let env_source = config::Environment::with_prefix("JOBQ")
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(
+                vars.into_iter()
+                    .filter(|(k, _)| k != "JOBQ_CONFIG_FILE")
+                    .collect(),
+            ));
+        let built = builder
+            .add_source(env_source)
+            .build()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        let settings: Settings = built
+            .try_deserialize()
+            .map_err(|e| SettingsError(e.to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rules serde cannot express.
+    fn check(&self) -> Result<(), SettingsError> {
+        let bad = |key: &str, why: &str| Err(SettingsError(format!("{why} for key `{key}`")));
+        if self.kafka.partitions < 1 {
+            return bad("kafka.partitions", "must be at least 1");
+        }
+        if self.worker.lease_secs == 0 {
+            return bad("worker.lease_secs", "must be at least 1");
+        }
+        if self.worker.renew_interval_ms == 0
+            || self.worker.renew_interval_ms >= self.worker.lease_secs * 1000
+        {
+            return bad(
+                "worker.renew_interval_ms",
+                "must be above 0 and below the lease",
+            );
+        }
+        if self.worker.max_attempts == 0 {
+            return bad("worker.max_attempts", "must be at least 1");
+        }
+        if self.observer.min_workers > self.observer.max_workers {
+            return bad(
+                "observer.min_workers",
+                "must not exceed observer.max_workers",
+            );
+        }
+        if !self.observer.refresh_rate_secs.is_finite() || self.observer.refresh_rate_secs <= 0.0 {
+            return bad("observer.refresh_rate_secs", "must be above 0");
+        }
+        if self.s3.part_size_bytes < 5 * 1024 * 1024 {
+            return bad("s3.part_size_bytes", "must be at least 5 MiB (an S3 rule)");
+        }
+        Ok(())
+    }
+
+    /// Slots to use: the configured number, or the number of cores.
+    pub fn worker_slots(&self) -> usize {
+        if self.worker.slots > 0 {
+            self.worker.slots
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_without_any_variable() {
+        let s = Settings::load_from(env(&[])).unwrap();
+        assert_eq!(s.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(s.kafka.jobs_topic, "jobs");
+        assert_eq!(s.frontend.listen.port(), 8080);
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let s = Settings::load_from(env(&[
+            ("JOBQ_KAFKA__BROKERS", "k1:9092,k2:9092"),
+            ("JOBQ_WORKER__SLOTS", "3"),
+            ("JOBQ_WORKER__ALLOW_LOCAL_REPOS", "true"),
+            ("JOBQ_LOG_FORMAT", "json"),
+            ("JOBQ_S3__SECRET_KEY", "hunter2"),
+            ("JOBQ_KAFKA__JOBS_TOPIC", "jobs-42"),
+        ]))
+        .unwrap();
+        assert_eq!(s.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(s.kafka.jobs_topic, "jobs-42");
+        assert_eq!(s.worker.slots, 3);
+        assert!(s.worker.allow_local_repos);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.s3.secret_key.expose_secret(), "hunter2");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Settings::load_from(env(&[
+            ("JOBQ_S3__SECRET_KEY", "hunter2"),
+            ("JOBQ_MONGO__URI", "mongodb://u:pw-secret@h"),
+            ("JOBQ_OIDC__CLIENT_SECRET", "cs-secret"),
+        ]))
+        .unwrap();
+        let printed = format!("{s:?}");
+        for secret in ["hunter2", "pw-secret", "cs-secret"] {
+            assert!(!printed.contains(secret), "{secret} leaked in {printed}");
+        }
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = Settings::load_from(env(&[("JOBQ_WORKER__SLOTS", "many")])).unwrap_err();
+        assert!(err.to_string().contains("worker.slots"), "{err}");
+        let err = Settings::load_from(env(&[("JOBQ_FRONTEND__LISTEN", "nowhere")])).unwrap_err();
+        assert!(err.to_string().contains("frontend.listen"), "{err}");
+        let err = Settings::load_from(env(&[("JOBQ_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(err.to_string().contains("log_format"), "{err}");
+        let err = Settings::load_from(env(&[
+            ("JOBQ_OBSERVER__MIN_WORKERS", "5"),
+            ("JOBQ_OBSERVER__MAX_WORKERS", "2"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("observer.min_workers"), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_is_read_and_the_environment_wins() {
+        let dir = std::env::temp_dir().join(format!("jobq-settings-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("jobq.toml");
+        std::fs::write(
+            &file,
+            "[kafka]\nbrokers = \"file:9092\"\njobs_topic = \"from-file\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(env(&[
+            ("JOBQ_CONFIG_FILE", file.to_str().unwrap()),
+            ("JOBQ_KAFKA__BROKERS", "env:9092"),
+        ]))
+        .unwrap();
+        assert_eq!(s.kafka.brokers, "env:9092");
+        assert_eq!(s.kafka.jobs_topic, "from-file");
+        let missing = Settings::load_from(env(&[("JOBQ_CONFIG_FILE", "/nonexistent/jobq.toml")]));
+        assert!(missing.is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,1 @@
+//! jobq-observer (see ../shared/DESIGN.md); the service arrives with the pipeline issue.

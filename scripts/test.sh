@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The one test command: format, lint, unit tests, then the suites against real servers
+# (Kafka, Keycloak, a MongoDB-wire server, an S3 server) started by scripts/infra.sh.
+#
+#   scripts/test.sh              everything
+#   JOBQ_KEEP_INFRA=1 scripts/test.sh   leave the servers running afterwards
+#   JOBQ_REQUIRE_INFRA=1 (CI)    a server that does not start fails the run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jobq/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "unit tests"
+cargo test --workspace --locked --exclude jobq-tests
+
+if [[ -x scripts/validate-deploy.sh ]]; then
+    step "deployment files"
+    scripts/validate-deploy.sh
+fi
+
+step "real servers: scripts/infra.sh up"
+started_here=0
+if scripts/infra.sh status >/dev/null 2>&1; then
+    echo "servers already running; using them"
+else
+    if scripts/infra.sh up; then
+        started_here=1
+    elif [[ "${JOBQ_REQUIRE_INFRA:-0}" == 1 ]]; then
+        echo "a server did not start and JOBQ_REQUIRE_INFRA=1" >&2
+        exit 1
+    else
+        echo "servers did not start: the real-server suites will be skipped" >&2
+    fi
+fi
+cleanup() {
+    if [[ "$started_here" == 1 && "${JOBQ_KEEP_INFRA:-0}" != 1 ]]; then
+        scripts/infra.sh down || true
+    fi
+}
+trap cleanup EXIT
+
+if scripts/infra.sh status >/dev/null 2>&1; then
+    eval "$(scripts/infra.sh env)"
+fi
+
+step "real-server suites"
+cargo test --locked -p jobq-tests -- --test-threads 4

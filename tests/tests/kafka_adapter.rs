@@ -1,0 +1,186 @@
+//! The Kafka adapter against a real broker: each test on its own topics and groups.
+
+use std::time::Duration;
+
+use jobq_common::kafka::{
+    GroupConsumerOptions, KafkaAdmin, KafkaProducer, group_consumer, pause_assigned,
+    resume_assigned,
+};
+use jobq_tests::{infra_settings, unique_name};
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
+
+async fn setup(partitions: i32) -> Option<(String, KafkaAdmin, KafkaProducer, String)> {
+    let settings = infra_settings("kafka adapter")?;
+    let brokers = settings.kafka.brokers.clone();
+    let admin = KafkaAdmin::new(&brokers).unwrap();
+    let topic = unique_name("t");
+    admin.ensure_topic(&topic, partitions, 1).await.unwrap();
+    let producer = KafkaProducer::new(&brokers).unwrap();
+    Some((brokers, admin, producer, topic))
+}
+
+fn consumer(brokers: &str, group: &str, topic: &str) -> StreamConsumer {
+    let c = group_consumer(
+        &GroupConsumerOptions {
+            brokers,
+            group,
+            instance_id: None,
+            from_beginning: true,
+        },
+        DefaultConsumerContext,
+    )
+    .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    c
+}
+
+/// Receives one message within `wait`, returning (payload, partition, offset).
+async fn recv_within(c: &StreamConsumer, wait: Duration) -> Option<(String, i32, i64)> {
+    match tokio::time::timeout(wait, c.recv()).await {
+        Ok(Ok(m)) => Some((
+            String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            m.partition(),
+            m.offset(),
+        )),
+        Ok(Err(e)) => panic!("consumer error: {e}"),
+        Err(_) => None,
+    }
+}
+
+async fn wait_for_assignment(c: &StreamConsumer) {
+    for _ in 0..200 {
+        // Polling drives the group protocol; nothing is produced yet, so nothing arrives.
+        let _ = recv_within(c, Duration::from_millis(50)).await;
+        if c.assignment().unwrap().count() > 0 {
+            return;
+        }
+    }
+    panic!("no partitions assigned within 10 s");
+}
+
+#[tokio::test]
+async fn produced_messages_reach_a_consumer_group() {
+    let Some((brokers, admin, producer, topic)) = setup(3).await else {
+        return;
+    };
+    for i in 0..6 {
+        producer
+            .send(&topic, &format!("k{i}"), format!("m{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    let c = consumer(&brokers, &unique_name("g"), &topic);
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let (payload, ..) = recv_within(&c, Duration::from_secs(20))
+            .await
+            .expect("message within 20 s");
+        got.push(payload);
+    }
+    got.sort();
+    assert_eq!(got, ["m0", "m1", "m2", "m3", "m4", "m5"]);
+    admin.delete_topics(&[&topic]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_paused_partition_delivers_nothing_until_resumed() {
+    let Some((brokers, admin, producer, topic)) = setup(1).await else {
+        return;
+    };
+    let c = consumer(&brokers, &unique_name("g"), &topic);
+    wait_for_assignment(&c).await;
+    pause_assigned(&c).unwrap();
+    producer.send(&topic, "k", b"while-paused").await.unwrap();
+    assert_eq!(
+        recv_within(&c, Duration::from_secs(3)).await,
+        None,
+        "a paused partition delivered"
+    );
+    resume_assigned(&c).unwrap();
+    let (payload, ..) = recv_within(&c, Duration::from_secs(20))
+        .await
+        .expect("delivered after resume");
+    assert_eq!(payload, "while-paused");
+    admin.delete_topics(&[&topic]).await.unwrap();
+}
+
+#[tokio::test]
+async fn only_stored_offsets_are_committed() {
+    let Some((brokers, admin, producer, topic)) = setup(1).await else {
+        return;
+    };
+    for i in 0..3 {
+        producer
+            .send(&topic, "k", format!("m{i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    let group = unique_name("g");
+    {
+        let first = consumer(&brokers, &group, &topic);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(
+                recv_within(&first, Duration::from_secs(20))
+                    .await
+                    .expect("message"),
+            );
+        }
+        // Store only the first message's offset, as a worker does after claiming that job.
+        let (_, partition, offset) = &seen[0];
+        first.store_offset(&topic, *partition, *offset).unwrap();
+        first.commit_consumer_state(CommitMode::Sync).unwrap();
+    }
+    assert_eq!(admin.consumer_lag(&group, &topic).await.unwrap(), 2);
+    let second = consumer(&brokers, &group, &topic);
+    let (payload, ..) = recv_within(&second, Duration::from_secs(30))
+        .await
+        .expect("redelivered");
+    assert_eq!(payload, "m1", "the unstored messages come again");
+    admin.delete_topics(&[&topic]).await.unwrap();
+}
+
+#[tokio::test]
+async fn topics_are_created_once_and_grow() {
+    let Some((_, admin, _, topic)) = setup(2).await else {
+        return;
+    };
+    admin.ensure_topic(&topic, 8, 1).await.unwrap();
+    assert_eq!(
+        admin.partition_count(&topic).await.unwrap(),
+        2,
+        "an existing topic is left alone"
+    );
+    assert_eq!(admin.grow_partitions(&topic, 6).await.unwrap(), 6);
+    assert_eq!(
+        admin.grow_partitions(&topic, 4).await.unwrap(),
+        6,
+        "never shrinks"
+    );
+    assert!(
+        admin
+            .partition_count(&unique_name("missing"))
+            .await
+            .is_err()
+    );
+    admin.delete_topics(&[&topic]).await.unwrap();
+}
+
+#[tokio::test]
+async fn lag_counts_uncommitted_messages_of_a_group() {
+    let Some((_, admin, producer, topic)) = setup(2).await else {
+        return;
+    };
+    for i in 0..5 {
+        producer.send(&topic, &format!("k{i}"), b"x").await.unwrap();
+    }
+    assert_eq!(
+        admin
+            .consumer_lag(&unique_name("idle"), &topic)
+            .await
+            .unwrap(),
+        5
+    );
+    admin.delete_topics(&[&topic]).await.unwrap();
+}

@@ -1,0 +1,1 @@
+//! jobq-worker (see ../shared/DESIGN.md); the service arrives with the pipeline issue.
