@@ -304,6 +304,46 @@ pub struct Observation {
     pub policy: String,
 }
 
+/// Object keys of a job's artifacts. They are built from the job id and, for output
+/// files, from a path the worker found under `output/` and checked with [`safe_relative_path`].
+pub mod artifact_keys {
+    use super::JobId;
+
+    pub fn stdout(id: &JobId) -> String {
+        format!("jobs/{id}/logs/stdout")
+    }
+
+    pub fn stderr(id: &JobId) -> String {
+        format!("jobs/{id}/logs/stderr")
+    }
+
+    /// Prefix of every output file of a job.
+    pub fn output_prefix(id: &JobId) -> String {
+        format!("jobs/{id}/output/")
+    }
+
+    /// Key of an output file; `None` when the name is not a safe relative path.
+    pub fn output(id: &JobId, relative: &str) -> Option<String> {
+        super::safe_relative_path(relative).map(|p| format!("jobs/{id}/output/{p}"))
+    }
+}
+
+/// A relative file path with `/` separators, no empty, `.` or `..` segments, no leading `/`,
+/// no backslashes or control characters; `None` otherwise. Guards object keys and downloads
+/// against path traversal.
+pub fn safe_relative_path(path: &str) -> Option<&str> {
+    if path.is_empty() || path.len() > 1024 || path.starts_with('/') {
+        return None;
+    }
+    let ok = path.split('/').all(|seg| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && !seg.chars().any(|c| c.is_control() || c == '\\')
+    });
+    ok.then_some(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +396,29 @@ mod tests {
         );
         assert_eq!(redact_url("git://h/a@b"), "git://h/a@b");
         assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn only_safe_relative_paths_become_keys() {
+        let id = JobId::new();
+        assert_eq!(
+            artifact_keys::output(&id, "a/b/c.txt"),
+            Some(format!("jobs/{id}/output/a/b/c.txt"))
+        );
+        assert!(artifact_keys::output(&id, "é ü.txt").is_some());
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a/.",
+            "a\\b",
+            "a\nb",
+        ] {
+            assert_eq!(safe_relative_path(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

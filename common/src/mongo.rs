@@ -13,9 +13,10 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::domain::Observation;
 use crate::domain::{FailureReason, Job, JobId, JobSpec, JobStatus, Outcome};
 use crate::error::{ErrorKind, PortError, PortResult};
-use crate::ports::{CancelResult, JobPage, JobStore, Page};
+use crate::ports::{CancelResult, JobPage, JobStore, ObservationStore, Page};
 use crate::settings::MongoSettings;
 
 /// The stored form of a job. Times are milliseconds since the Unix epoch so that every
@@ -135,6 +136,7 @@ fn outcome_set(outcome: &Outcome, now: OffsetDateTime) -> PortResult<Document> {
 #[derive(Debug, Clone)]
 pub struct MongoJobStore {
     jobs: Collection<JobDoc>,
+    observations: Collection<Observation>,
     client: Client,
 }
 
@@ -154,6 +156,7 @@ impl MongoJobStore {
             .map_err(|e| db_error("mongo ping", e))?;
         let store = Self {
             jobs: db.collection("jobs"),
+            observations: db.collection("observations"),
             client,
         };
         store.create_indexes().await?;
@@ -372,5 +375,29 @@ impl JobStore for MongoJobStore {
             doc! {"$set": outcome_set(outcome, now)?},
         )
         .await
+    }
+}
+
+/// Observations in the collection `observations` of the same database.
+#[async_trait]
+impl ObservationStore for MongoJobStore {
+    async fn record(&self, observation: &Observation) -> PortResult<()> {
+        self.observations
+            .insert_one(observation)
+            .await
+            .map_err(|e| db_error("record observation", e))?;
+        Ok(())
+    }
+
+    async fn latest(&self, limit: u64) -> PortResult<Vec<Observation>> {
+        self.observations
+            .find(doc! {})
+            .sort(doc! {"timestamp": -1})
+            .limit(limit.min(i64::MAX as u64) as i64)
+            .await
+            .map_err(|e| db_error("read observations", e))?
+            .try_collect()
+            .await
+            .map_err(|e| db_error("read observations", e))
     }
 }

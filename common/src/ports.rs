@@ -113,6 +113,15 @@ pub trait JobStore: Send + Sync {
     ) -> PortResult<Option<Job>>;
 }
 
+/// Keeps observations for `/health/load` and charts.
+#[async_trait]
+pub trait ObservationStore: Send + Sync {
+    async fn record(&self, observation: &Observation) -> PortResult<()>;
+
+    /// The newest `limit` observations, newest first.
+    async fn latest(&self, limit: u64) -> PortResult<Vec<Observation>>;
+}
+
 /// Hands jobs to workers.
 #[async_trait]
 pub trait DispatchQueue: Send + Sync {
