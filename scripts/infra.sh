@@ -4,6 +4,7 @@
 # a MongoDB-wire server (nx-27017) and an S3 server (MinIO, or s3s-fs as a
 # fallback). See docs/infra.md for versions, ports, limits and timings.
 #
+#   scripts/infra.sh install   only install (download, build) what is missing
 #   scripts/infra.sh up        install what is missing (cached), start what is not running, wait until healthy
 #   scripts/infra.sh down      stop everything and wipe the data dirs (logs are kept; Keycloak's
 #                              database is kept while the realm file is unchanged, --purge wipes it too)
@@ -583,13 +584,13 @@ bring_up() {
 
 # ---------------------------------------------------------------- commands
 
-cmd_up() {
+# Runs `$SELF <lane> <server>` for every server at once, so installs and JVM
+# start-ups overlap; fails naming the servers whose lane failed.
+for_all_servers() {
+  local lane=$1 name failed=() pids=() i
   mkdir -p "$RUN" "$LOGS"
-  local start name failed=() pids=() i
-  start=$(now)
-  # Each server in its own process, so installs and JVM start-ups overlap.
   for name in "${SERVERS[@]}"; do
-    bash "$SELF" __bring-up "$name" &
+    bash "$SELF" "$lane" "$name" &
     pids+=($!)
   done
   for i in "${!SERVERS[@]}"; do
@@ -599,6 +600,19 @@ cmd_up() {
     say "failed: ${failed[*]} (logs: $LOGS)" >&2
     exit 1
   fi
+}
+
+cmd_install() {
+  local start
+  start=$(now)
+  for_all_servers __install
+  say "all servers installed in $(($(now) - start))s (cache: $CACHE)"
+}
+
+cmd_up() {
+  local start
+  start=$(now)
+  for_all_servers __bring-up
   say "all servers healthy in $(($(now) - start))s; load the settings with: eval \"\$($0 env)\""
 }
 
@@ -692,6 +706,12 @@ case ${1:-} in
     NAME=$2
     stop_server "$2"
     bring_up "$2"
+    ;;
+  install) cmd_install ;;
+  __install)
+    NAME=$2
+    mkdir -p "$RUN/$2"
+    install_server "$2"
     ;;
   __bring-up) bring_up "$2" ;;
   *) usage ;;
