@@ -7,8 +7,10 @@ pub mod kafka;
 pub mod mongo;
 pub mod oidc;
 pub mod ports;
+pub mod repo_url;
 pub mod s3;
 pub mod settings;
+pub mod shutdown;
 pub mod telemetry;
 
 pub use error::{ErrorKind, PortError, PortResult};

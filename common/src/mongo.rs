@@ -132,6 +132,17 @@ fn outcome_set(outcome: &Outcome, now: OffsetDateTime) -> PortResult<Document> {
     })
 }
 
+/// Back to the queue for the next attempt, lease dropped.
+fn requeue_update(attempt: u32) -> Document {
+    doc! {"$set": {
+        "status": "queued",
+        "attempt": attempt as i64 + 1,
+        "lease_owner": Bson::Null,
+        "lease_expires_ms": Bson::Null,
+        "started_ms": Bson::Null,
+    }}
+}
+
 /// [`JobStore`] on a MongoDB collection `jobs`.
 #[derive(Debug, Clone)]
 pub struct MongoJobStore {
@@ -308,6 +319,14 @@ impl JobStore for MongoJobStore {
         .await
     }
 
+    async fn release(&self, id: &JobId, attempt: u32, worker: &str) -> PortResult<Option<Job>> {
+        self.transition(
+            doc! {"_id": id.as_str(), "status": "running", "attempt": attempt as i64, "lease_owner": worker},
+            requeue_update(attempt),
+        )
+        .await
+    }
+
     async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>> {
         let cancelled = doc! {"$set": {"status": "cancelled", "finished_ms": to_ms(now)}};
         if let Some(job) = self
@@ -351,13 +370,7 @@ impl JobStore for MongoJobStore {
         self.transition(
             doc! {"_id": id.as_str(), "status": "running", "attempt": attempt as i64,
             "lease_expires_ms": {"$lt": to_ms(now)}},
-            doc! {"$set": {
-                "status": "queued",
-                "attempt": attempt as i64 + 1,
-                "lease_owner": Bson::Null,
-                "lease_expires_ms": Bson::Null,
-                "started_ms": Bson::Null,
-            }},
+            requeue_update(attempt),
         )
         .await
     }

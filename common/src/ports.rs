@@ -89,6 +89,10 @@ pub trait JobStore: Send + Sync {
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>>;
 
+    /// `running → queued` with `attempt + 1`: the worker holding the lease hands the job back
+    /// (it is shutting down). `None` if it no longer holds the lease.
+    async fn release(&self, id: &JobId, attempt: u32, worker: &str) -> PortResult<Option<Job>>;
+
     /// `queued | running → cancelled`.
     async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>>;
 

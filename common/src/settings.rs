@@ -172,6 +172,10 @@ pub struct WorkerSettings {
     pub allow_local_repos: bool,
     /// Cap on each of stdout and stderr as stored.
     pub max_log_bytes: u64,
+    /// On SIGTERM, how long running jobs may finish before they are handed back.
+    pub shutdown_grace_secs: u64,
+    /// Static consumer-group member id (`group.instance.id`), e.g. a pod name.
+    pub instance_id: Option<String>,
 }
 
 impl Default for WorkerSettings {
@@ -185,6 +189,8 @@ impl Default for WorkerSettings {
             max_attempts: 3,
             allow_local_repos: false,
             max_log_bytes: 16 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+            instance_id: None,
         }
     }
 }

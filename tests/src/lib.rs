@@ -4,6 +4,8 @@
 //! `JOBQ_TEST_INFRA=1` a suite says it is skipped and passes, unless
 //! `JOBQ_REQUIRE_INFRA=1` (CI) makes a missing server a failure.
 
+pub mod stack;
+
 use jobq_common::settings::Settings;
 
 /// Settings for a suite, or `None` (after saying so) when the real servers are not set up.

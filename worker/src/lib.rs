@@ -1,1 +1,214 @@
-//! jobq-worker (see ../shared/DESIGN.md); the service arrives with the pipeline issue.
+//! jobq-worker: takes jobs from the Kafka topic `jobs` as one consumer group, fences each in
+//! the store (a conditional `queued → running` claim with a lease and the attempt number),
+//! runs it, uploads its logs and outputs, and records how it ended.
+//!
+//! Kafka rules for long jobs (see ../shared/DESIGN.md): the consumer keeps polling all the
+//! time; while every slot is busy its partitions are paused; an offset is stored only after
+//! the claim, so a worker that dies before it leaves the message to another worker, and one
+//! that dies after it is covered by the lease.
+
+pub mod executor;
+pub mod repo;
+pub mod runner;
+pub mod shim;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use jobq_common::domain::{Dispatch, JobStatus};
+use jobq_common::kafka::{
+    GroupConsumerOptions, KafkaAdmin, KafkaDispatch, KafkaEventBus, KafkaProducer, group_consumer,
+    pause_assigned, resume_assigned,
+};
+use jobq_common::mongo::MongoJobStore;
+use jobq_common::s3::S3ArtifactStore;
+use jobq_common::settings::Settings;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use runner::{JobRunner, Ports};
+
+/// A name for this worker process, unique across hosts and restarts.
+pub fn worker_id() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "worker".into());
+    let nonce = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    format!("{host}-{}-{nonce}", std::process::id())
+}
+
+/// Where this worker keeps its files: `worker.work_dir` (or the temp dir) / worker id.
+pub fn work_root(settings: &Settings, worker_id: &str) -> PathBuf {
+    let base = if settings.worker.work_dir.as_os_str().is_empty() {
+        std::env::temp_dir().join("jobq-worker")
+    } else {
+        settings.worker.work_dir.clone()
+    };
+    base.join(worker_id)
+}
+
+/// Connects the production adapters a worker needs.
+pub async fn connect_ports(settings: &Settings) -> anyhow::Result<Ports> {
+    let producer = KafkaProducer::new(&settings.kafka.brokers).context("kafka")?;
+    let store = MongoJobStore::connect(&settings.mongo)
+        .await
+        .context("mongodb")?;
+    let artifacts = S3ArtifactStore::connect(&settings.s3).await.context("s3")?;
+    Ok(Ports {
+        store: Arc::new(store),
+        events: Arc::new(KafkaEventBus::new(
+            producer.clone(),
+            &settings.kafka.events_topic,
+            &settings.kafka.observations_topic,
+        )),
+        artifacts: Arc::new(artifacts),
+        dispatch: Arc::new(KafkaDispatch::new(producer, &settings.kafka.jobs_topic)),
+    })
+}
+
+/// Runs a Kafka worker with `slots` job slots until `shutdown` fires; then it stops taking
+/// jobs, lets running ones finish for `worker.shutdown_grace_secs`, hands back the rest,
+/// commits its offsets and returns.
+pub async fn run(
+    settings: Settings,
+    slots: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let id = worker_id();
+    let ports = connect_ports(&settings).await?;
+    let admin = KafkaAdmin::new(&settings.kafka.brokers)?;
+    admin
+        .ensure_topic(
+            &settings.kafka.jobs_topic,
+            settings.kafka.partitions,
+            settings.kafka.replication_factor,
+        )
+        .await
+        .context("jobs topic")?;
+    let root = work_root(&settings, &id);
+    tokio::fs::create_dir_all(&root)
+        .await
+        .with_context(|| format!("cannot create {}", root.display()))?;
+    let runner = Arc::new(JobRunner::new(
+        id.clone(),
+        ports,
+        settings.worker.clone(),
+        root.clone(),
+    ));
+    let consumer: StreamConsumer = group_consumer(
+        &GroupConsumerOptions {
+            brokers: &settings.kafka.brokers,
+            group: &settings.kafka.worker_group,
+            instance_id: settings.worker.instance_id.as_deref(),
+            from_beginning: true,
+        },
+        DefaultConsumerContext,
+    )?;
+    consumer
+        .subscribe(&[&settings.kafka.jobs_topic])
+        .context("subscribe")?;
+    tracing::info!(worker = %id, slots, topic = %settings.kafka.jobs_topic, "worker started");
+
+    let slots_sem = Arc::new(Semaphore::new(slots.max(1)));
+    let hand_back = CancellationToken::new();
+    let mut running = JoinSet::new();
+    let mut paused = false;
+    loop {
+        // Keep the partitions paused while every slot is busy; re-applied every round because
+        // a rebalance may hand us new, unpaused partitions.
+        let full = slots_sem.available_permits() == 0;
+        if full {
+            if let Err(e) = pause_assigned(&consumer) {
+                tracing::warn!(error = %e, "pause failed");
+            }
+            paused = true;
+        } else if paused {
+            if let Err(e) = resume_assigned(&consumer) {
+                tracing::warn!(error = %e, "resume failed");
+            }
+            paused = false;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            received = consumer.recv() => {
+                let message = match received {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka receive failed");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                };
+                let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
+                let Ok(permit) = slots_sem.clone().try_acquire_owned() else {
+                    // Fetched before the pause took effect: rewind so it comes again on resume.
+                    if let Err(e) = consumer.seek(&topic, partition, rdkafka::Offset::Offset(offset), Duration::from_secs(5)) {
+                        tracing::warn!(error = %e, partition, offset, "cannot rewind a message received while full");
+                    }
+                    continue;
+                };
+                let dispatch: Dispatch = match message.payload().map(serde_json::from_slice) {
+                    Some(Ok(d)) => d,
+                    _ => {
+                        tracing::warn!(partition, offset, "unreadable dispatch message skipped");
+                        let _ = consumer.store_offset(&topic, partition, offset);
+                        continue;
+                    }
+                };
+                let now = OffsetDateTime::now_utc();
+                match runner.ports().store.claim(&dispatch.id, dispatch.attempt, &id, runner.lease(), now).await {
+                    Ok(Some(job)) => {
+                        let _ = consumer.store_offset(&topic, partition, offset);
+                        tracing::info!(job_id = %job.id, attempt = job.attempt, partition, offset, "job claimed");
+                        runner.publish(runner::event(&job, JobStatus::Queued, JobStatus::Running, &id, now)).await;
+                        let (runner, hand_back) = (runner.clone(), hand_back.clone());
+                        running.spawn(async move {
+                            runner.run_claimed(job, hand_back).await;
+                            drop(permit);
+                        });
+                    }
+                    Ok(None) => {
+                        // Cancelled, already taken, or a stale attempt: nothing to run.
+                        let _ = consumer.store_offset(&topic, partition, offset);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, job_id = %dispatch.id, "claim failed; the message will come again");
+                        let _ = consumer.seek(&topic, partition, rdkafka::Offset::Offset(offset), Duration::from_secs(5));
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    tracing::info!(running = running.len(), "worker stopping: no new jobs");
+    let _ = pause_assigned(&consumer);
+    let grace = tokio::time::sleep(Duration::from_secs(settings.worker.shutdown_grace_secs));
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            joined = running.join_next() => if joined.is_none() { break },
+            _ = &mut grace, if !hand_back.is_cancelled() => {
+                tracing::info!(running = running.len(), "grace period over: handing jobs back");
+                hand_back.cancel();
+            }
+        }
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing stored since the last commit is the usual reason.
+        tracing::debug!(error = %e, "final commit");
+    }
+    drop(consumer);
+    let _ = tokio::fs::remove_dir_all(&root).await;
+    tracing::info!("worker stopped");
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! The policy for repository URLs a user may submit: which transports are allowed and
+//! which hosts a worker may be sent to.
+//!
+//! Allowed: `https://`, `http://`, `git://`, `ssh://` and the scp-like `[user@]host:path`
+//! (which git runs over ssh). Refused: git's `<transport>::<address>` syntax (`ext::` runs
+//! a command, `fd::` reads a file descriptor), every other scheme, and — unless local
+//! repositories are allowed (tests, standalone) — `file://` URLs, bare paths and hosts
+//! that are loopback, private, link-local, unspecified or `localhost`. The host check
+//! looks at the text only; a public name that resolves to a private address is the
+//! worker's to refuse when it connects.
+//!
+//! Error messages never repeat the URL's user-info, which may be a credential.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use url::{Host, Url};
+
+/// Longest URL accepted, in bytes.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Schemes accepted in `scheme://` form (besides `file` when local repositories are allowed).
+pub const ALLOWED_SCHEMES: [&str; 4] = ["https", "http", "git", "ssh"];
+
+/// Checks a repository URL against the policy; the error says why it was refused.
+pub fn check_repo_url(url: &str, allow_local: bool) -> Result<(), String> {
+    if url.is_empty() {
+        return Err("the repository url is empty".into());
+    }
+    if url.len() > MAX_URL_LEN {
+        return Err(format!(
+            "the repository url is longer than {MAX_URL_LEN} bytes"
+        ));
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("the repository url contains whitespace or control characters".into());
+    }
+    if url.starts_with('-') {
+        // Would read as an option to git or ssh.
+        return Err("the repository url must not start with '-'".into());
+    }
+    if let Some(transport) = transport_prefix(url) {
+        return Err(format!(
+            "git transport {transport:?} (`{transport}::`) is not allowed"
+        ));
+    }
+    if url.contains("://") {
+        return check_scheme_url(url, allow_local);
+    }
+    if let Some((host, path)) = split_scp_like(url) {
+        return check_scp_like(host, path, allow_local);
+    }
+    if allow_local {
+        Ok(())
+    } else {
+        Err("local paths are not allowed as repository urls".into())
+    }
+}
+
+/// `Some(name)` when the URL uses git's `<transport>::<address>` syntax.
+fn transport_prefix(url: &str) -> Option<&str> {
+    let (name, _) = url.split_once("::")?;
+    let is_name = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'));
+    is_name.then_some(name)
+}
+
+fn check_scheme_url(url: &str, allow_local: bool) -> Result<(), String> {
+    let parsed = Url::parse(url).map_err(|e| format!("the repository url is not valid: {e}"))?;
+    let scheme = parsed.scheme();
+    if scheme == "file" {
+        return if allow_local {
+            Ok(())
+        } else {
+            Err("file urls are not allowed".into())
+        };
+    }
+    if !ALLOWED_SCHEMES.contains(&scheme) {
+        return Err(format!(
+            "scheme {scheme:?} is not allowed; use https, http, git or ssh"
+        ));
+    }
+    if parsed.username().starts_with('-') {
+        return Err("the user name in the repository url must not start with '-'".into());
+    }
+    let host = parsed
+        .host()
+        .ok_or_else(|| "the repository url has no host".to_string())?;
+    let path = parsed.path().trim_start_matches('/');
+    if path.is_empty() {
+        return Err("the repository url has no path".into());
+    }
+    match host {
+        Host::Domain(domain) => check_domain(domain, allow_local),
+        Host::Ipv4(ip) => check_ip(IpAddr::V4(ip), allow_local),
+        Host::Ipv6(ip) => check_ip(IpAddr::V6(ip), allow_local),
+    }
+}
+
+/// Splits `[user@]host:path` when the text is scp-like as git sees it: a colon before any
+/// slash (a bracketed IPv6 host may contain colons).
+fn split_scp_like(url: &str) -> Option<(&str, &str)> {
+    let (user_host, rest) = if let Some(open) = url
+        .find("@[")
+        .map(|i| i + 1)
+        .or_else(|| url.starts_with('[').then_some(0))
+    {
+        let close = url[open..].find(']')? + open;
+        let after = &url[close + 1..];
+        let path = after.strip_prefix(':')?;
+        (&url[..=close], path)
+    } else {
+        let colon = url.find(':')?;
+        if url[..colon].contains('/') {
+            return None;
+        }
+        (&url[..colon], &url[colon + 1..])
+    };
+    Some((user_host, rest))
+}
+
+fn check_scp_like(user_host: &str, path: &str, allow_local: bool) -> Result<(), String> {
+    let (user, host) = match user_host.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, user_host),
+    };
+    if user.is_some_and(|u| u.is_empty() || u.starts_with('-')) {
+        return Err("the user name in the repository url is not valid".into());
+    }
+    if host.is_empty() {
+        return Err("the repository url has no host".into());
+    }
+    if path.is_empty() {
+        return Err("the repository url has no path".into());
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let ip: Ipv6Addr = inner
+            .parse()
+            .map_err(|_| format!("host {host:?} is not a valid IPv6 address"))?;
+        return check_ip(IpAddr::V6(ip), allow_local);
+    }
+    let host_ok = host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !host_ok || host.starts_with('-') {
+        return Err(format!("host {host:?} is not a valid host name"));
+    }
+    check_domain(host, allow_local)
+}
+
+/// A host given as a name. Names that are numbers in disguise (`127.1`, `0x7f.0.0.1`, `0`)
+/// are read the way resolvers read them and checked as addresses.
+fn check_domain(domain: &str, allow_local: bool) -> Result<(), String> {
+    if domain.contains('%') {
+        return Err("percent-encoded host names are not allowed".into());
+    }
+    if domain.starts_with('-') {
+        return Err(format!("host {domain:?} is not a valid host name"));
+    }
+    let name = domain.trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return Err("the repository url has no host".into());
+    }
+    if let Some(ip) = numeric_host(&name) {
+        return check_ip(IpAddr::V4(ip), allow_local);
+    }
+    if !allow_local && (name == "localhost" || name.ends_with(".localhost")) {
+        return Err(format!(
+            "host {name:?} is local; local repositories are not allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// The IPv4 address a numeric host name stands for, parsed like `inet_aton` (and the URL
+/// standard) does: decimal, octal or hex parts, one to four of them.
+fn numeric_host(name: &str) -> Option<Ipv4Addr> {
+    let probe = Url::parse(&format!("http://{name}/")).ok()?;
+    match probe.host()? {
+        Host::Ipv4(ip) => Some(ip),
+        _ => None,
+    }
+}
+
+fn check_ip(ip: IpAddr, allow_local: bool) -> Result<(), String> {
+    if allow_local || is_public(ip) {
+        Ok(())
+    } else {
+        Err(format!(
+            "host {ip} is a loopback, private, link-local or unspecified address; local repositories are not allowed"
+        ))
+    }
+}
+
+fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // fc00::/7 unique local
+                || (first & 0xfe00) == 0xfc00
+                // fe80::/10 link-local, fec0::/10 site-local (deprecated)
+                || (first & 0xffc0) == 0xfe80
+                || (first & 0xffc0) == 0xfec0
+                // ::a.b.c.d (deprecated IPv4-compatible), which includes ::1 and ::
+                || v6.segments()[..6].iter().all(|s| *s == 0))
+        }
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        // 0.0.0.0/8 "this network"
+        || a == 0
+        // 100.64.0.0/10 shared address space (carrier-grade NAT)
+        || (a == 100 && (64..128).contains(&b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(url: &str) -> bool {
+        check_repo_url(url, false).is_ok()
+    }
+
+    #[test]
+    fn public_https_http_git_and_ssh_urls_are_allowed() {
+        for url in [
+            "https://github.com/x/y.git",
+            "https://user:token@github.com/x/y.git",
+            "http://example.com/repo",
+            "git://example.com/repo.git",
+            "ssh://git@github.com/x/y.git",
+            "ssh://git@github.com:2222/x/y.git",
+            "https://8.8.8.8/x.git",
+            "https://[2001:4860:4860::8888]/x.git",
+            "HTTPS://GitHub.com/x/y.git",
+        ] {
+            assert!(allowed(url), "{url}: {:?}", check_repo_url(url, false));
+        }
+    }
+
+    #[test]
+    fn scp_like_urls_are_allowed() {
+        assert!(allowed("git@github.com:x/y.git"));
+        assert!(allowed("github.com:x/y.git"));
+        assert!(allowed("git@[2001:4860:4860::8888]:x/y.git"));
+    }
+
+    #[test]
+    fn transports_and_other_schemes_are_refused() {
+        for url in [
+            "ext::sh -c touch% /tmp/pwned",
+            "ext::sh",
+            "fd::17",
+            "fd::0/x",
+            "foo::https://github.com/x/y.git",
+            "ftp://example.com/x.git",
+            "ftps://example.com/x.git",
+            "rsync://example.com/x.git",
+            "javascript://example.com/x",
+            "git+ssh://example.com/x.git",
+            "data://text/plain,hi",
+        ] {
+            assert!(!allowed(url), "{url}");
+        }
+        // The transport syntax stays refused even where local repositories are allowed.
+        assert!(check_repo_url("ext::sh -c id", true).is_err());
+        assert!(check_repo_url("fd::3", true).is_err());
+    }
+
+    #[test]
+    fn file_urls_and_bare_paths_need_allow_local() {
+        for url in ["file:///srv/repo.git", "/srv/repo.git", "./repo", "repo"] {
+            assert!(!allowed(url), "{url}");
+            assert!(check_repo_url(url, true).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn local_and_private_hosts_need_allow_local() {
+        for url in [
+            "http://localhost/x.git",
+            "http://LOCALHOST./x.git",
+            "git://foo.localhost/x.git",
+            "https://127.0.0.1/x.git",
+            "https://127.1/x.git",
+            "git://127.1/x.git",
+            "git://0x7f.0.0.1/x.git",
+            "git://2130706433/x.git",
+            "http://0/x.git",
+            "http://0.0.0.0/x.git",
+            "http://10.1.2.3/x.git",
+            "http://172.16.0.1/x.git",
+            "http://192.168.1.1/x.git",
+            "http://169.254.169.254/latest",
+            "http://100.64.0.1/x.git",
+            "http://[::1]/x.git",
+            "git://[::1]:9418/x.git",
+            "http://[::]/x.git",
+            "http://[fe80::1]/x.git",
+            "http://[fd00::1]/x.git",
+            "http://[::ffff:127.0.0.1]/x.git",
+            "http://[::ffff:10.0.0.1]/x.git",
+            "ssh://git@127.0.0.1/x.git",
+            "git@localhost:x.git",
+            "git@127.0.0.1:x.git",
+            "git@[::1]:x.git",
+            "192.168.0.1:x.git",
+        ] {
+            assert!(!allowed(url), "{url}");
+            assert!(check_repo_url(url, true).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn whitespace_control_characters_and_long_urls_are_refused() {
+        for url in [
+            "",
+            "https://github.com/x/y.git ",
+            " https://github.com/x/y.git",
+            "https://github.com/x y.git",
+            "https://github.com/x/y.git\n",
+            "https://github.com/x\0/y.git",
+            "https://github.com/x\t/y.git",
+        ] {
+            assert!(!allowed(url), "{url:?}");
+            assert!(check_repo_url(url, true).is_err(), "{url:?}");
+        }
+        let long = format!("https://github.com/{}", "a".repeat(MAX_URL_LEN));
+        assert!(!allowed(&long));
+        let fits = format!("https://github.com/{}", "a".repeat(MAX_URL_LEN - 40));
+        assert!(allowed(&fits));
+    }
+
+    #[test]
+    fn option_injection_is_refused() {
+        for url in [
+            "-oProxyCommand=touch /tmp/x",
+            "--upload-pack=touch:x",
+            "ssh://-oProxyCommand=x/y",
+            "ssh://-oProxyCommand@host/y",
+            "-host:x",
+        ] {
+            assert!(!allowed(url), "{url}");
+            assert!(check_repo_url(url, true).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn urls_without_host_or_path_are_refused() {
+        for url in [
+            "https://",
+            "https:///x.git",
+            "https://github.com",
+            "https://github.com/",
+            "git@github.com:",
+            "@github.com:x",
+        ] {
+            assert!(!allowed(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn errors_never_repeat_credentials() {
+        for url in [
+            "ftp://user:s3cret@example.com/x.git",
+            "https://user:s3cret@127.0.0.1/x.git",
+            "https://user:s3cret@localhost/x.git",
+            "user:s3cret@[::1]:x.git",
+            "https://user:s3cret@/x.git",
+            "https://user:s3cret@github.com/x y.git",
+        ] {
+            let err = check_repo_url(url, false).unwrap_err();
+            assert!(!err.contains("s3cret"), "{url}: {err}");
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Running one claimed job end to end: fetch, prepare, run, upload, and the terminal
+//! transition, while a companion task renews the lease and notices cancellation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jobq_common::domain::{
+    Dispatch, FailureReason, Job, JobEvent, JobStatus, Outcome, artifact_keys,
+};
+use jobq_common::ports::{ArtifactStore, DispatchQueue, EventBus, JobStore};
+use jobq_common::settings::WorkerSettings;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::executor::{self, JobDir, Limits, RunEnd};
+use crate::repo::RepoCache;
+
+/// The outside systems a runner talks to.
+#[derive(Clone)]
+pub struct Ports {
+    pub store: Arc<dyn JobStore>,
+    pub events: Arc<dyn EventBus>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub dispatch: Arc<dyn DispatchQueue>,
+}
+
+/// Why a run stopped before its command ended on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// Cancelled by its owner or its lease lost: the store no longer lets this worker finish it.
+    LeaseLost,
+    /// The worker is shutting down and hands the job back for another attempt.
+    HandBack,
+}
+
+/// Runs claimed jobs for one worker.
+pub struct JobRunner {
+    pub worker_id: String,
+    ports: Ports,
+    settings: WorkerSettings,
+    work_root: PathBuf,
+    cache: RepoCache,
+}
+
+impl std::fmt::Debug for JobRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRunner")
+            .field("worker_id", &self.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A job event for a transition made by this worker.
+pub fn event(
+    job: &Job,
+    from: JobStatus,
+    to: JobStatus,
+    worker: &str,
+    now: OffsetDateTime,
+) -> JobEvent {
+    let since_created = ((now - job.created_at).whole_milliseconds().max(0)) as u64;
+    JobEvent {
+        job_id: job.id.clone(),
+        attempt: job.attempt,
+        from: Some(from),
+        to,
+        at: now,
+        worker: Some(worker.to_string()),
+        elapsed_ms: to.is_terminal().then_some(since_created),
+        waited_ms: (to == JobStatus::Running).then_some(since_created),
+    }
+}
+
+impl JobRunner {
+    /// A runner keeping its checkouts and repository cache under `work_root`.
+    pub fn new(
+        worker_id: String,
+        ports: Ports,
+        settings: WorkerSettings,
+        work_root: PathBuf,
+    ) -> Self {
+        let cache = RepoCache::new(work_root.join("repo-cache"));
+        Self {
+            worker_id,
+            ports,
+            settings,
+            work_root,
+            cache,
+        }
+    }
+
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.settings.lease_secs)
+    }
+
+    /// Publishes an event; the bus is for observation, so a failure is logged, not fatal.
+    pub async fn publish(&self, event: JobEvent) {
+        if let Err(e) = self.ports.events.publish(&event).await {
+            tracing::warn!(job_id = %event.job_id, error = %e, "job event not published");
+        }
+    }
+
+    /// Runs a job this worker has claimed. `hand_back` fires when the worker shuts down and
+    /// wants to give the job to another worker.
+    pub async fn run_claimed(self: Arc<Self>, job: Job, hand_back: CancellationToken) {
+        let span = tracing::info_span!("job", job_id = %job.id, attempt = job.attempt);
+        self.run_inner(job, hand_back).instrument(span).await
+    }
+
+    async fn run_inner(self: Arc<Self>, job: Job, hand_back: CancellationToken) {
+        let started = Instant::now();
+        let dir = JobDir {
+            root: self
+                .work_root
+                .join("jobs")
+                .join(format!("{}-{}", job.id, job.attempt)),
+        };
+        let _ = tokio::fs::remove_dir_all(&dir.root).await;
+        let stop = CancellationToken::new();
+        let reason: Arc<std::sync::Mutex<Option<StopReason>>> = Arc::default();
+        let renewer = {
+            let (me, job, dir, stop, reason) = (
+                self.clone(),
+                job.clone(),
+                dir.clone(),
+                stop.clone(),
+                reason.clone(),
+            );
+            tokio::spawn(
+                async move { me.keep_lease(job, dir, stop, reason).await }.in_current_span(),
+            )
+        };
+        let watcher = {
+            let (stop, reason) = (stop.clone(), reason.clone());
+            tokio::spawn(async move {
+                hand_back.cancelled().await;
+                reason
+                    .lock()
+                    .expect("reason lock")
+                    .get_or_insert(StopReason::HandBack);
+                stop.cancel();
+            })
+        };
+        // The run itself is never dropped half-way: a stop reaches it through `stop`, and it
+        // kills its process group before returning.
+        let result = self.execute(&job, &dir, &stop).await;
+        renewer.abort();
+        watcher.abort();
+        let stopped_by = *reason.lock().expect("reason lock");
+        match stopped_by {
+            Some(StopReason::LeaseLost) => {
+                tracing::info!("job stopped: cancelled or lease lost");
+                self.upload_logs(&job, &dir).await;
+            }
+            Some(StopReason::HandBack) => {
+                self.upload_logs(&job, &dir).await;
+                self.hand_back(&job).await;
+            }
+            None => {
+                let outcome = self.finish(&job, &dir, result, started).await;
+                self.complete(&job, outcome).await;
+            }
+        }
+        let _ = tokio::fs::remove_dir_all(&dir.root).await;
+    }
+
+    /// Clone, prepare and run; `Ok(end)` when the command ran, `Err(reason)` when it could not.
+    async fn execute(
+        &self,
+        job: &Job,
+        dir: &JobDir,
+        stop: &CancellationToken,
+    ) -> Result<RunEnd, FailureReason> {
+        tokio::fs::create_dir_all(&dir.root)
+            .await
+            .map_err(|e| FailureReason::Internal {
+                detail: format!("cannot create the job folder: {e}"),
+            })?;
+        let timeout = Duration::from_secs(self.settings.job_timeout_secs);
+        let abort = Arc::new(AtomicBool::new(false));
+        let abort_on_stop = {
+            let (abort, stop) = (abort.clone(), stop.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(timeout) => {}
+                }
+                abort.store(true, Ordering::Relaxed);
+            })
+        };
+        let cloned = self
+            .cache
+            .checkout(&job.spec.url, &dir.repo(), abort.clone())
+            .await;
+        abort_on_stop.abort();
+        if let Err(e) = cloned {
+            if abort.load(Ordering::Relaxed) && !stop.is_cancelled() {
+                return Err(FailureReason::Timeout {
+                    limit_secs: timeout.as_secs(),
+                });
+            }
+            return Err(FailureReason::CloneFailed {
+                detail: e.to_string(),
+            });
+        }
+        let argv = executor::prepare(dir, &job.spec.config, &job.spec.args).await?;
+        let limits = Limits {
+            timeout,
+            max_log_bytes: self.settings.max_log_bytes,
+        };
+        executor::run(dir, &argv, limits, stop)
+            .await
+            .map_err(|e| FailureReason::Internal {
+                detail: format!("cannot start npm: {e}"),
+            })
+    }
+
+    /// Renews the lease until the job ends; on a lost lease (or a store unreachable for a
+    /// whole lease) it stops the run. Uploads the logs so far every few renewals.
+    async fn keep_lease(
+        &self,
+        job: Job,
+        dir: JobDir,
+        stop: CancellationToken,
+        reason: Arc<std::sync::Mutex<Option<StopReason>>>,
+    ) {
+        let every = Duration::from_millis(self.settings.renew_interval_ms);
+        let mut last_ok = Instant::now();
+        let mut rounds = 0u64;
+        loop {
+            tokio::time::sleep(every).await;
+            rounds += 1;
+            match self
+                .ports
+                .store
+                .renew(
+                    &job.id,
+                    job.attempt,
+                    &self.worker_id,
+                    self.lease(),
+                    OffsetDateTime::now_utc(),
+                )
+                .await
+            {
+                Ok(true) => {
+                    last_ok = Instant::now();
+                    if rounds.is_multiple_of(3) {
+                        self.upload_logs(&job, &dir).await;
+                    }
+                    continue;
+                }
+                Ok(false) => {
+                    tracing::info!("lease lost: the job was cancelled or given to another worker")
+                }
+                Err(e) if last_ok.elapsed() < self.lease() => {
+                    tracing::warn!(error = %e, "lease renewal failed, retrying");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease expired while the store was unreachable")
+                }
+            }
+            reason
+                .lock()
+                .expect("reason lock")
+                .get_or_insert(StopReason::LeaseLost);
+            stop.cancel();
+            return;
+        }
+    }
+
+    async fn upload_logs(&self, job: &Job, dir: &JobDir) {
+        for (path, key) in [
+            (dir.stdout(), artifact_keys::stdout(&job.id)),
+            (dir.stderr(), artifact_keys::stderr(&job.id)),
+        ] {
+            if path.exists()
+                && let Err(e) = self.ports.artifacts.put_file(&key, &path).await
+            {
+                tracing::warn!(error = %e, key, "log upload failed");
+            }
+        }
+    }
+
+    /// Uploads logs and outputs and decides the outcome.
+    async fn finish(
+        &self,
+        job: &Job,
+        dir: &JobDir,
+        result: Result<RunEnd, FailureReason>,
+        started: Instant,
+    ) -> Outcome {
+        let timeout = Duration::from_secs(self.settings.job_timeout_secs);
+        let (exit_code, mut failure) = match result {
+            Ok(end) => (
+                match end {
+                    RunEnd::Exited(code) => Some(code),
+                    _ => None,
+                },
+                executor::failure_for(end, timeout),
+            ),
+            Err(reason) => (None, Some(reason)),
+        };
+        self.upload_logs(job, dir).await;
+        let output = dir.output();
+        let files = tokio::task::spawn_blocking(move || executor::output_files(&output))
+            .await
+            .unwrap_or_default();
+        let mut uploaded = Vec::with_capacity(files.len());
+        for file in files {
+            let Some(key) = artifact_keys::output(&job.id, &file) else {
+                continue;
+            };
+            match self
+                .ports
+                .artifacts
+                .put_file(&key, &dir.output().join(&file))
+                .await
+            {
+                Ok(_) => uploaded.push(file),
+                Err(e) => {
+                    tracing::warn!(error = %e, file, "output upload failed");
+                    failure.get_or_insert(FailureReason::UploadFailed {
+                        detail: format!("{file}: {e}"),
+                    });
+                }
+            }
+        }
+        Outcome {
+            status: if failure.is_some() {
+                JobStatus::Failed
+            } else {
+                JobStatus::Finished
+            },
+            exit_code,
+            elapsed_ms: executor::elapsed_ms(started),
+            output_files: uploaded,
+            failure,
+        }
+    }
+
+    async fn complete(&self, job: &Job, outcome: Outcome) {
+        let now = OffsetDateTime::now_utc();
+        match self
+            .ports
+            .store
+            .complete(&job.id, job.attempt, &self.worker_id, &outcome, now)
+            .await
+        {
+            Ok(Some(done)) => {
+                tracing::info!(status = %done.status, elapsed_ms = outcome.elapsed_ms, "job ended");
+                self.publish(event(
+                    &done,
+                    JobStatus::Running,
+                    done.status,
+                    &self.worker_id,
+                    now,
+                ))
+                .await;
+            }
+            Ok(None) => tracing::info!("job ended but the lease was gone; the result is dropped"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the job's end; its lease will expire")
+            }
+        }
+    }
+
+    async fn hand_back(&self, job: &Job) {
+        match self
+            .ports
+            .store
+            .release(&job.id, job.attempt, &self.worker_id)
+            .await
+        {
+            Ok(Some(released)) => {
+                let message = Dispatch {
+                    id: released.id.clone(),
+                    attempt: released.attempt,
+                };
+                if let Err(e) = self.ports.dispatch.dispatch(&message).await {
+                    tracing::error!(error = %e, "handed-back job not re-dispatched; the lease reaper will not see it");
+                }
+                let now = OffsetDateTime::now_utc();
+                self.publish(event(
+                    job,
+                    JobStatus::Running,
+                    JobStatus::Queued,
+                    &self.worker_id,
+                    now,
+                ))
+                .await;
+                tracing::info!("job handed back for attempt {}", released.attempt);
+            }
+            Ok(None) => tracing::info!("job not handed back: lease already gone"),
+            Err(e) => tracing::warn!(error = %e, "hand-back failed; the lease will expire instead"),
+        }
+    }
+}
