@@ -1,5 +1,6 @@
 //! `jobq`: the services and the client in one binary.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,12 @@ enum Command {
     Config,
     /// Check that Kafka, MongoDB, S3 and the identity provider answer with this configuration.
     Check,
+    /// Serve the REST API until SIGINT or SIGTERM.
+    Frontend {
+        /// Address to listen on (default: frontend.listen, 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
 }
 
 #[tokio::main]
@@ -42,6 +49,16 @@ async fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check => check(&settings).await,
+        Command::Frontend { listen } => {
+            let addr = listen.unwrap_or(settings.frontend.listen);
+            match jobq_frontend::run(settings, addr).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("jobq frontend: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,141 @@
+//! The original design's job routes, same paths and shapes, so its clients (and its
+//! Postman workflow) work unchanged.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::Response;
+use jobq_common::ports::Page;
+
+use crate::AppState;
+use crate::dto::{Cancelled, JobSummary, StatusQuery, SubmitJob, Submitted};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::jobs;
+
+/// Most jobs `GET /api/status` lists, newest first.
+pub const STATUS_LIST_LIMIT: u64 = 1000;
+
+/// Submits a job.
+#[utoipa::path(
+    post,
+    path = "/api/addJob",
+    tag = "jobs (original)",
+    request_body = SubmitJob,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Submitted),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, description = "body, config or args over its limit", body = ErrorBody),
+        (status = 422, description = "missing or refused url, args that cannot be split", body = ErrorBody),
+        (status = 503, description = "the queue or the job store is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn add_job(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(request): ApiJson<SubmitJob>,
+) -> Result<Json<Submitted>, ApiError> {
+    let job = jobs::submit(&state, &caller, request).await?;
+    Ok(Json(Submitted {
+        job_id: job.id.to_string(),
+    }))
+}
+
+/// The caller's jobs, newest first (at most 1000).
+#[utoipa::path(
+    get,
+    path = "/api/status",
+    tag = "jobs (original)",
+    params(StatusQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Vec<JobSummary>),
+        (status = 401, body = ErrorBody),
+    )
+)]
+pub async fn status_list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiQuery(query): ApiQuery<StatusQuery>,
+) -> Result<Json<Vec<JobSummary>>, ApiError> {
+    let page = Page {
+        offset: 0,
+        limit: STATUS_LIST_LIMIT,
+    };
+    let found = jobs::list(&state, &caller, query.all.unwrap_or(false), page).await?;
+    Ok(Json(found.jobs.iter().map(JobSummary::from).collect()))
+}
+
+/// One job's state and output files.
+#[utoipa::path(
+    get,
+    path = "/api/status/{id}",
+    tag = "jobs (original)",
+    params(("id" = String, Path, description = "job id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = JobSummary),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "no such job, or not the caller's", body = ErrorBody),
+    )
+)]
+pub async fn status_one(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobSummary>, ApiError> {
+    let job = jobs::find(&state, &caller, &id).await?;
+    Ok(Json(JobSummary::from(&job)))
+}
+
+/// Downloads one of the job's output files; `file` is its path under `output/` and may
+/// contain slashes.
+#[utoipa::path(
+    get,
+    path = "/api/results/{id}/{file}",
+    tag = "jobs (original)",
+    params(
+        ("id" = String, Path, description = "job id"),
+        ("file" = String, Path, description = "path of the file under `output/`, e.g. `a/b/c.txt`"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the file, streamed", content_type = "application/octet-stream"),
+        (status = 400, description = "not a relative path", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "no such job or file", body = ErrorBody),
+    )
+)]
+pub async fn results(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath((id, file)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    jobs::download(&state, &caller, &id, &file).await
+}
+
+/// Cancels a job: a queued job never starts; a running one is killed by its worker.
+#[utoipa::path(
+    get,
+    path = "/api/deleteJob/{id}",
+    tag = "jobs (original)",
+    params(("id" = String, Path, description = "job id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Cancelled),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "no such job, or not the caller's", body = ErrorBody),
+    )
+)]
+pub async fn delete_job(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Cancelled>, ApiError> {
+    let job = jobs::cancel(&state, &caller, &id).await?;
+    Ok(Json(Cancelled {
+        id: job.id.to_string(),
+        status: job.status,
+    }))
+}

@@ -1,0 +1,199 @@
+//! The resource routes for new clients: `/api/v1/jobs` and below.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jobq_common::ports::Page;
+
+use crate::AppState;
+use crate::dto::{JobList, JobView, ListQuery, Logs, LogsQuery, SubmitJob};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::jobs::{self, LogStream};
+
+/// Page size when none is asked for.
+pub const DEFAULT_PAGE: u64 = 20;
+/// Largest page.
+pub const MAX_PAGE: u64 = 100;
+
+/// Submits a job; answers it with its location.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    request_body = SubmitJob,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, body = JobView, headers(("Location" = String, description = "the job's URL"))),
+        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, description = "body, config or args over its limit", body = ErrorBody),
+        (status = 422, description = "missing or refused url, args that cannot be split", body = ErrorBody),
+        (status = 503, description = "the queue or the job store is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(request): ApiJson<SubmitJob>,
+) -> Result<Response, ApiError> {
+    let job = jobs::submit(&state, &caller, request).await?;
+    let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id))
+        .map_err(|e| ApiError::Internal(format!("location header: {e}")))?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(JobView::from(&job)),
+    )
+        .into_response())
+}
+
+/// The caller's jobs, newest first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = JobList),
+        (status = 400, description = "malformed query", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let page = Page {
+        offset: query.offset.unwrap_or(0),
+        limit: query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
+    };
+    let found = jobs::list(&state, &caller, query.all.unwrap_or(false), page).await?;
+    Ok(Json(JobList {
+        jobs: found.jobs.iter().map(JobView::from).collect(),
+        total: found.total,
+        offset: page.offset,
+        limit: page.limit,
+    }))
+}
+
+/// One job in full.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = JobView),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "no such job, or not the caller's", body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = jobs::find(&state, &caller, &id).await?;
+    Ok(Json(JobView::from(&job)))
+}
+
+/// Cancels a job and answers it; a job that already ended is answered unchanged.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = JobView),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "no such job, or not the caller's", body = ErrorBody),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = jobs::cancel(&state, &caller, &id).await?;
+    Ok(Json(JobView::from(&job)))
+}
+
+/// The job's stdout and stderr as stored so far (empty before the worker uploads them);
+/// with `?stream=stdout|stderr`, that one log alone as plain text.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/logs",
+    tag = "jobs",
+    params(("id" = String, Path, description = "job id"), LogsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Logs),
+        (status = 200, description = "with `stream`: the log as text", content_type = "text/plain"),
+        (status = 400, description = "unknown stream", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "no such job, or not the caller's", body = ErrorBody),
+    )
+)]
+pub async fn logs(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let stream = query
+        .stream
+        .as_deref()
+        .map(|name| {
+            LogStream::parse(name)
+                .ok_or_else(|| ApiError::BadRequest("stream must be stdout or stderr".into()))
+        })
+        .transpose()?;
+    let job = jobs::find(&state, &caller, &id).await?;
+    if let Some(stream) = stream {
+        let text = jobs::read_log(&state, &job, stream).await?;
+        return Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response());
+    }
+    let (stdout, stderr) = futures::try_join!(
+        jobs::read_log(&state, &job, LogStream::Stdout),
+        jobs::read_log(&state, &job, LogStream::Stderr),
+    )?;
+    Ok(Json(Logs { stdout, stderr }).into_response())
+}
+
+/// Downloads one of the job's output files; `file` may contain slashes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/results/{file}",
+    tag = "jobs",
+    params(
+        ("id" = String, Path, description = "job id"),
+        ("file" = String, Path, description = "path of the file under `output/`, e.g. `a/b/c.txt`"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the file, streamed", content_type = "application/octet-stream"),
+        (status = 400, description = "not a relative path", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, description = "no such job or file", body = ErrorBody),
+    )
+)]
+pub async fn results(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiPath((id, file)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    jobs::download(&state, &caller, &id, &file).await
+}

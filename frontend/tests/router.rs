@@ -1,0 +1,1342 @@
+//! Router tests: the whole application driven with `oneshot`, its ports replaced by the
+//! in-memory doubles below. These doubles exist for these tests only; the suites against
+//! the real servers live in the workspace's `tests/` crate.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use jobq_common::domain::{
+    Dispatch, FailureReason, Job, JobEvent, JobId, JobSpec, JobStatus, Observation, Outcome,
+    artifact_keys,
+};
+use jobq_common::ports::{
+    Artifact, ArtifactStore, CancelResult, DispatchQueue, EventBus, JobPage, JobStore,
+    ObservationStore, Page, PasswordLogin, Principal, TokenValidator,
+};
+use jobq_common::settings::FrontendSettings;
+use jobq_common::{PortError, PortResult};
+use jobq_frontend::openapi::ApiDoc;
+use jobq_frontend::{AppState, metrics_handle, router};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tower::ServiceExt;
+use utoipa::OpenApi;
+
+// ---- doubles -------------------------------------------------------------------------
+
+#[derive(Default)]
+struct MemoryStore {
+    jobs: Mutex<Vec<Job>>,
+    observations: Mutex<Vec<Observation>>,
+    unavailable: AtomicBool,
+}
+
+impl MemoryStore {
+    fn check(&self) -> PortResult<()> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            Err(PortError::unavailable("mongo down"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn job(&self, id: &str) -> Job {
+        let jobs = self.jobs.lock().unwrap();
+        jobs.iter().find(|j| j.id.as_str() == id).unwrap().clone()
+    }
+}
+
+fn unused<T>() -> PortResult<T> {
+    Err(PortError::internal("not used by the frontend"))
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn insert(&self, job: &Job) -> PortResult<()> {
+        self.check()?;
+        self.jobs.lock().unwrap().push(job.clone());
+        Ok(())
+    }
+
+    async fn get(&self, id: &JobId) -> PortResult<Option<Job>> {
+        self.check()?;
+        Ok(self
+            .jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|j| &j.id == id)
+            .cloned())
+    }
+
+    async fn list(&self, owner: Option<&str>, page: Page) -> PortResult<JobPage> {
+        self.check()?;
+        let mut jobs: Vec<Job> = self
+            .jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|j| owner.is_none_or(|o| j.owner == o))
+            .cloned()
+            .collect();
+        jobs.sort_by(|a, b| b.id.cmp(&a.id));
+        let total = jobs.len() as u64;
+        let jobs = jobs
+            .into_iter()
+            .skip(page.offset as usize)
+            .take(page.limit as usize)
+            .collect();
+        Ok(JobPage { jobs, total })
+    }
+
+    async fn claim(
+        &self,
+        _: &JobId,
+        _: u32,
+        _: &str,
+        _: Duration,
+        _: OffsetDateTime,
+    ) -> PortResult<Option<Job>> {
+        unused()
+    }
+
+    async fn renew(
+        &self,
+        _: &JobId,
+        _: u32,
+        _: &str,
+        _: Duration,
+        _: OffsetDateTime,
+    ) -> PortResult<bool> {
+        unused()
+    }
+
+    async fn complete(
+        &self,
+        _: &JobId,
+        _: u32,
+        _: &str,
+        _: &Outcome,
+        _: OffsetDateTime,
+    ) -> PortResult<Option<Job>> {
+        unused()
+    }
+
+    async fn release(&self, _: &JobId, _: u32, _: &str) -> PortResult<Option<Job>> {
+        unused()
+    }
+
+    async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>> {
+        self.check()?;
+        let mut jobs = self.jobs.lock().unwrap();
+        let Some(job) = jobs.iter_mut().find(|j| &j.id == id) else {
+            return Ok(None);
+        };
+        let before = job.status;
+        if before.is_terminal() {
+            return Ok(Some(CancelResult::AlreadyTerminal(job.clone())));
+        }
+        job.status = JobStatus::Cancelled;
+        job.finished_at = Some(now);
+        Ok(Some(if before == JobStatus::Running {
+            CancelResult::CancelledWhileRunning(job.clone())
+        } else {
+            CancelResult::Cancelled(job.clone())
+        }))
+    }
+
+    async fn expired(&self, _: OffsetDateTime, _: u64) -> PortResult<Vec<Job>> {
+        unused()
+    }
+
+    async fn requeue_expired(
+        &self,
+        _: &JobId,
+        _: u32,
+        _: OffsetDateTime,
+    ) -> PortResult<Option<Job>> {
+        unused()
+    }
+
+    async fn fail_expired(
+        &self,
+        _: &JobId,
+        _: u32,
+        _: &Outcome,
+        _: OffsetDateTime,
+    ) -> PortResult<Option<Job>> {
+        unused()
+    }
+}
+
+#[async_trait]
+impl ObservationStore for MemoryStore {
+    async fn record(&self, observation: &Observation) -> PortResult<()> {
+        self.observations.lock().unwrap().push(observation.clone());
+        Ok(())
+    }
+
+    async fn latest(&self, limit: u64) -> PortResult<Vec<Observation>> {
+        self.check()?;
+        let all = self.observations.lock().unwrap();
+        Ok(all.iter().rev().take(limit as usize).cloned().collect())
+    }
+}
+
+#[derive(Default)]
+struct FakeQueue {
+    sent: Mutex<Vec<Dispatch>>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl DispatchQueue for FakeQueue {
+    async fn dispatch(&self, message: &Dispatch) -> PortResult<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(PortError::unavailable("kafka down"));
+        }
+        self.sent.lock().unwrap().push(message.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct FakeBus {
+    events: Mutex<Vec<JobEvent>>,
+}
+
+#[async_trait]
+impl EventBus for FakeBus {
+    async fn publish(&self, event: &JobEvent) -> PortResult<()> {
+        self.events.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+
+    async fn publish_observation(&self, _: &Observation) -> PortResult<()> {
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct MemoryArtifacts {
+    objects: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+#[async_trait]
+impl ArtifactStore for MemoryArtifacts {
+    async fn put_file(&self, _: &str, _: &Path) -> PortResult<u64> {
+        unused()
+    }
+
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> PortResult<()> {
+        self.objects.lock().unwrap().insert(key.into(), bytes);
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> PortResult<Artifact> {
+        let bytes = self
+            .objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| PortError::not_found(key))?;
+        Ok(Artifact {
+            len: bytes.len() as u64,
+            body: Box::pin(std::io::Cursor::new(bytes)),
+        })
+    }
+
+    async fn list(&self, prefix: &str) -> PortResult<Vec<String>> {
+        let objects = self.objects.lock().unwrap();
+        Ok(objects
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
+    }
+
+    async fn delete(&self, key: &str) -> PortResult<()> {
+        self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+/// Tokens are `token-<user>`; `token-admin` carries the admin role.
+struct FakeIdentity;
+
+#[async_trait]
+impl TokenValidator for FakeIdentity {
+    async fn validate(&self, token: &str) -> PortResult<Principal> {
+        let user = token
+            .strip_prefix("token-")
+            .ok_or_else(|| PortError::new(jobq_common::ErrorKind::Unauthorized, "bad token"))?;
+        Ok(Principal {
+            username: user.into(),
+            subject: format!("sub-{user}"),
+            roles: if user == "admin" {
+                vec!["admin".into()]
+            } else {
+                vec![]
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl PasswordLogin for FakeIdentity {
+    async fn login(&self, username: &str, password: &str) -> PortResult<String> {
+        match (username, password) {
+            ("alice", "pw") | ("bob", "pw") | ("admin", "admin") | ("ü ser", "p/w") => {
+                Ok(format!("token-{username}"))
+            }
+            _ => Err(PortError::new(
+                jobq_common::ErrorKind::Unauthorized,
+                "wrong user name or password",
+            )),
+        }
+    }
+}
+
+// ---- harness -------------------------------------------------------------------------
+
+const ALICE: &str = "token-alice";
+const BOB: &str = "token-bob";
+const ADMIN: &str = "token-admin";
+
+struct Harness {
+    app: Router,
+    store: Arc<MemoryStore>,
+    queue: Arc<FakeQueue>,
+    bus: Arc<FakeBus>,
+    artifacts: Arc<MemoryArtifacts>,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn header(&self, name: header::HeaderName) -> &str {
+        self.headers
+            .get(&name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+    }
+
+    /// A JSON error answer with this status.
+    fn assert_error(&self, status: StatusCode) -> String {
+        assert_eq!(self.status, status, "{}", self.text());
+        let body = self.json();
+        body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {body}"))
+            .to_string()
+    }
+}
+
+fn limits() -> FrontendSettings {
+    FrontendSettings {
+        max_body_bytes: 1024 * 1024,
+        max_config_bytes: 64 * 1024,
+        max_args_bytes: 1024,
+        ..FrontendSettings::default()
+    }
+}
+
+fn harness() -> Harness {
+    let store = Arc::new(MemoryStore::default());
+    let queue = Arc::new(FakeQueue::default());
+    let bus = Arc::new(FakeBus::default());
+    let artifacts = Arc::new(MemoryArtifacts::default());
+    let identity = Arc::new(FakeIdentity);
+    let state = AppState {
+        jobs: store.clone(),
+        dispatch: queue.clone(),
+        events: bus.clone(),
+        artifacts: artifacts.clone(),
+        observations: store.clone(),
+        tokens: identity.clone(),
+        login: identity,
+        limits: limits(),
+        admin_role: "admin".into(),
+        allow_local_repos: false,
+        metrics: metrics_handle(),
+    };
+    Harness {
+        app: router(state),
+        store,
+        queue,
+        bus,
+        artifacts,
+    }
+}
+
+impl Harness {
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn call(&self, method: Method, uri: &str, token: Option<&str>, body: Body) -> Answer {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        self.send(req.body(body).unwrap()).await
+    }
+
+    async fn get(&self, uri: &str, token: Option<&str>) -> Answer {
+        self.call(Method::GET, uri, token, Body::empty()).await
+    }
+
+    async fn post_json(&self, uri: &str, token: &str, body: impl Into<Body>) -> Answer {
+        let req = Request::post(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .unwrap();
+        self.send(req).await
+    }
+
+    async fn add_job(&self, token: &str, body: Value) -> Answer {
+        self.post_json("/api/addJob", token, body.to_string()).await
+    }
+
+    /// Puts a job straight into the store.
+    fn seed(&self, owner: &str, status: JobStatus, files: &[&str]) -> Job {
+        let spec = JobSpec {
+            url: "https://user:s3cret@github.com/x/y.git".into(),
+            args: "--n 3".into(),
+            config: "{}".into(),
+        };
+        let mut job = Job::new(owner, spec, OffsetDateTime::now_utc());
+        job.status = status;
+        job.output_files = files.iter().map(|f| f.to_string()).collect();
+        self.store.jobs.lock().unwrap().push(job.clone());
+        job
+    }
+
+    fn put_output(&self, job: &Job, file: &str, bytes: &[u8]) {
+        let key = artifact_keys::output(&job.id, file).unwrap();
+        self.artifacts
+            .objects
+            .lock()
+            .unwrap()
+            .insert(key, bytes.to_vec());
+    }
+}
+
+fn submit_body() -> Value {
+    json!({"url": "https://github.com/x/y.git", "args": "--size 10 \"a b\"", "config": "{\"n\": 1}"})
+}
+
+// ---- health, login -------------------------------------------------------------------
+
+#[tokio::test]
+async fn health_answers_ok_with_and_without_the_trailing_slash() {
+    let h = harness();
+    for path in ["/health/", "/health"] {
+        let a = h.get(path, None).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.json(), json!({"status": "ok"}));
+    }
+}
+
+#[tokio::test]
+async fn load_is_empty_without_observations_and_newest_first_with_them() {
+    let h = harness();
+    let a = h.get("/health/load", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json(), json!([]));
+    for t in 0..12 {
+        h.store.observations.lock().unwrap().push(Observation {
+            timestamp: t,
+            avg_rate_of_arrival: t as f64,
+            ..Observation::default()
+        });
+    }
+    let list = h.get("/health/load", None).await.json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 10);
+    assert_eq!(list[0]["timestamp"], 11);
+    assert_eq!(list[9]["timestamp"], 2);
+    for key in [
+        "avgRateOfArrival",
+        "avgRateOfService",
+        "avgRateOfFinished",
+        "avgResponseTime",
+        "timestamp",
+    ] {
+        assert!(list[0].get(key).is_some(), "{key}");
+    }
+}
+
+#[tokio::test]
+async fn load_answers_503_when_the_store_is_down() {
+    let h = harness();
+    h.store.unavailable.store(true, Ordering::SeqCst);
+    let err = h
+        .get("/health/load", None)
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(err.contains("unavailable, try again"), "{err}");
+}
+
+#[tokio::test]
+async fn login_by_path_answers_a_token() {
+    let h = harness();
+    let a = h.get("/auth/alice/pw", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json(), json!({"token": "token-alice"}));
+    // Encoded characters in the path arrive decoded.
+    let a = h.get("/auth/%C3%BC%20ser/p%2Fw", None).await;
+    assert_eq!(a.json(), json!({"token": "token-ü ser"}));
+}
+
+#[tokio::test]
+async fn login_with_wrong_credentials_is_401_json() {
+    let h = harness();
+    let err = h
+        .get("/auth/alice/wrong", None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    assert_eq!(err, "wrong user name or password");
+}
+
+#[tokio::test]
+async fn token_route_takes_a_form() {
+    let h = harness();
+    let req = Request::post("/auth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=alice&password=pw"))
+        .unwrap();
+    let a = h.send(req).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.json(),
+        json!({"token": "token-alice", "access_token": "token-alice", "token_type": "Bearer"})
+    );
+    let req = Request::post("/auth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=alice&password=nope"))
+        .unwrap();
+    h.send(req).await.assert_error(StatusCode::UNAUTHORIZED);
+    let req = Request::post("/auth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=alice"))
+        .unwrap();
+    h.send(req)
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+// ---- authentication ------------------------------------------------------------------
+
+/// Every `/api` route of the OpenAPI document, with its parameters filled in.
+fn api_routes(job: &str) -> Vec<(Method, String)> {
+    documented_routes()
+        .into_iter()
+        .filter(|(_, path)| path.starts_with("/api"))
+        .map(|(method, path)| {
+            let path = path.replace("{id}", job).replace("{file}", "a/b/c.txt");
+            (method.parse().unwrap(), path)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_api_route_without_a_token_is_401_with_a_bearer_challenge() {
+    let h = harness();
+    let job = h.seed("alice", JobStatus::Queued, &["a/b/c.txt"]);
+    let routes = api_routes(job.id.as_str());
+    assert!(routes.len() >= 11, "{routes:?}");
+    for (method, path) in routes {
+        let a = h.call(method.clone(), &path, None, Body::empty()).await;
+        a.assert_error(StatusCode::UNAUTHORIZED);
+        assert!(
+            a.header(header::WWW_AUTHENTICATE).starts_with("Bearer"),
+            "{method} {path}"
+        );
+    }
+    // Nothing happened to the job.
+    assert_eq!(h.store.job(job.id.as_str()).status, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn refused_or_malformed_tokens_are_401() {
+    let h = harness();
+    for auth in [
+        "Bearer forged",
+        "Bearer ",
+        "Basic YWxpY2U6cHc=",
+        "token-alice",
+        "Bearer\ttoken-alice",
+    ] {
+        let req = Request::get("/api/status")
+            .header(header::AUTHORIZATION, auth)
+            .body(Body::empty())
+            .unwrap();
+        let a = h.send(req).await;
+        a.assert_error(StatusCode::UNAUTHORIZED);
+        assert!(a.headers.contains_key(header::WWW_AUTHENTICATE), "{auth}");
+    }
+    let req = Request::get("/api/status")
+        .header(header::AUTHORIZATION, "bearer token-alice")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::OK);
+}
+
+// ---- submit --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn add_job_stores_dispatches_and_announces_the_job() {
+    let h = harness();
+    let a = h.add_job(ALICE, submit_body()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let id = a.json()["jobId"].as_str().unwrap().to_string();
+    let job = h.store.job(&id);
+    assert_eq!(job.owner, "alice");
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.spec.args, "--size 10 \"a b\"");
+    assert_eq!(job.spec.config, "{\"n\": 1}");
+    assert_eq!(
+        h.queue.sent.lock().unwrap().as_slice(),
+        &[Dispatch {
+            id: job.id.clone(),
+            attempt: 1
+        }]
+    );
+    let events = h.bus.events.lock().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].job_id, job.id);
+    assert_eq!(events[0].from, None);
+    assert_eq!(events[0].to, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn add_job_accepts_a_body_without_content_type_and_json_config_and_list_args() {
+    let h = harness();
+    let req = Request::post("/api/addJob")
+        .header(header::AUTHORIZATION, format!("Bearer {ALICE}"))
+        .body(Body::from(
+            json!({"url": "https://github.com/x/y.git", "args": ["a b", "c"], "config": {"n": 2}})
+                .to_string(),
+        ))
+        .unwrap();
+    let a = h.send(req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let job = h.store.job(a.json()["jobId"].as_str().unwrap());
+    assert_eq!(job.spec.args, "'a b' c");
+    assert_eq!(job.spec.config, "{\"n\":2}");
+}
+
+#[tokio::test]
+async fn v1_create_answers_201_with_location_and_view() {
+    let h = harness();
+    let a = h
+        .post_json(
+            "/api/v1/jobs",
+            ALICE,
+            json!({"url": "https://tok:s3cret@github.com/x/y.git"}).to_string(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let view = a.json();
+    let id = view["id"].as_str().unwrap();
+    assert_eq!(a.header(header::LOCATION), format!("/api/v1/jobs/{id}"));
+    assert_eq!(view["status"], "queued");
+    assert_eq!(view["attempt"], 1);
+    assert_eq!(view["url"], "https://***@github.com/x/y.git");
+    assert!(!a.text().contains("s3cret"));
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let h = harness();
+    for body in [
+        "{",
+        "{\"url\": }",
+        "",
+        "not json",
+        "{\"url\": \"https://github.com/x/y.git\"} x",
+    ] {
+        h.post_json("/api/addJob", ALICE, body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST);
+    }
+    assert!(h.store.jobs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn missing_or_non_string_url_is_422() {
+    let h = harness();
+    for (body, expected) in [
+        (json!({}), "url is required"),
+        (json!({"args": "x"}), "url is required"),
+        (json!({"url": null}), "url is required"),
+        (json!({"url": 42}), "url must be a string"),
+        (
+            json!({"url": ["https://github.com/x/y.git"]}),
+            "url must be a string",
+        ),
+        (json!({"url": {"href": "x"}}), "url must be a string"),
+    ] {
+        let err = h
+            .add_job(ALICE, body.clone())
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(err, expected, "{body}");
+    }
+    for body in [json!([]), json!("https://github.com/x/y.git"), json!(3)] {
+        h.add_job(ALICE, body)
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    for body in [
+        json!({"url": "https://github.com/x/y.git", "args": 3}),
+        json!({"url": "https://github.com/x/y.git", "args": ["a", 3]}),
+    ] {
+        h.add_job(ALICE, body)
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    assert!(h.store.jobs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_json() {
+    let h = harness();
+    let big = format!(
+        "{{\"url\": \"https://github.com/x/y.git\", \"config\": \"{}\"}}",
+        "a".repeat(2 * 1024 * 1024)
+    );
+    let err = h
+        .post_json("/api/addJob", ALICE, big.clone())
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(err.contains("1048576"), "{err}");
+    h.post_json("/api/v1/jobs", ALICE, big)
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE);
+    // Without a Content-Length header (chunked) too.
+    let chunks =
+        futures::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![b' '; 32 * 1024])));
+    let req = Request::post("/api/addJob")
+        .header(header::AUTHORIZATION, format!("Bearer {ALICE}"))
+        .body(Body::from_stream(chunks))
+        .unwrap();
+    h.send(req)
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(h.store.jobs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn config_or_args_over_their_limits_are_413() {
+    let h = harness();
+    let err = h
+        .add_job(
+            ALICE,
+            json!({"url": "https://github.com/x/y.git", "config": "c".repeat(64 * 1024 + 1)}),
+        )
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(err.starts_with("config"), "{err}");
+    let err = h
+        .add_job(
+            ALICE,
+            json!({"url": "https://github.com/x/y.git", "args": "a".repeat(1025)}),
+        )
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(err.starts_with("args"), "{err}");
+    assert!(h.store.jobs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn hostile_urls_are_422_and_never_echo_credentials() {
+    let h = harness();
+    for url in [
+        "ext::sh -c touch% /tmp/pwned",
+        "fd::3",
+        "file:///etc/passwd",
+        "/etc",
+        "ftp://example.com/x.git",
+        "http://127.0.0.1/x.git",
+        "http://localhost/x.git",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/x.git",
+        "https://u:s3cret@10.0.0.1/x.git",
+        "https://github.com/x y.git",
+        "-oProxyCommand=touch /tmp/x",
+        "",
+    ] {
+        let err = h
+            .add_job(ALICE, json!({ "url": url }))
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(err.starts_with("url refused"), "{url}: {err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+    let long = format!("https://github.com/{}", "a".repeat(3000));
+    h.add_job(ALICE, json!({ "url": long }))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(h.store.jobs.lock().unwrap().is_empty());
+    assert!(h.queue.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn args_with_unbalanced_quotes_are_422() {
+    let h = harness();
+    for args in ["\"open", "it's", "a 'b", "x=\"y"] {
+        let err = h
+            .add_job(
+                ALICE,
+                json!({"url": "https://github.com/x/y.git", "args": args}),
+            )
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(err.contains("args"), "{err}");
+    }
+    // Shell syntax is just text: accepted, to arrive verbatim in argv.
+    let a = h
+        .add_job(
+            ALICE,
+            json!({"url": "https://github.com/x/y.git", "args": "$(id) ; `id` | x"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_queue_that_refuses_the_job_gives_503_and_the_job_never_runs() {
+    let h = harness();
+    h.queue.down.store(true, Ordering::SeqCst);
+    let err = h
+        .add_job(ALICE, submit_body())
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(err, "the queue is unavailable; the job was not accepted");
+    let jobs = h.store.jobs.lock().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].status, JobStatus::Cancelled);
+    assert!(h.bus.events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_gives_503() {
+    let h = harness();
+    h.store.unavailable.store(true, Ordering::SeqCst);
+    let err = h
+        .add_job(ALICE, submit_body())
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(err, "the job store is unavailable, try again");
+    h.get("/api/status", Some(ALICE))
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE);
+}
+
+// ---- status --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn status_routes_have_the_original_shapes() {
+    let h = harness();
+    let id = h.add_job(ALICE, submit_body()).await.json()["jobId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let one = h.get(&format!("/api/status/{id}"), Some(ALICE)).await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(
+        one.json(),
+        json!({"id": id, "status": "queued", "outputFiles": []})
+    );
+    let all = h.get("/api/status", Some(ALICE)).await;
+    assert_eq!(
+        all.json(),
+        json!([{"id": id, "status": "queued", "outputFiles": []}])
+    );
+    assert_eq!(h.get("/api/status", Some(BOB)).await.json(), json!([]));
+}
+
+#[tokio::test]
+async fn v1_view_shows_every_field_with_the_url_redacted() {
+    let h = harness();
+    let mut job = h.seed("alice", JobStatus::Failed, &["out.txt"]);
+    {
+        let mut jobs = h.store.jobs.lock().unwrap();
+        let stored = jobs.iter_mut().find(|j| j.id == job.id).unwrap();
+        stored.exit_code = Some(3);
+        stored.elapsed_ms = Some(1234);
+        stored.attempt = 2;
+        stored.started_at = Some(stored.created_at);
+        stored.finished_at = Some(stored.created_at);
+        stored.failure = Some(FailureReason::ExitCode { code: 3 });
+        job = stored.clone();
+    }
+    let a = h
+        .get(&format!("/api/v1/jobs/{}", job.id), Some(ALICE))
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let view = a.json();
+    assert_eq!(view["id"], job.id.as_str());
+    assert_eq!(view["owner"], "alice");
+    assert_eq!(view["status"], "failed");
+    assert_eq!(view["attempt"], 2);
+    assert_eq!(view["exitCode"], 3);
+    assert_eq!(view["elapsedMs"], 1234);
+    assert_eq!(view["failure"], "exit code 3");
+    assert_eq!(view["outputFiles"], json!(["out.txt"]));
+    assert_eq!(view["url"], "https://***@github.com/x/y.git");
+    assert_eq!(view["args"], "--n 3");
+    for key in ["createdAt", "startedAt", "finishedAt"] {
+        let text = view[key].as_str().unwrap();
+        assert!(
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{key}: {text}"
+        );
+    }
+    assert!(!a.text().contains("s3cret"));
+    assert!(view.get("config").is_none());
+}
+
+#[tokio::test]
+async fn v1_list_pages_newest_first() {
+    let h = harness();
+    let ids: Vec<String> = (0..5)
+        .map(|_| h.seed("alice", JobStatus::Queued, &[]).id.to_string())
+        .collect();
+    h.seed("bob", JobStatus::Queued, &[]);
+    let page = h
+        .get("/api/v1/jobs?offset=1&limit=2", Some(ALICE))
+        .await
+        .json();
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["offset"], 1);
+    assert_eq!(page["limit"], 2);
+    let got: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[3].as_str(), ids[2].as_str()]);
+    let page = h.get("/api/v1/jobs?limit=1000", Some(ALICE)).await.json();
+    assert_eq!(page["limit"], 100);
+    h.get("/api/v1/jobs?limit=many", Some(ALICE))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST);
+    // `all` is for the admin role; others keep seeing their own.
+    let page = h.get("/api/v1/jobs?all=true", Some(ALICE)).await.json();
+    assert_eq!(page["total"], 5);
+    let page = h.get("/api/v1/jobs?all=true", Some(ADMIN)).await.json();
+    assert_eq!(page["total"], 6);
+    assert_eq!(h.get("/api/v1/jobs", Some(ADMIN)).await.json()["total"], 0);
+}
+
+// ---- isolation -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn another_users_job_is_404_everywhere_and_the_admin_sees_it() {
+    let h = harness();
+    let job = h.seed("alice", JobStatus::Finished, &["out.txt"]);
+    h.put_output(&job, "out.txt", b"hello");
+    let id = job.id.as_str();
+    let routes = [
+        (Method::GET, format!("/api/status/{id}")),
+        (Method::GET, format!("/api/results/{id}/out.txt")),
+        (Method::GET, format!("/api/v1/jobs/{id}")),
+        (Method::GET, format!("/api/v1/jobs/{id}/logs")),
+        (Method::GET, format!("/api/v1/jobs/{id}/results/out.txt")),
+        (Method::GET, format!("/api/deleteJob/{id}")),
+        (Method::DELETE, format!("/api/v1/jobs/{id}")),
+    ];
+    let unknown = JobId::new();
+    for (method, path) in &routes {
+        let theirs = h.call(method.clone(), path, Some(BOB), Body::empty()).await;
+        let err = theirs.assert_error(StatusCode::NOT_FOUND);
+        let missing = h
+            .call(
+                method.clone(),
+                &path.replace(id, unknown.as_str()),
+                Some(BOB),
+                Body::empty(),
+            )
+            .await;
+        // Indistinguishable from a job that does not exist.
+        assert_eq!(missing.assert_error(StatusCode::NOT_FOUND), err, "{path}");
+    }
+    for (method, path) in &routes {
+        let a = h
+            .call(method.clone(), path, Some(ADMIN), Body::empty())
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{method} {path}: {}", a.text());
+    }
+    assert!(
+        h.bus.events.lock().unwrap().is_empty(),
+        "finished jobs stay finished"
+    );
+}
+
+#[tokio::test]
+async fn malformed_job_ids_are_404() {
+    let h = harness();
+    for id in [
+        "nope",
+        "..",
+        "%2e%2e",
+        "123",
+        "00000000-0000-0000-0000-00000000000g",
+    ] {
+        h.get(&format!("/api/status/{id}"), Some(ALICE))
+            .await
+            .assert_error(StatusCode::NOT_FOUND);
+        h.get(&format!("/api/v1/jobs/{id}"), Some(ALICE))
+            .await
+            .assert_error(StatusCode::NOT_FOUND);
+        h.get(&format!("/api/deleteJob/{id}"), Some(ALICE))
+            .await
+            .assert_error(StatusCode::NOT_FOUND);
+    }
+}
+
+// ---- cancel --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn delete_job_cancels_a_queued_job_and_announces_it() {
+    let h = harness();
+    let id = h.add_job(ALICE, submit_body()).await.json()["jobId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = h.get(&format!("/api/deleteJob/{id}"), Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json(), json!({"id": id, "status": "cancelled"}));
+    assert_eq!(h.store.job(&id).status, JobStatus::Cancelled);
+    let events = h.bus.events.lock().unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.from, last.to),
+        (Some(JobStatus::Queued), JobStatus::Cancelled)
+    );
+}
+
+#[tokio::test]
+async fn v1_delete_cancels_a_running_job_and_leaves_ended_ones_alone() {
+    let h = harness();
+    let running = h.seed("alice", JobStatus::Running, &[]);
+    let a = h
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/jobs/{}", running.id),
+            Some(ALICE),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json()["status"], "cancelled");
+    let event = h.bus.events.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(event.from, Some(JobStatus::Running));
+    let done = h.seed("alice", JobStatus::Finished, &[]);
+    let a = h
+        .get(&format!("/api/deleteJob/{}", done.id), Some(ALICE))
+        .await;
+    assert_eq!(a.json()["status"], "finished");
+    assert_eq!(h.bus.events.lock().unwrap().len(), 1);
+}
+
+// ---- results and logs ----------------------------------------------------------------
+
+#[tokio::test]
+async fn results_stream_nested_and_non_ascii_files_with_headers() {
+    let h = harness();
+    let job = h.seed(
+        "alice",
+        JobStatus::Finished,
+        &["a/b/c.txt", "é ü.csv", "report.json"],
+    );
+    h.put_output(&job, "a/b/c.txt", b"nested");
+    h.put_output(&job, "é ü.csv", b"x,y\n");
+    h.put_output(&job, "report.json", b"{}");
+    for prefix in ["/api/results", "/api/v1/jobs"] {
+        let base = if prefix == "/api/results" {
+            format!("/api/results/{}", job.id)
+        } else {
+            format!("/api/v1/jobs/{}/results", job.id)
+        };
+        let a = h.get(&format!("{base}/a/b/c.txt"), Some(ALICE)).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body, b"nested");
+        assert_eq!(a.header(header::CONTENT_LENGTH), "6");
+        assert!(a.header(header::CONTENT_TYPE).starts_with("text/plain"));
+        assert_eq!(
+            a.header(header::CONTENT_DISPOSITION),
+            "attachment; filename=\"c.txt\"; filename*=UTF-8''c.txt"
+        );
+        let a = h
+            .get(&format!("{base}/%C3%A9%20%C3%BC.csv"), Some(ALICE))
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body, b"x,y\n");
+        assert_eq!(a.header(header::CONTENT_TYPE), "text/csv");
+        assert_eq!(
+            a.header(header::CONTENT_DISPOSITION),
+            "attachment; filename=\"_ _.csv\"; filename*=UTF-8''%C3%A9%20%C3%BC.csv"
+        );
+        let a = h.get(&format!("{base}/report.json"), Some(ALICE)).await;
+        assert_eq!(a.header(header::CONTENT_TYPE), "application/json");
+    }
+}
+
+#[tokio::test]
+async fn results_refuse_files_not_listed_and_path_traversal() {
+    let h = harness();
+    let job = h.seed("alice", JobStatus::Finished, &["out.txt"]);
+    h.put_output(&job, "out.txt", b"ok");
+    // An object of the job that is not an output file, and another job's file.
+    h.artifacts
+        .objects
+        .lock()
+        .unwrap()
+        .insert(artifact_keys::stdout(&job.id), b"secret log".to_vec());
+    let other = h.seed("bob", JobStatus::Finished, &["out.txt"]);
+    h.put_output(&other, "out.txt", b"bob's");
+    let id = job.id.as_str();
+    for file in ["missing.txt", "OUT.txt", "out.txt/x"] {
+        h.get(&format!("/api/results/{id}/{file}"), Some(ALICE))
+            .await
+            .assert_error(StatusCode::NOT_FOUND);
+    }
+    for file in [
+        "..%2F..%2Flogs%2Fstdout",
+        "../logs/stdout",
+        "a/../../logs/stdout",
+        "%2E%2E/%2E%2E/{other}/output/out.txt",
+        "%2Fetc%2Fpasswd",
+        "./out.txt",
+        "a%5Cb",
+        "a%00b",
+    ] {
+        let file = file.replace("{other}", other.id.as_str());
+        for base in [
+            format!("/api/results/{id}"),
+            format!("/api/v1/jobs/{id}/results"),
+        ] {
+            let a = h.get(&format!("{base}/{file}"), Some(ALICE)).await;
+            assert!(
+                matches!(a.status, StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND),
+                "{file}: {}",
+                a.status
+            );
+            a.json();
+            assert!(!a.text().contains("secret log") && !a.text().contains("bob's"));
+        }
+    }
+    // Listed, but the object is gone: 404, not 5xx.
+    let gone = h.seed("alice", JobStatus::Finished, &["gone.txt"]);
+    h.get(&format!("/api/results/{}/gone.txt", gone.id), Some(ALICE))
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn logs_answer_what_exists_so_far() {
+    let h = harness();
+    let job = h.seed("alice", JobStatus::Running, &[]);
+    let uri = format!("/api/v1/jobs/{}/logs", job.id);
+    let a = h.get(&uri, Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json(), json!({"stdout": "", "stderr": ""}));
+    h.artifacts
+        .objects
+        .lock()
+        .unwrap()
+        .insert(artifact_keys::stdout(&job.id), b"line 1\n".to_vec());
+    let a = h.get(&uri, Some(ALICE)).await;
+    assert_eq!(a.json(), json!({"stdout": "line 1\n", "stderr": ""}));
+    let raw = h.get(&format!("{uri}?stream=stdout"), Some(ALICE)).await;
+    assert_eq!(raw.status, StatusCode::OK);
+    assert!(raw.header(header::CONTENT_TYPE).starts_with("text/plain"));
+    assert_eq!(raw.text(), "line 1\n");
+    let raw = h.get(&format!("{uri}?stream=stderr"), Some(ALICE)).await;
+    assert_eq!(raw.text(), "");
+    h.get(&format!("{uri}?stream=env"), Some(ALICE))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST);
+}
+
+// ---- operations ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let h = harness();
+    h.get("/nope", None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    h.get("/api/nope", Some(ALICE))
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    h.call(Method::PUT, "/api/addJob", Some(ALICE), Body::empty())
+        .await
+        .assert_error(StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn request_ids_are_made_or_propagated() {
+    let h = harness();
+    let a = h.get("/health/", None).await;
+    assert!(
+        !a.header(header::HeaderName::from_static("x-request-id"))
+            .is_empty()
+    );
+    let req = Request::get("/health/")
+        .header("x-request-id", "abc-123")
+        .body(Body::empty())
+        .unwrap();
+    let a = h.send(req).await;
+    assert_eq!(
+        a.header(header::HeaderName::from_static("x-request-id")),
+        "abc-123"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_matched_path_and_submitted_jobs() {
+    let h = harness();
+    h.get("/health/", None).await;
+    h.add_job(ALICE, submit_body()).await;
+    h.get(&format!("/api/status/{}", JobId::new()), Some(ALICE))
+        .await;
+    let a = h.get("/metrics", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let text = a.text();
+    assert!(text.contains("jobq_http_requests_total"), "{text}");
+    assert!(text.contains("path=\"/health/\""), "{text}");
+    assert!(text.contains("path=\"/api/status/{id}\""), "{text}");
+    assert!(
+        text.contains("jobq_http_request_duration_seconds"),
+        "{text}"
+    );
+    assert!(text.contains("jobq_jobs_submitted_total"), "{text}");
+}
+
+/// Every (method, path) of the OpenAPI document.
+fn documented_routes() -> BTreeSet<(String, String)> {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                routes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn openapi_lists_every_route() {
+    let expected: BTreeSet<(String, String)> = [
+        ("GET", "/auth/{user}/{password}"),
+        ("POST", "/auth/token"),
+        ("GET", "/health"),
+        ("GET", "/health/"),
+        ("GET", "/health/load"),
+        ("POST", "/api/addJob"),
+        ("GET", "/api/status"),
+        ("GET", "/api/status/{id}"),
+        ("GET", "/api/results/{id}/{file}"),
+        ("GET", "/api/deleteJob/{id}"),
+        ("POST", "/api/v1/jobs"),
+        ("GET", "/api/v1/jobs"),
+        ("GET", "/api/v1/jobs/{id}"),
+        ("DELETE", "/api/v1/jobs/{id}"),
+        ("GET", "/api/v1/jobs/{id}/logs"),
+        ("GET", "/api/v1/jobs/{id}/results/{file}"),
+        ("GET", "/metrics"),
+        ("GET", "/api/openapi.json"),
+    ]
+    .into_iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(documented_routes(), expected);
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    let h = harness();
+    let job = h.seed("alice", JobStatus::Finished, &["a/b/c.txt"]);
+    h.put_output(&job, "a/b/c.txt", b"x");
+    for (method, path) in documented_routes() {
+        let uri = path
+            .replace("{id}", job.id.as_str())
+            .replace("{file}", "a/b/c.txt")
+            .replace("{user}", "alice")
+            .replace("{password}", "pw");
+        let method: Method = method.parse().unwrap();
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {ALICE}"));
+        let req = match (method.as_str(), uri.as_str()) {
+            ("POST", "/auth/token") => req
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from("username=alice&password=pw")),
+            ("POST", _) => req.body(Body::from(submit_body().to_string())),
+            _ => req.body(Body::empty()),
+        }
+        .unwrap();
+        let a = h.send(req).await;
+        assert!(
+            a.status.is_success(),
+            "{method} {uri}: {} {}",
+            a.status,
+            a.text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_is_served_to_callers_with_a_token() {
+    let h = harness();
+    let a = h.get("/api/openapi.json", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let doc = a.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(doc["components"]["schemas"]["JobView"].is_object());
+}
