@@ -31,17 +31,17 @@ pub fn check_repo_url(url: &str, allow_local: bool) -> Result<(), String> {
             "the repository url is longer than {MAX_URL_LEN} bytes"
         ));
     }
+    if let Some(transport) = transport_prefix(url) {
+        return Err(format!(
+            "git transport {transport:?} (`{transport}::`) is not allowed"
+        ));
+    }
     if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("the repository url contains whitespace or control characters".into());
     }
     if url.starts_with('-') {
         // Would read as an option to git or ssh.
         return Err("the repository url must not start with '-'".into());
-    }
-    if let Some(transport) = transport_prefix(url) {
-        return Err(format!(
-            "git transport {transport:?} (`{transport}::`) is not allowed"
-        ));
     }
     if url.contains("://") {
         return check_scheme_url(url, allow_local);
@@ -133,6 +133,17 @@ fn check_scp_like(user_host: &str, path: &str, allow_local: bool) -> Result<(), 
     }
     if path.is_empty() {
         return Err("the repository url has no path".into());
+    }
+    // `user:password@host:path` splits at the first colon, leaving the credential and the
+    // real host in the path where redaction cannot find them.
+    if path
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains('@'))
+    {
+        return Err(
+            "credentials are not allowed in scp-like urls; use https://user:token@host/path".into(),
+        );
     }
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         let ip: Ipv6Addr = inner
@@ -259,6 +270,8 @@ mod tests {
         assert!(allowed("git@github.com:x/y.git"));
         assert!(allowed("github.com:x/y.git"));
         assert!(allowed("git@[2001:4860:4860::8888]:x/y.git"));
+        assert!(allowed("git@github.com:x/y@v2.git"));
+        assert!(!allowed("tok:secret@github.com:x/y.git"));
     }
 
     #[test]
@@ -281,6 +294,8 @@ mod tests {
         // The transport syntax stays refused even where local repositories are allowed.
         assert!(check_repo_url("ext::sh -c id", true).is_err());
         assert!(check_repo_url("fd::3", true).is_err());
+        let err = check_repo_url("ext::sh -c id", false).unwrap_err();
+        assert!(err.contains("ext"), "{err}");
     }
 
     #[test]
@@ -384,6 +399,7 @@ mod tests {
             "user:s3cret@[::1]:x.git",
             "https://user:s3cret@/x.git",
             "https://user:s3cret@github.com/x y.git",
+            "user:s3cret@github.com:x/y.git",
         ] {
             let err = check_repo_url(url, false).unwrap_err();
             assert!(!err.contains("s3cret"), "{url}: {err}");
