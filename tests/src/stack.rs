@@ -120,6 +120,8 @@ impl Stack {
                 ("JOBQ_WORKER__SHUTDOWN_GRACE_SECS", "5".into()),
                 ("JOBQ_FRONTEND__LISTEN", format!("127.0.0.1:{port}")),
                 ("JOBQ_OBSERVER__REFRESH_RATE_SECS", "1".into()),
+                // Expiry is tested with one-second tokens: no clock-skew allowance.
+                ("JOBQ_OIDC__LEEWAY_SECS", "0".into()),
                 ("RUST_LOG", "info,rdkafka=warn".into()),
             ]
             .map(|(k, v)| (k.to_string(), v)),
