@@ -51,5 +51,6 @@ if scripts/infra.sh status >/dev/null 2>&1; then
     eval "$(scripts/infra.sh env)"
 fi
 
-step "real-server suites"
-cargo test --locked -p jobq-tests -- --test-threads 4
+step "real-server suites (adapters, then the binaries end to end)"
+cargo build --workspace --bins --locked
+cargo test --locked -p jobq-tests -- --test-threads 3

@@ -30,10 +30,39 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Run jobs from Kafka until SIGINT or SIGTERM (then drain and hand back).
+    Worker {
+        /// Jobs run at once (default: worker.slots, else the number of cores).
+        #[arg(long)]
+        slots: Option<usize>,
+    },
+    /// Observe the queue, scale the workers and re-queue jobs of lost workers.
+    Observer,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // A worker runs each job under its own executable as the job shim.
+    jobq_worker::shim::run_if_requested();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(e) => {
+            eprintln!("jobq: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exit_with(what: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jobq {what}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load() {
         Ok(s) => s,
@@ -51,13 +80,16 @@ async fn main() -> ExitCode {
         Command::Check => check(&settings).await,
         Command::Frontend { listen } => {
             let addr = listen.unwrap_or(settings.frontend.listen);
-            match jobq_frontend::run(settings, addr).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("jobq frontend: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            exit_with("frontend", jobq_frontend::run(settings, addr).await)
+        }
+        Command::Worker { slots } => {
+            let slots = slots.unwrap_or_else(|| settings.worker_slots());
+            let shutdown = jobq_common::shutdown::on_signal();
+            exit_with("worker", jobq_worker::run(settings, slots, shutdown).await)
+        }
+        Command::Observer => {
+            let shutdown = jobq_common::shutdown::on_signal();
+            exit_with("observer", jobq_observer::run(settings, shutdown).await)
         }
     }
 }
