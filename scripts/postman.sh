@@ -55,9 +55,16 @@ if [[ $installed != "$NEWMAN_VERSION" ]]; then
     }
 fi
 
+if command -v curl >/dev/null && ! curl -fsS -o /dev/null --max-time 10 "$base_url/health/"; then
+    echo "postman.sh: no jobq answers at $base_url/health/; start one (jobq standalone, or scripts/postman-real.sh)" >&2
+    exit 1
+fi
+
 options=(--env-var "baseUrl=$base_url" --env-var "jobUrl=$job_url" --reporters cli --timeout-request 60000)
 # newman refuses --delay-request 0
 ((DELAY_MS == 0)) || options+=(--delay-request "$DELAY_MS")
+# Colours only for a terminal, not for CI logs.
+[[ -t 1 ]] || options+=(--color off)
 
 echo "postman.sh: newman $installed against $base_url" >&2
 exec "$newman" run "$collection" "${options[@]}" "$@"
