@@ -1,5 +1,7 @@
 //! `jobq`: the services and the client in one binary.
 
+mod client;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -38,6 +40,8 @@ enum Command {
     },
     /// Observe the queue, scale the workers and re-queue jobs of lost workers.
     Observer,
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,11 @@ fn exit_with(what: &str, result: anyhow::Result<()>) -> ExitCode {
 
 async fn run() -> ExitCode {
     let cli = Cli::parse();
+    // Client commands need only a server URL and a token, none of the services' settings.
+    let command = match cli.command {
+        Command::Client(command) => return client::run(command).await,
+        command => command,
+    };
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
@@ -72,7 +81,7 @@ async fn run() -> ExitCode {
         }
     };
     telemetry::init(settings.log_format);
-    match cli.command {
+    match command {
         Command::Config => {
             println!("{settings:#?}");
             ExitCode::SUCCESS
@@ -90,6 +99,9 @@ async fn run() -> ExitCode {
         Command::Observer => {
             let shutdown = jobq_common::shutdown::on_signal();
             exit_with("observer", jobq_observer::run(settings, shutdown).await)
+        }
+        Command::Client(_) => {
+            unreachable!("client commands are dispatched before the settings load")
         }
     }
 }

@@ -1,0 +1,156 @@
+//! Human output: durations, times and the job table.
+
+use std::time::Duration;
+
+use jobq_frontend::dto::JobView;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+
+/// `850ms`, `4.2s`, `3m05s`, `2h07m`.
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let secs = d.as_secs();
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if secs < 60 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if secs < 3_600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{:02}m", secs / 3_600, (secs % 3_600) / 60)
+    }
+}
+
+/// An RFC 3339 time as `YYYY-MM-DD HH:MM:SS` UTC; the text unchanged if it does not parse.
+pub fn timestamp(rfc3339: &str) -> String {
+    OffsetDateTime::parse(rfc3339, &Rfc3339)
+        .ok()
+        .and_then(|t| {
+            t.to_offset(time::UtcOffset::UTC)
+                .format(format_description!(
+                    "[year]-[month]-[day] [hour]:[minute]:[second]"
+                ))
+                .ok()
+        })
+        .unwrap_or_else(|| rfc3339.to_owned())
+}
+
+/// How long the job took, or for a job that has not ended, how long since it was queued.
+pub fn elapsed(job: &JobView) -> Option<Duration> {
+    if let Some(ms) = job.elapsed_ms {
+        return Some(Duration::from_millis(ms));
+    }
+    if job.status.is_terminal() {
+        return None;
+    }
+    let created = OffsetDateTime::parse(&job.created_at, &Rfc3339).ok()?;
+    let since = OffsetDateTime::now_utc() - created;
+    since.try_into().ok()
+}
+
+/// The job list as an aligned table.
+pub fn job_table(jobs: &[JobView]) -> String {
+    let header = [
+        "ID",
+        "STATUS",
+        "ATTEMPT",
+        "CREATED (UTC)",
+        "ELAPSED",
+        "FILES",
+    ];
+    let rows: Vec<[String; 6]> = jobs
+        .iter()
+        .map(|job| {
+            [
+                job.id.clone(),
+                job.status.as_str().to_owned(),
+                job.attempt.to_string(),
+                timestamp(&job.created_at),
+                elapsed(job).map(duration).unwrap_or_else(|| "-".into()),
+                job.output_files.len().to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// One job in full, a field per line.
+pub fn job_details(job: &JobView) -> String {
+    let mut out = String::new();
+    let mut field = |name: &str, value: &str| {
+        out.push_str(&format!("{name:<10} {value}\n"));
+    };
+    field("id", &job.id);
+    field("status", job.status.as_str());
+    field("owner", &job.owner);
+    field("attempt", &job.attempt.to_string());
+    field("url", &job.url);
+    if !job.args.is_empty() {
+        field("args", &job.args);
+    }
+    field("created", &timestamp(&job.created_at));
+    if let Some(at) = &job.started_at {
+        field("started", &timestamp(at));
+    }
+    if let Some(at) = &job.finished_at {
+        field("ended", &timestamp(at));
+    }
+    if let Some(d) = elapsed(job) {
+        field("elapsed", &duration(d));
+    }
+    if let Some(code) = job.exit_code {
+        field("exit code", &code.to_string());
+    }
+    if let Some(failure) = &job.failure {
+        field("failure", failure);
+    }
+    if job.output_files.is_empty() {
+        field("files", "-");
+    } else {
+        field("files", &job.output_files.join("\n           "));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(duration(Duration::from_millis(4_240)), "4.2s");
+        assert_eq!(duration(Duration::from_secs(185)), "3m05s");
+        assert_eq!(duration(Duration::from_secs(7_620)), "2h07m");
+    }
+
+    #[test]
+    fn timestamps_are_shown_in_utc() {
+        assert_eq!(
+            timestamp("2025-03-01T10:20:30.123+01:00"),
+            "2025-03-01 09:20:30"
+        );
+        assert_eq!(timestamp("garbage"), "garbage");
+    }
+}

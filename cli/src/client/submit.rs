@@ -1,0 +1,278 @@
+//! `jobq submit`: sends a job (`POST /api/v1/jobs`) and prints its id; with `--wait`,
+//! follows it with a spinner until it ends and exits with its outcome.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use jobq_common::domain::JobStatus;
+use jobq_frontend::dto::JobView;
+use reqwest::Method;
+use serde::Serialize;
+
+use super::api::{Api, Missing};
+use super::display::duration;
+use super::{ClientError, ClientResult, FailureKind};
+
+pub const SUBMIT_EXIT_CODES: &str = "\
+Exit codes: 0 submitted (with --wait: the job finished), 1 the job failed (with --wait) or \
+another error, 2 usage or configuration, 3 server unreachable, 4 not logged in or token \
+expired, 130 the job was cancelled (with --wait) or the wait was interrupted";
+
+/// How often `--wait` asks for the job's state.
+const POLL: Duration = Duration::from_millis(500);
+/// How long `--wait` keeps trying while the server does not answer.
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(60);
+
+/// The body of `POST /api/v1/jobs`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct SubmitRequest {
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+}
+
+impl SubmitRequest {
+    /// Reads the config file (`-` is standard input) and makes a local directory an
+    /// absolute path, so a server on this machine finds it whatever its working folder.
+    pub fn build(
+        repo: String,
+        args: Option<String>,
+        config: Option<PathBuf>,
+        config_text: Option<String>,
+    ) -> ClientResult<Self> {
+        let config = match (config, config_text) {
+            (Some(path), _) if path == Path::new("-") => {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text).map_err(|e| {
+                    ClientError::usage(format!("cannot read the config from standard input: {e}"))
+                })?;
+                Some(text)
+            }
+            (Some(path), _) => Some(std::fs::read_to_string(&path).map_err(|e| {
+                ClientError::usage(format!(
+                    "cannot read the config file {}: {e}",
+                    path.display()
+                ))
+            })?),
+            (None, text) => text,
+        };
+        Ok(SubmitRequest {
+            url: local_directory(&repo).unwrap_or(repo),
+            args,
+            config,
+        })
+    }
+}
+
+/// The absolute path of `repo` when it names an existing local directory and not a URL.
+fn local_directory(repo: &str) -> Option<String> {
+    if repo.contains("://") {
+        return None;
+    }
+    let path = Path::new(repo);
+    if !path.is_dir() {
+        return None;
+    }
+    let absolute = std::fs::canonicalize(path).ok()?;
+    absolute.to_str().map(str::to_owned)
+}
+
+pub async fn submit(
+    api: &Api,
+    request: SubmitRequest,
+    wait: bool,
+    json: bool,
+) -> ClientResult<ExitCode> {
+    let http = api
+        .request(Method::POST, api.url(["api", "v1", "jobs"]))
+        .json(&request);
+    let (job, raw): (JobView, _) = api.json(http, Missing::Route).await?;
+    if !wait {
+        if json {
+            println!("{raw:#}");
+        } else {
+            println!("{}", job.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !json {
+        println!("{}", job.id);
+    }
+    let (job, raw) = wait_for(api, job, json).await?;
+    if json {
+        println!("{raw:#}");
+    }
+    Ok(outcome(&job, json))
+}
+
+/// Polls the job until it ends, showing a spinner on a terminal and status changes as
+/// lines otherwise. Ctrl-C stops waiting (the job goes on) and exits with 130.
+async fn wait_for(
+    api: &Api,
+    job: JobView,
+    quiet: bool,
+) -> ClientResult<(JobView, serde_json::Value)> {
+    let id = job.id.clone();
+    let interactive = std::io::stderr().is_terminal() && !quiet;
+    let spinner = if interactive {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} job {prefix} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(id.clone());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Some(bar)
+    } else {
+        None
+    };
+    let show = |job: &JobView, note: &str| {
+        let text = format!("{} (attempt {}){note}", job.status.as_str(), job.attempt);
+        match &spinner {
+            Some(bar) => bar.set_message(text),
+            None if !quiet => eprintln!("job {id}: {text}"),
+            None => {}
+        }
+    };
+    show(&job, "");
+    let mut last = (job.status, job.attempt);
+    let mut unreachable_since: Option<Instant> = None;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let result = loop {
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                if let Some(bar) = &spinner { bar.finish_and_clear(); }
+                eprintln!("jobq: stopped waiting; job {id} goes on: `jobq status {id}`, `jobq cancel {id}`");
+                std::process::exit(130);
+            }
+            _ = tokio::time::sleep(POLL) => {}
+        }
+        let request = api.request(Method::GET, api.url(["api", "v1", "jobs", &id]));
+        match api.json::<JobView>(request, Missing::Job(&id)).await {
+            Ok((job, raw)) => {
+                unreachable_since = None;
+                if job.status.is_terminal() {
+                    break Ok((job, raw));
+                }
+                if (job.status, job.attempt) != last || spinner.is_some() {
+                    last = (job.status, job.attempt);
+                    show(&job, "");
+                }
+            }
+            // A restarting server is not the job's end: keep trying for a while.
+            Err(e) if e.kind == FailureKind::Unreachable => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > UNREACHABLE_GRACE {
+                    break Err(e);
+                }
+                if let Some(bar) = &spinner {
+                    bar.set_message(format!(
+                        "(server not answering for {})",
+                        duration(since.elapsed())
+                    ));
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    if let Some(bar) = &spinner {
+        bar.finish_and_clear();
+    }
+    result
+}
+
+/// The exit code and summary for a job that ended.
+fn outcome(job: &JobView, quiet: bool) -> ExitCode {
+    let took = job
+        .elapsed_ms
+        .map(|ms| format!(" in {}", duration(Duration::from_millis(ms))))
+        .unwrap_or_default();
+    let id = &job.id;
+    match job.status {
+        JobStatus::Finished => {
+            if !quiet {
+                let files = job.output_files.len();
+                eprintln!("job {id} finished{took}; {files} output file(s): `jobq results {id}`");
+            }
+            ExitCode::SUCCESS
+        }
+        JobStatus::Failed => {
+            if !quiet {
+                let why = job.failure.as_deref().unwrap_or("no reason given");
+                eprintln!("job {id} failed{took}: {why}");
+                eprintln!("see its output: `jobq logs {id} --stderr`");
+            }
+            ExitCode::FAILURE
+        }
+        JobStatus::Cancelled => {
+            if !quiet {
+                eprintln!("job {id} was cancelled{took}");
+            }
+            ExitCode::from(130)
+        }
+        JobStatus::Queued | JobStatus::Running => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_urls_are_sent_unchanged() {
+        let r =
+            SubmitRequest::build("https://github.com/x/y.git".into(), None, None, None).unwrap();
+        assert_eq!(r.url, "https://github.com/x/y.git");
+        assert_eq!(r.args, None);
+        assert_eq!(r.config, None);
+    }
+
+    #[test]
+    fn a_local_directory_becomes_its_absolute_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let r =
+            SubmitRequest::build(dir.path().to_str().unwrap().into(), None, None, None).unwrap();
+        assert_eq!(
+            r.url,
+            std::fs::canonicalize(dir.path()).unwrap().to_str().unwrap()
+        );
+    }
+
+    #[test]
+    fn config_comes_from_a_file_or_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.json");
+        std::fs::write(&file, "{\"n\": 3}").unwrap();
+        let r = SubmitRequest::build(
+            "https://h/r.git".into(),
+            Some("a b".into()),
+            Some(file),
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.config.as_deref(), Some("{\"n\": 3}"));
+        assert_eq!(r.args.as_deref(), Some("a b"));
+        let r =
+            SubmitRequest::build("https://h/r.git".into(), None, None, Some("x".into())).unwrap();
+        assert_eq!(r.config.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_missing_config_file_is_a_usage_error() {
+        let e = SubmitRequest::build(
+            "https://h/r.git".into(),
+            None,
+            Some("/nonexistent/config.json".into()),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, FailureKind::Usage);
+        assert!(e.message.contains("/nonexistent/config.json"));
+    }
+}
