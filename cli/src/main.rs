@@ -1,6 +1,7 @@
 //! `jobq`: the services and the client in one binary.
 
 mod client;
+mod standalone;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -40,6 +41,18 @@ enum Command {
     },
     /// Observe the queue, scale the workers and re-queue jobs of lost workers.
     Observer,
+    /// Everything in one process on embedded backends: no Kafka, MongoDB, S3 or Keycloak.
+    Standalone {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where state, artifacts and the token key live (default: standalone.data_dir, ./jobq-data).
+        #[arg(long)]
+        data_dir: Option<std::path::PathBuf>,
+        /// In-process workers (default: worker.slots, else the number of cores).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -95,6 +108,18 @@ async fn run() -> ExitCode {
             let slots = slots.unwrap_or_else(|| settings.worker_slots());
             let shutdown = jobq_common::shutdown::on_signal();
             exit_with("worker", jobq_worker::run(settings, slots, shutdown).await)
+        }
+        Command::Standalone {
+            listen,
+            data_dir,
+            workers,
+        } => {
+            let options = standalone::Options {
+                listen,
+                data_dir: data_dir.unwrap_or_else(|| settings.standalone.data_dir.clone()),
+                workers: workers.unwrap_or_else(|| settings.worker_slots()),
+            };
+            exit_with("standalone", standalone::run(settings, options).await)
         }
         Command::Observer => {
             let shutdown = jobq_common::shutdown::on_signal();

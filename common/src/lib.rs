@@ -2,6 +2,7 @@
 //! every jobq part, and telemetry set-up.
 
 pub mod domain;
+pub mod embedded;
 pub mod error;
 pub mod kafka;
 pub mod mongo;

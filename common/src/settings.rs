@@ -22,6 +22,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub metrics: MetricsSettings,
     pub observer: ObserverSettings,
+    pub standalone: StandaloneSettings,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -217,6 +218,29 @@ pub struct ObserverSettings {
     pub k8s_namespace: String,
     pub k8s_deployment: String,
     pub kumori_command: String,
+    /// `lag` policy: queued messages one worker is expected to absorb (KEDA's `lagThreshold`).
+    pub lag_threshold: u64,
+    /// `queueing` policy: the share of jobs allowed to wait longer than `target_wait_secs`.
+    pub wait_fraction: f64,
+    /// Scale down only to the highest count wanted during this many seconds (scale up is immediate).
+    pub stabilisation_secs: f64,
+    /// Cap on the fleet's average size: worker-seconds per hour (0 = no budget).
+    pub budget_worker_seconds_per_hour: f64,
+    /// Job slots of each worker the observer plans for and starts (0 = `worker.slots`, else cores).
+    pub slots_per_worker: u32,
+    /// `local` scaler: the worker command, split into words (no shell); empty = this executable's
+    /// `worker` subcommand (or the sibling `jobq-worker` binary for `jobq-observer`).
+    pub worker_command: String,
+    /// `kubernetes` scaler: API server URL; empty = in-cluster (`KUBERNETES_SERVICE_HOST`/`_PORT`).
+    pub k8s_api_url: String,
+    /// `kubernetes` scaler: the service-account token file.
+    pub k8s_token_file: PathBuf,
+    /// `kubernetes` scaler: CA bundle of the API server (ignored for `http://` URLs).
+    pub k8s_ca_file: PathBuf,
+    /// `docker` scaler: seconds Docker waits after SIGTERM before SIGKILL when it stops a worker.
+    pub docker_stop_timeout_secs: u64,
+    /// Grow the jobs topic before the fleet's slots would exceed half its partitions.
+    pub grow_partitions: bool,
 }
 
 impl Default for ObserverSettings {
@@ -234,6 +258,43 @@ impl Default for ObserverSettings {
             k8s_namespace: "jobq".into(),
             k8s_deployment: "jobq-worker".into(),
             kumori_command: String::new(),
+            lag_threshold: 5,
+            wait_fraction: 0.05,
+            stabilisation_secs: 30.0,
+            budget_worker_seconds_per_hour: 0.0,
+            slots_per_worker: 0,
+            worker_command: String::new(),
+            k8s_api_url: String::new(),
+            k8s_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            k8s_ca_file: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".into(),
+            docker_stop_timeout_secs: 60,
+            grow_partitions: true,
+        }
+    }
+}
+
+/// `jobq standalone`: everything in one process on embedded backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StandaloneSettings {
+    /// State (SQLite), artifacts and the token signing key live here.
+    pub data_dir: PathBuf,
+    /// Users of the built-in issuer, separated by spaces: `name:password[:role,role]`; a
+    /// password may be an Argon2 PHC string instead of plain text.
+    pub users: String,
+    /// Lifetime of issued tokens.
+    pub token_lifetime_secs: u64,
+    /// Accept `file://` URLs, paths and local git servers (the point of a local install).
+    pub allow_local_repos: bool,
+}
+
+impl Default for StandaloneSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("jobq-data"),
+            users: "myuser:1234 otheruser:abcd admin:admin:admin".into(),
+            token_lifetime_secs: 3600,
+            allow_local_repos: true,
         }
     }
 }
@@ -314,10 +375,40 @@ impl Settings {
         if !self.observer.refresh_rate_secs.is_finite() || self.observer.refresh_rate_secs <= 0.0 {
             return bad("observer.refresh_rate_secs", "must be above 0");
         }
+        if !(self.observer.wait_fraction > 0.0 && self.observer.wait_fraction < 1.0) {
+            return bad(
+                "observer.wait_fraction",
+                "must be between 0 and 1 (exclusive)",
+            );
+        }
+        if self.observer.lag_threshold == 0 {
+            return bad("observer.lag_threshold", "must be at least 1");
+        }
+        if !self.observer.stabilisation_secs.is_finite() || self.observer.stabilisation_secs < 0.0 {
+            return bad("observer.stabilisation_secs", "must be 0 or more");
+        }
+        if !self.observer.budget_worker_seconds_per_hour.is_finite()
+            || self.observer.budget_worker_seconds_per_hour < 0.0
+        {
+            return bad(
+                "observer.budget_worker_seconds_per_hour",
+                "must be 0 (no budget) or more",
+            );
+        }
         if self.s3.part_size_bytes < 5 * 1024 * 1024 {
             return bad("s3.part_size_bytes", "must be at least 5 MiB (an S3 rule)");
         }
         Ok(())
+    }
+
+    /// Slots of each worker the observer plans for: `observer.slots_per_worker`, else
+    /// [`Settings::worker_slots`].
+    pub fn observer_slots_per_worker(&self) -> u32 {
+        if self.observer.slots_per_worker > 0 {
+            self.observer.slots_per_worker
+        } else {
+            self.worker_slots() as u32
+        }
     }
 
     /// Slots to use: the configured number, or the number of cores.

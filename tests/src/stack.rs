@@ -1,5 +1,5 @@
-//! A whole jobq deployment for one test: the real `jobq-frontend`, `jobq-worker` and
-//! `jobq-observer` binaries as child processes against the real servers, on topics, a
+//! A whole jobq deployment for one test: the real `jobq frontend`, `jobq worker` and
+//! `jobq observer` (or `jobq standalone`) as child processes against the real servers, on topics, a
 //! database and a bucket of its own, with job repositories served by a local `git daemon`.
 
 use std::net::TcpListener;
@@ -36,9 +36,20 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Which deployment a stack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `jobq frontend`, `jobq worker` and `jobq observer` on Kafka, MongoDB, S3 and Keycloak.
+    Services,
+    /// `jobq standalone`: one process on the embedded backends (no servers needed).
+    Standalone,
+}
+
 /// Options of a stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
+    pub backend: Backend,
+    /// Worker processes (services) or in-process workers (standalone, times `slots`).
     pub workers: usize,
     pub slots: usize,
     pub job_timeout_secs: u64,
@@ -49,6 +60,7 @@ pub struct StackOptions {
 impl Default for StackOptions {
     fn default() -> Self {
         Self {
+            backend: Backend::Services,
             workers: 1,
             slots: 2,
             job_timeout_secs: 120,
@@ -64,7 +76,9 @@ pub struct Stack {
     pub env: Vec<(String, String)>,
     pub dir: PathBuf,
     pub http: reqwest::Client,
+    /// `jobq frontend`, or the `jobq standalone` process.
     frontend: Child,
+    port: u16,
     pub workers: Vec<Child>,
     observer: Option<Child>,
     options: StackOptions,
@@ -85,7 +99,9 @@ fn log_file(dir: &Path, name: &str) -> Stdio {
 impl Stack {
     /// Starts a stack, or `None` when the real servers are not set up (see [`crate::infra_settings`]).
     pub async fn start(options: StackOptions) -> Option<Stack> {
-        crate::infra_settings("end-to-end")?;
+        if options.backend == Backend::Services {
+            crate::infra_settings("end-to-end")?;
+        }
         let id = unique_name("e2e");
         let dir = std::env::temp_dir().join(&id);
         std::fs::create_dir_all(&dir).expect("stack dir");
@@ -126,12 +142,11 @@ impl Stack {
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
-        let frontend = Command::new(binary("jobq-frontend"))
-            .envs(env.iter().cloned())
-            .stdout(log_file(&dir, "frontend"))
-            .stderr(log_file(&dir, "frontend.err"))
-            .spawn()
-            .expect("start jobq-frontend");
+        env.push((
+            "JOBQ_STANDALONE__DATA_DIR".into(),
+            dir.join("data").to_string_lossy().into_owned(),
+        ));
+        let frontend = Self::spawn_frontend(&options, &env, &dir, port);
         let mut stack = Stack {
             url: format!("http://127.0.0.1:{port}"),
             env,
@@ -141,35 +156,78 @@ impl Stack {
                 .build()
                 .expect("http client"),
             frontend,
+            port,
             workers: Vec::new(),
             observer: None,
             options: options.clone(),
         };
         stack.wait_ready().await;
+        if options.backend == Backend::Standalone {
+            return Some(stack);
+        }
         if options.observer {
-            stack.observer = Some(stack.spawn("jobq-observer", &[], "observer"));
+            stack.observer = Some(stack.spawn(&["observer"], "observer"));
         }
         for _ in 0..options.workers {
-            stack.add_worker();
+            stack.spawn_worker();
         }
         Some(stack)
     }
 
-    fn spawn(&self, binary_name: &str, args: &[&str], log: &str) -> Child {
-        Command::new(binary(binary_name))
+    /// The frontend (services) or the whole standalone process (with `workers × slots`
+    /// in-process workers).
+    fn spawn_frontend(
+        options: &StackOptions,
+        env: &[(String, String)],
+        dir: &Path,
+        port: u16,
+    ) -> Child {
+        let listen = format!("127.0.0.1:{port}");
+        let workers = (options.workers * options.slots).to_string();
+        let args: Vec<&str> = match options.backend {
+            Backend::Services => vec!["frontend", "--listen", &listen],
+            Backend::Standalone => vec!["standalone", "--listen", &listen, "--workers", &workers],
+        };
+        Command::new(binary("jobq"))
+            .args(args)
+            .envs(env.iter().cloned())
+            .stdout(log_file(dir, "frontend.out"))
+            .stderr(log_file(dir, "frontend"))
+            .spawn()
+            .expect("start jobq")
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.options.backend
+    }
+
+    fn spawn(&self, args: &[&str], log: &str) -> Child {
+        Command::new(binary("jobq"))
             .args(args)
             .envs(self.env.iter().cloned())
             .stdout(log_file(&self.dir, &format!("{log}.out")))
             .stderr(log_file(&self.dir, log))
             .spawn()
-            .unwrap_or_else(|e| panic!("start {binary_name}: {e}"))
+            .unwrap_or_else(|e| panic!("start jobq {args:?}: {e}"))
     }
 
-    /// Starts one more worker process.
-    pub fn add_worker(&mut self) {
+    /// Starts one more worker process; for standalone, starts the process again (after
+    /// [`Stack::kill_worker`], or stopping it first) with one more worker.
+    pub async fn add_worker(&mut self) {
+        if self.options.backend == Backend::Standalone {
+            self.options.workers += 1;
+            stop_child(&mut self.frontend);
+            self.frontend = Self::spawn_frontend(&self.options, &self.env, &self.dir, self.port);
+            self.wait_ready().await;
+            return;
+        }
+        self.spawn_worker();
+    }
+
+    fn spawn_worker(&mut self) {
         let n = self.workers.len();
         let slots = self.options.slots.to_string();
-        let child = self.spawn("jobq-worker", &["--slots", &slots], &format!("worker-{n}"));
+        let child = self.spawn(&["worker", "--slots", &slots], &format!("worker-{n}"));
         self.workers.push(child);
     }
 
@@ -182,15 +240,12 @@ impl Stack {
                 return;
             }
             if let Ok(Some(status)) = self.frontend.try_wait() {
-                panic!(
-                    "jobq-frontend exited with {status}: {}",
-                    self.log("frontend.err")
-                );
+                panic!("jobq exited with {status}: {}", self.log("frontend"));
             }
             assert!(
                 Instant::now() < deadline,
                 "frontend not ready in 60 s: {}",
-                self.log("frontend.err")
+                self.log("frontend")
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -277,17 +332,113 @@ impl Stack {
             }
             assert!(
                 Instant::now() < deadline,
-                "job {id} is {now}, not {status:?}, after {within:?}\nworker-0:\n{}",
-                self.log("worker-0")
+                "job {id} is {now}, not {status:?}, after {within:?}\nworker-0:\n{}\nfrontend:\n{}",
+                self.log("worker-0"),
+                self.log("frontend")
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    /// SIGKILL for worker `n`.
+    /// SIGKILL for worker `n` (standalone: for the whole process).
     pub fn kill_worker(&mut self, n: usize) {
-        let _ = self.workers[n].kill();
-        let _ = self.workers[n].wait();
+        let child = match self.options.backend {
+            Backend::Services => &mut self.workers[n],
+            Backend::Standalone => &mut self.frontend,
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        if self.options.backend == Backend::Standalone {
+            self.options.workers = self.options.workers.saturating_sub(1);
+        }
+    }
+
+    /// A token with a valid signature but another issuer, and one that has expired.
+    pub async fn foreign_tokens(&self) -> (String, String) {
+        match self.options.backend {
+            Backend::Services => self.keycloak_foreign_tokens().await,
+            Backend::Standalone => {
+                let key = std::fs::read(self.dir.join("data").join("token-key.p8"))
+                    .expect("standalone signing key");
+                let key = jsonwebtoken::EncodingKey::from_ec_der(&key);
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let sign = |iss: &str, iat: i64, exp: i64| {
+                    let claims = serde_json::json!({
+                        "iss": iss, "aud": "jobq", "sub": "myuser", "preferred_username": "myuser",
+                        "realm_access": {"roles": []}, "iat": iat, "nbf": iat, "exp": exp,
+                    });
+                    jsonwebtoken::encode(
+                        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+                        &claims,
+                        &key,
+                    )
+                    .expect("sign")
+                };
+                (
+                    sign("https://evil.example", now, now + 600),
+                    sign("jobq-standalone", now - 600, now - 300),
+                )
+            }
+        }
+    }
+
+    /// From Keycloak's token endpoints: the master realm (another issuer), and the realm's
+    /// expiring test client (the frontend's audience, one-second lifetime; waited out).
+    async fn keycloak_foreign_tokens(&self) -> (String, String) {
+        let issuer = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "JOBQ_OIDC__ISSUER")
+            .expect("issuer")
+            .1
+            .clone();
+        let grant = async |realm_url: &str, form: &[(&str, &str)]| {
+            let r = self
+                .http
+                .post(format!("{realm_url}/protocol/openid-connect/token"))
+                .form(form)
+                .send()
+                .await
+                .expect("token endpoint");
+            assert!(
+                r.status().is_success(),
+                "grant at {realm_url}: {}",
+                r.status()
+            );
+            r.json::<Value>().await.expect("json")["access_token"]
+                .as_str()
+                .expect("token")
+                .to_string()
+        };
+        let master = issuer.replace("/realms/jobq", "/realms/master");
+        let password = [
+            ("grant_type", "password"),
+            ("username", "admin"),
+            ("password", "admin"),
+        ];
+        let wrong_issuer = grant(
+            &master,
+            &[&password[..], &[("client_id", "admin-cli")]].concat(),
+        )
+        .await;
+        let expiring = grant(
+            &issuer,
+            &[
+                ("grant_type", "password"),
+                ("client_id", "jobq-test-expiring"),
+                ("client_secret", "jobq-test-expiring-secret"),
+                ("username", "myuser"),
+                ("password", "1234"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            self.get(&expiring, "/api/status").await.status(),
+            200,
+            "valid while fresh"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (wrong_issuer, expiring)
     }
 
     /// Stops every process: SIGTERM, then SIGKILL for what did not exit.
@@ -322,6 +473,22 @@ impl Drop for Stack {
         } else {
             eprintln!("stack logs kept in {}", self.dir.display());
         }
+    }
+}
+
+/// SIGTERM, up to 8 s to exit, then SIGKILL.
+pub fn stop_child(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

@@ -1,10 +1,12 @@
-//! The job pipeline end to end: the real frontend, workers and observer against real
-//! Kafka, MongoDB-wire, S3 and Keycloak servers, with job repositories served by `git daemon`.
+//! The job pipeline end to end, once per backend: the real frontend, workers and observer
+//! against real Kafka, MongoDB-wire, S3 and Keycloak servers, and `jobq standalone` on its
+//! embedded backends — the same scenarios, routes and assertions. Job repositories are
+//! served by `git daemon`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use jobq_tests::stack::{GitServer, Stack, StackOptions};
+use jobq_tests::stack::{Backend, GitServer, Stack, StackOptions};
 use serde_json::{Value, json};
 
 const HELLO_JS: &str = r#"
@@ -38,9 +40,13 @@ async fn download(stack: &Stack, token: &str, id: &str, file: &str) -> reqwest::
     stack.get(token, &format!("/api/results/{id}/{file}")).await
 }
 
-#[tokio::test]
-async fn a_job_runs_with_args_and_config_and_its_outputs_download() {
-    let Some(stack) = Stack::start(StackOptions::default()).await else {
+async fn a_job_runs_with_args_and_config_and_its_outputs_download(backend: Backend) {
+    let Some(stack) = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await
+    else {
         return;
     };
     let git = GitServer::start();
@@ -132,9 +138,13 @@ async fn a_job_runs_with_args_and_config_and_its_outputs_download() {
     }
 }
 
-#[tokio::test]
-async fn hostile_args_arrive_verbatim_and_nothing_is_executed() {
-    let Some(stack) = Stack::start(StackOptions::default()).await else {
+async fn hostile_args_arrive_verbatim_and_nothing_is_executed(backend: Backend) {
+    let Some(stack) = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await
+    else {
         return;
     };
     let git = GitServer::start();
@@ -171,9 +181,13 @@ async fn hostile_args_arrive_verbatim_and_nothing_is_executed() {
     assert!(!marker.exists(), "a shell ran the args");
 }
 
-#[tokio::test]
-async fn failing_jobs_say_why() {
-    let Some(stack) = Stack::start(StackOptions::default()).await else {
+async fn failing_jobs_say_why(backend: Backend) {
+    let Some(stack) = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await
+    else {
         return;
     };
     let git = GitServer::start();
@@ -227,9 +241,13 @@ async fn failing_jobs_say_why() {
     );
 }
 
-#[tokio::test]
-async fn a_20_mb_output_file_round_trips_intact() {
-    let Some(stack) = Stack::start(StackOptions::default()).await else {
+async fn a_20_mb_output_file_round_trips_intact(backend: Backend) {
+    let Some(stack) = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await
+    else {
         return;
     };
     let git = GitServer::start();
@@ -318,9 +336,13 @@ async fn wait_file(path: &std::path::Path, within: Duration) -> String {
     }
 }
 
-#[tokio::test]
-async fn cancel_stops_a_running_job_and_its_whole_process_group_within_5_seconds() {
-    let Some(stack) = Stack::start(StackOptions::default()).await else {
+async fn cancel_stops_a_running_job_and_its_whole_process_group_within_5_seconds(backend: Backend) {
+    let Some(stack) = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await
+    else {
         return;
     };
     let git = GitServer::start();
@@ -352,9 +374,9 @@ async fn cancel_stops_a_running_job_and_its_whole_process_group_within_5_seconds
     assert_eq!(stack.job(&token, &id).await["status"], "cancelled");
 }
 
-#[tokio::test]
-async fn a_cancelled_queued_job_never_starts() {
+async fn a_cancelled_queued_job_never_starts(backend: Backend) {
     let options = StackOptions {
+        backend,
         workers: 0,
         ..StackOptions::default()
     };
@@ -378,7 +400,7 @@ async fn a_cancelled_queued_job_never_starts() {
     assert_eq!(stack.job(&token, &cancelled).await["status"], "cancelled");
     // A worker arrives and drains the queue: a later job runs, the cancelled one never does.
     let later = stack.submit(&token, json!({"url": hello_repo(&git)})).await;
-    stack.add_worker();
+    stack.add_worker().await;
     let job = stack
         .wait_for(&token, &later, None, Duration::from_secs(90))
         .await;
@@ -387,9 +409,9 @@ async fn a_cancelled_queued_job_never_starts() {
     assert_eq!(stack.job(&token, &cancelled).await["status"], "cancelled");
 }
 
-#[tokio::test]
-async fn a_job_over_its_time_limit_fails_with_timeout() {
+async fn a_job_over_its_time_limit_fails_with_timeout(backend: Backend) {
     let options = StackOptions {
+        backend,
         job_timeout_secs: 3,
         ..StackOptions::default()
     };
@@ -423,9 +445,13 @@ async fn a_job_over_its_time_limit_fails_with_timeout() {
     }
 }
 
-#[tokio::test]
-async fn users_see_only_their_own_jobs_and_admins_see_all() {
-    let Some(stack) = Stack::start(StackOptions::default()).await else {
+async fn users_see_only_their_own_jobs_and_admins_see_all(backend: Backend) {
+    let Some(stack) = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await
+    else {
         return;
     };
     let git = GitServer::start();
@@ -477,9 +503,13 @@ async fn users_see_only_their_own_jobs_and_admins_see_all() {
     );
 }
 
-#[tokio::test]
-async fn bad_tokens_get_401() {
-    let Some(stack) = Stack::start(StackOptions::default()).await else {
+async fn bad_tokens_get_401(backend: Backend) {
+    let Some(stack) = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await
+    else {
         return;
     };
     use base64::Engine;
@@ -497,69 +527,12 @@ async fn bad_tokens_get_401() {
         b64(&claims)
     );
 
-    // Keycloak's token endpoints directly: the master realm (another issuer), and the
-    // realm's expiring test client (the frontend's audience, one-second lifetime).
-    let issuer = stack
-        .env
-        .iter()
-        .find(|(k, _)| k == "JOBQ_OIDC__ISSUER")
-        .unwrap()
-        .1
-        .clone();
-    let grant = |realm_url: String,
-                 client: &'static str,
-                 secret: Option<&'static str>,
-                 user: &'static str,
-                 pw: &'static str| {
-        let http = stack.http.clone();
-        async move {
-            let mut form = vec![
-                ("grant_type", "password"),
-                ("client_id", client),
-                ("username", user),
-                ("password", pw),
-            ];
-            if let Some(s) = secret {
-                form.push(("client_secret", s));
-            }
-            let r = http
-                .post(format!("{realm_url}/protocol/openid-connect/token"))
-                .form(&form)
-                .send()
-                .await
-                .unwrap();
-            assert!(
-                r.status().is_success(),
-                "grant at {realm_url}: {}",
-                r.status()
-            );
-            r.json::<Value>().await.unwrap()["access_token"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
-    let master = issuer.replace("/realms/jobq", "/realms/master");
-    let wrong_issuer = grant(master, "admin-cli", None, "admin", "admin").await;
-    let expiring = grant(
-        issuer,
-        "jobq-test-expiring",
-        Some("jobq-test-expiring-secret"),
-        "myuser",
-        "1234",
-    )
-    .await;
-    assert_eq!(
-        stack.get(&expiring, "/api/status").await.status(),
-        200,
-        "valid while fresh"
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (wrong_issuer, expired) = stack.foreign_tokens().await;
 
     for (name, token) in [
         ("alg=none", none.as_str()),
         ("wrong issuer", wrong_issuer.as_str()),
-        ("expired", expiring.as_str()),
+        ("expired", expired.as_str()),
         ("garbage", "not-a-token"),
     ] {
         let r = stack.get(token, "/api/status").await;
@@ -583,9 +556,9 @@ async fn bad_tokens_get_401() {
     assert_eq!(r.status(), 401, "wrong password");
 }
 
-#[tokio::test]
-async fn a_job_whose_worker_is_killed_runs_again_and_never_twice_at_once() {
+async fn a_job_whose_worker_is_killed_runs_again_and_never_twice_at_once(backend: Backend) {
     let options = StackOptions {
+        backend,
         workers: 1,
         slots: 1,
         lease_secs: 3,
@@ -620,7 +593,7 @@ async fn a_job_whose_worker_is_killed_runs_again_and_never_twice_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stack.add_worker();
+    stack.add_worker().await;
     let job = stack
         .wait_for(&token, &id, Some("finished"), Duration::from_secs(90))
         .await;
@@ -641,9 +614,9 @@ async fn a_job_whose_worker_is_killed_runs_again_and_never_twice_at_once() {
     assert!(starts[1] > starts[0] && ends[0] > starts[1], "{runs}");
 }
 
-#[tokio::test]
-async fn two_workers_finish_40_jobs_exactly_once_each() {
+async fn two_workers_finish_40_jobs_exactly_once_each(backend: Backend) {
     let options = StackOptions {
+        backend,
         workers: 2,
         slots: 2,
         ..StackOptions::default()
@@ -695,3 +668,36 @@ fs.writeFileSync('output/n.txt', String(config.n));
         "every job ran exactly once"
     );
 }
+
+/// Runs a scenario against both backends, as `<scenario>::services` and `<scenario>::standalone`.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test]
+            async fn services() {
+                super::$scenario(Backend::Services).await
+            }
+
+            #[tokio::test]
+            async fn standalone() {
+                super::$scenario(Backend::Standalone).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    a_job_runs_with_args_and_config_and_its_outputs_download,
+    hostile_args_arrive_verbatim_and_nothing_is_executed,
+    failing_jobs_say_why,
+    a_20_mb_output_file_round_trips_intact,
+    cancel_stops_a_running_job_and_its_whole_process_group_within_5_seconds,
+    a_cancelled_queued_job_never_starts,
+    a_job_over_its_time_limit_fails_with_timeout,
+    users_see_only_their_own_jobs_and_admins_see_all,
+    bad_tokens_get_401,
+    a_job_whose_worker_is_killed_runs_again_and_never_twice_at_once,
+    two_workers_finish_40_jobs_exactly_once_each,
+);
