@@ -368,6 +368,25 @@ impl KafkaAdmin {
         .await
     }
 
+    /// Members of a consumer group now (0 for an unknown or empty group): for the worker
+    /// group, the number of live worker processes as the broker sees them.
+    pub async fn group_members(&self, group: &str) -> PortResult<u32> {
+        let client = self.metadata.clone();
+        let group = group.to_string();
+        blocking(move || {
+            let list = client
+                .fetch_group_list(Some(&group), ADMIN_TIMEOUT)
+                .map_err(|e| kafka_error("describe group", e))?;
+            Ok(list
+                .groups()
+                .iter()
+                .filter(|g| g.name() == group)
+                .map(|g| g.members().len() as u32)
+                .sum())
+        })
+        .await
+    }
+
     /// Deletes topics (tests clean up after themselves with it).
     pub async fn delete_topics(&self, names: &[&str]) -> PortResult<()> {
         let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
