@@ -126,6 +126,7 @@ async fn wait_for(
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.set_prefix(id.clone());
+        bar.set_message(format!("{} (attempt {})", job.status.as_str(), job.attempt));
         bar.enable_steady_tick(Duration::from_millis(100));
         Some(bar)
     } else {
