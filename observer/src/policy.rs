@@ -163,6 +163,8 @@ impl ScalingPolicy for QueueingPolicy {
         } else {
             smooth(self.lambda, lambda_now, self.alpha)
         };
+        // Fewer than one job per 100 s is no load: let an idle fleet reach its minimum.
+        let lambda = if lambda < 0.01 { 0.0 } else { lambda };
         self.lambda = Some(lambda);
         if let Some(s) = input.mean_service_secs.filter(|s| *s > 0.0) {
             self.service_secs = Some(smooth(self.service_secs, s, self.alpha));

@@ -55,6 +55,8 @@ pub struct StackOptions {
     pub job_timeout_secs: u64,
     pub lease_secs: u64,
     pub observer: bool,
+    /// More `JOBQ_` variables for every process (e.g. the observer's scaler and policy).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Default for StackOptions {
@@ -66,6 +68,7 @@ impl Default for StackOptions {
             job_timeout_secs: 120,
             lease_secs: 4,
             observer: true,
+            extra_env: Vec::new(),
         }
     }
 }
@@ -142,6 +145,7 @@ impl Stack {
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
+        env.extend(options.extra_env.iter().cloned());
         env.push((
             "JOBQ_STANDALONE__DATA_DIR".into(),
             dir.join("data").to_string_lossy().into_owned(),
@@ -195,6 +199,11 @@ impl Stack {
             .stderr(log_file(dir, "frontend"))
             .spawn()
             .expect("start jobq")
+    }
+
+    /// The observer process's id, while it runs.
+    pub fn observer_pid(&self) -> Option<u32> {
+        self.observer.as_ref().map(Child::id)
     }
 
     pub fn backend(&self) -> Backend {
