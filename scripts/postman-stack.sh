@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Runs the Postman collection against the real-services stack: the frontend, two worker
-# slots and the observer, as local processes on the servers of `scripts/infra.sh up`
-# (Kafka, Keycloak, MongoDB-compatible, S3), each run with topics, consumer groups, a
-# database and a bucket of its own.
+# Runs the Postman collection against a jobq started for the run:
 #
-#   scripts/postman-real.sh [newman options...]
+#   scripts/postman-stack.sh services [newman options...]
+#       the frontend, two worker slots and the observer as local processes on the servers
+#       of `scripts/infra.sh up` (Kafka, Keycloak, MongoDB-compatible, S3), with topics,
+#       consumer groups, a database and a bucket of its own;
+#   scripts/postman-stack.sh standalone [newman options...]
+#       `jobq standalone` on a fresh data directory.
 #
 # Builds nothing: it uses $CARGO_TARGET_DIR/debug/jobq (default target dir
 # ~/.cache/jobq/target). Stops only the processes it started. Logs stay in a temporary
@@ -16,15 +18,20 @@ target=${CARGO_TARGET_DIR:-$HOME/.cache/jobq/target}
 jobq="$target/debug/jobq"
 
 die() {
-    echo "postman-real.sh: $*" >&2
+    echo "postman-stack.sh: $*" >&2
     exit 1
 }
 
+mode=${1:-}
+[[ $mode == services || $mode == standalone ]] || die "usage: scripts/postman-stack.sh services|standalone [newman options...]"
+shift
 [[ -x $jobq ]] || die "no jobq binary at $jobq; run cargo build --workspace --bins"
 command -v curl >/dev/null || die "curl is needed"
-"$root/scripts/infra.sh" status >&2 ||
-    die "the infra servers are not all healthy; run scripts/infra.sh up"
-eval "$("$root/scripts/infra.sh" env)"
+if [[ $mode == services ]]; then
+    "$root/scripts/infra.sh" status >&2 ||
+        die "the infra servers are not all healthy; run scripts/infra.sh up"
+    eval "$("$root/scripts/infra.sh" env)"
+fi
 
 free_port() {
     if command -v python3 >/dev/null; then
@@ -74,7 +81,7 @@ stop_all() {
             sleep 0.1
         done
         if kill -0 "$pid" 2>/dev/null; then
-            echo "postman-real.sh: pid $pid did not stop in 10 s; killing it" >&2
+            echo "postman-stack.sh: pid $pid did not stop in 10 s; killing it" >&2
             kill -KILL "$pid" 2>/dev/null || true
         fi
         wait "$pid" 2>/dev/null || true
@@ -87,7 +94,7 @@ on_exit() {
     if $passed; then
         rm -rf "$dir"
     else
-        echo "postman-real.sh: failed; logs in $dir" >&2
+        echo "postman-stack.sh: failed; logs in $dir" >&2
         local log
         for log in "$dir"/*.log; do
             [[ -f $log ]] || continue
@@ -107,8 +114,12 @@ start() {
     pids+=("$!")
 }
 
-echo "postman-real.sh: jobq frontend at $url (id $id, logs in $dir)" >&2
-start frontend frontend --listen "127.0.0.1:$port"
+echo "postman-stack.sh: jobq $mode at $url (id $id, logs in $dir)" >&2
+if [[ $mode == services ]]; then
+    start frontend frontend --listen "127.0.0.1:$port"
+else
+    start standalone standalone --listen "127.0.0.1:$port" --data-dir "$dir/data" --workers 2
+fi
 frontend_pid=${pids[0]}
 deadline=$((SECONDS + 60))
 until curl -fsS -o /dev/null "$url/health/" 2>/dev/null; do
@@ -116,8 +127,10 @@ until curl -fsS -o /dev/null "$url/health/" 2>/dev/null; do
     ((SECONDS < deadline)) || die "the frontend did not answer /health/ within 60 s"
     sleep 0.2
 done
-start worker worker --slots 2
-start observer observer
+if [[ $mode == services ]]; then
+    start worker worker --slots 2
+    start observer observer
+fi
 
 job_url=$(TMPDIR="$dir" "$root/scripts/example-repo.sh")
 "$root/scripts/postman.sh" "$url" "$job_url" "$@"

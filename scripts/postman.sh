@@ -56,7 +56,7 @@ if [[ $installed != "$NEWMAN_VERSION" ]]; then
 fi
 
 if command -v curl >/dev/null && ! curl -fsS -o /dev/null --max-time 10 "$base_url/health/"; then
-    echo "postman.sh: no jobq answers at $base_url/health/; start one (jobq standalone, or scripts/postman-real.sh)" >&2
+    echo "postman.sh: no jobq answers at $base_url/health/; start one (jobq standalone, or scripts/postman-stack.sh)" >&2
     exit 1
 fi
 

@@ -51,6 +51,16 @@ if scripts/infra.sh status >/dev/null 2>&1; then
     eval "$(scripts/infra.sh env)"
 fi
 
-step "real-server suites (adapters, then the binaries end to end)"
+step "suites against real servers and jobq standalone (adapters, then the binaries end to end)"
 cargo build --workspace --bins --locked
 cargo test --locked -p jobq-tests -- --test-threads 3
+
+step "Postman collection with newman: jobq standalone"
+scripts/postman-stack.sh standalone
+
+if scripts/infra.sh status >/dev/null 2>&1; then
+    step "Postman collection with newman: frontend, worker and observer on the real servers"
+    scripts/postman-stack.sh services
+else
+    echo "skipping the Postman run against the real servers: they are not up"
+fi
