@@ -669,6 +669,60 @@ fs.writeFileSync('output/n.txt', String(config.n));
     );
 }
 
+async fn a_running_job_shows_its_logs_so_far(backend: Backend) {
+    let Some(stack) = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let git = GitServer::start();
+    let token = stack.token("myuser", "1234").await;
+    let js = "console.log('first line of a long job'); setTimeout(() => {}, 300000);";
+    let url = git.repo(
+        "talker",
+        &[
+            ("package.json", &package("node index.js")),
+            ("index.js", js),
+        ],
+    );
+    let id = stack.submit(&token, json!({"url": url})).await;
+    stack
+        .wait_for(&token, &id, Some("running"), Duration::from_secs(60))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let logs: Value = stack
+            .get(&token, &format!("/api/v1/jobs/{id}/logs"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if logs["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("first line of a long job")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a running job's output did not show within 15 s: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(stack.job(&token, &id).await["status"], "running");
+    assert_eq!(
+        stack
+            .get(&token, &format!("/api/deleteJob/{id}"))
+            .await
+            .status(),
+        200
+    );
+}
+
 /// Runs a scenario against both backends, as `<scenario>::services` and `<scenario>::standalone`.
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {$(
@@ -689,6 +743,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    a_running_job_shows_its_logs_so_far,
     a_job_runs_with_args_and_config_and_its_outputs_download,
     hostile_args_arrive_verbatim_and_nothing_is_executed,
     failing_jobs_say_why,

@@ -223,7 +223,8 @@ impl JobRunner {
     }
 
     /// Renews the lease until the job ends; on a lost lease (or a store unreachable for a
-    /// whole lease) it stops the run. Uploads the logs so far every few renewals.
+    /// whole lease) it stops the run. After each renewal it uploads the logs so far when
+    /// they grew, so `GET …/logs` shows a running job's output.
     async fn keep_lease(
         &self,
         job: Job,
@@ -233,10 +234,9 @@ impl JobRunner {
     ) {
         let every = Duration::from_millis(self.settings.renew_interval_ms);
         let mut last_ok = Instant::now();
-        let mut rounds = 0u64;
+        let mut uploaded_sizes = (0u64, 0u64);
         loop {
             tokio::time::sleep(every).await;
-            rounds += 1;
             match self
                 .ports
                 .store
@@ -251,8 +251,12 @@ impl JobRunner {
             {
                 Ok(true) => {
                     last_ok = Instant::now();
-                    if rounds.is_multiple_of(3) {
+                    let size =
+                        |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                    let sizes = (size(dir.stdout()), size(dir.stderr()));
+                    if sizes != uploaded_sizes {
                         self.upload_logs(&job, &dir).await;
+                        uploaded_sizes = sizes;
                     }
                     continue;
                 }
