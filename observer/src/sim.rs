@@ -13,13 +13,34 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Instant;
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
 use jobq_common::domain::JobStatus;
 
 use crate::policy::{Governor, LagPolicy, PolicyInput, QueueingPolicy, ScalingPolicy, SeedPolicy};
 use crate::{Controller, FleetState};
+
+/// SplitMix64: a small, seeded generator of our own, so a run is reproducible from its seed
+/// and as fast in a debug build as in a release one.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
 
 /// A stretch of the trace: the arrival rate goes linearly from `from` to `to` times the
 /// base rate over `secs` (equal for a constant stretch).
@@ -251,7 +272,7 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
     let wall = Instant::now();
     let (policy, governor) = config.policy(policy_name)?;
     let mut ctl: Controller<u64, u32> = Controller::new(policy, governor, config.slots_per_worker);
-    let mut rng = StdRng::seed_from_u64(config.seed);
+    let mut rng = SplitMix64::new(config.seed);
     let mut heap: BinaryHeap<Reverse<(u64, Kind)>> = BinaryHeap::new();
     let at = |t: f64| (t * US) as u64;
     let end = config.duration();
@@ -259,6 +280,7 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
     let slots = config.slots_per_worker;
 
     let mut workers: Vec<Worker> = Vec::new();
+    let mut alive: Vec<u32> = Vec::new(); // workers not gone, oldest first
     let mut free: Vec<u32> = Vec::new(); // workers with a free slot (may hold stale entries)
     let mut queue: VecDeque<(u64, f64)> = VecDeque::new();
     let mut next_job = 0u64;
@@ -279,10 +301,10 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
     let step_at = config.step_at();
 
     // The first arrival by thinning a Poisson process of the peak rate.
-    let next_arrival = |rng: &mut StdRng, mut t: f64| -> f64 {
+    let next_arrival = |rng: &mut SplitMix64, mut t: f64| -> f64 {
         loop {
-            t += -(1.0 - rng.random::<f64>()).ln() / peak;
-            if t >= end || rng.random::<f64>() * peak <= config.rate_at(t) {
+            t += -(1.0 - rng.unit()).ln() / peak;
+            if t >= end || rng.unit() * peak <= config.rate_at(t) {
                 return t;
             }
         }
@@ -334,8 +356,12 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
                 }
             }
             Kind::Tick => {
-                let live = workers.iter().filter(|w| w.state != State::Gone).count() as u32;
-                let active = workers.iter().filter(|w| w.state == State::Active).count() as u32;
+                alive.retain(|w| workers[*w as usize].state != State::Gone);
+                let live = alive.len() as u32;
+                let active = alive
+                    .iter()
+                    .filter(|w| workers[**w as usize].state == State::Active)
+                    .count() as u32;
                 let observation = ctl.step(FleetState {
                     now_ms: t_ms,
                     period_secs: config.period_secs,
@@ -360,6 +386,7 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
                     }
                     for _ in live..desired {
                         let w = workers.len() as u32;
+                        alive.push(w);
                         workers.push(Worker {
                             state: State::Starting,
                             busy: 0,
@@ -371,10 +398,11 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
                     let mut excess = live - desired;
                     // Starting workers first (they run nothing), then idle ones, newest first.
                     for state in [State::Starting, State::Active] {
-                        for worker in workers.iter_mut().rev() {
+                        for w in alive.iter().rev() {
                             if excess == 0 {
                                 break;
                             }
+                            let worker = &mut workers[*w as usize];
                             if worker.state == state && worker.busy == 0 {
                                 worker.state = State::Gone;
                                 worker_seconds += t - worker.since;
@@ -409,7 +437,7 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
                 None,
                 true,
             );
-            let service = config.mean_service_secs * rng.random_range(0.25..1.75);
+            let service = config.mean_service_secs * (0.25 + 1.5 * rng.unit());
             heap.push(Reverse((at(t + service), Kind::Done(w, job))));
         }
     }
