@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::domain::Observation;
-use crate::domain::{FailureReason, Job, JobId, JobSpec, JobStatus, Outcome};
+use crate::domain::{Dispatch, FailureReason, Job, JobId, JobSpec, JobStatus, Outcome};
 use crate::error::{ErrorKind, PortError, PortResult};
 use crate::ports::{CancelResult, JobPage, JobStore, ObservationStore, Page};
 use crate::settings::MongoSettings;
@@ -40,6 +40,10 @@ struct JobDoc {
     elapsed_ms: Option<i64>,
     output_files: Vec<String>,
     failure: Option<FailureReason>,
+    /// When the current attempt was last handed to the dispatch queue; see
+    /// [`JobStore::redispatch_stale`].
+    #[serde(default)]
+    dispatched_ms: Option<i64>,
 }
 
 fn to_ms(t: OffsetDateTime) -> i64 {
@@ -70,6 +74,7 @@ impl From<&Job> for JobDoc {
             elapsed_ms: job.elapsed_ms.map(|v| v as i64),
             output_files: job.output_files.clone(),
             failure: job.failure.clone(),
+            dispatched_ms: Some(to_ms(job.created_at)),
         }
     }
 }
@@ -132,14 +137,15 @@ fn outcome_set(outcome: &Outcome, now: OffsetDateTime) -> PortResult<Document> {
     })
 }
 
-/// Back to the queue for the next attempt, lease dropped.
-fn requeue_update(attempt: u32) -> Document {
+/// Back to the queue for the next attempt, lease dropped; the caller dispatches it now.
+fn requeue_update(attempt: u32, now: OffsetDateTime) -> Document {
     doc! {"$set": {
         "status": "queued",
         "attempt": attempt as i64 + 1,
         "lease_owner": Bson::Null,
         "lease_expires_ms": Bson::Null,
         "started_ms": Bson::Null,
+        "dispatched_ms": to_ms(now),
     }}
 }
 
@@ -322,7 +328,7 @@ impl JobStore for MongoJobStore {
     async fn release(&self, id: &JobId, attempt: u32, worker: &str) -> PortResult<Option<Job>> {
         self.transition(
             doc! {"_id": id.as_str(), "status": "running", "attempt": attempt as i64, "lease_owner": worker},
-            requeue_update(attempt),
+            requeue_update(attempt, OffsetDateTime::now_utc()),
         )
         .await
     }
@@ -348,6 +354,41 @@ impl JobStore for MongoJobStore {
         Ok(self.get(id).await?.map(CancelResult::AlreadyTerminal))
     }
 
+    async fn redispatch_stale(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u64,
+    ) -> PortResult<Vec<Dispatch>> {
+        let stale: Vec<JobDoc> = self
+            .jobs
+            .find(doc! {"status": "queued", "dispatched_ms": {"$lt": to_ms(before)}})
+            .limit(limit.min(i64::MAX as u64) as i64)
+            .await
+            .map_err(|e| db_error("find stale queued jobs", e))?
+            .try_collect()
+            .await
+            .map_err(|e| db_error("find stale queued jobs", e))?;
+        let mut taken = Vec::new();
+        for d in stale {
+            // Conditional on the value just read: of several observers, one re-dispatches.
+            let won = self
+                .transition(
+                    doc! {"_id": &d.id, "status": "queued", "attempt": d.attempt,
+                    "dispatched_ms": d.dispatched_ms.unwrap_or(0)},
+                    doc! {"$set": {"dispatched_ms": to_ms(now)}},
+                )
+                .await?;
+            if let Some(job) = won {
+                taken.push(Dispatch {
+                    id: job.id,
+                    attempt: job.attempt,
+                });
+            }
+        }
+        Ok(taken)
+    }
+
     async fn expired(&self, now: OffsetDateTime, limit: u64) -> PortResult<Vec<Job>> {
         let docs: Vec<JobDoc> = self
             .jobs
@@ -370,7 +411,7 @@ impl JobStore for MongoJobStore {
         self.transition(
             doc! {"_id": id.as_str(), "status": "running", "attempt": attempt as i64,
             "lease_expires_ms": {"$lt": to_ms(now)}},
-            requeue_update(attempt),
+            requeue_update(attempt, now),
         )
         .await
     }

@@ -96,6 +96,18 @@ pub trait JobStore: Send + Sync {
     /// `queued | running → cancelled`.
     async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>>;
 
+    /// Queued jobs whose current attempt was handed to the dispatch queue before `before`
+    /// and never claimed: their message may have been lost (a crash between a transition
+    /// and its dispatch). Marks each as dispatched at `now` (conditionally, so of several
+    /// observers one takes it) and returns the messages to send again. A duplicate message
+    /// is harmless: only one claim of an attempt can win.
+    async fn redispatch_stale(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u64,
+    ) -> PortResult<Vec<Dispatch>>;
+
     /// Running jobs whose lease ended before `now`.
     async fn expired(&self, now: OffsetDateTime, limit: u64) -> PortResult<Vec<Job>>;
 

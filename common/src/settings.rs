@@ -177,6 +177,9 @@ pub struct WorkerSettings {
     pub shutdown_grace_secs: u64,
     /// Static consumer-group member id (`group.instance.id`), e.g. a pod name.
     pub instance_id: Option<String>,
+    /// A queued job whose dispatch message has not been claimed for this long is dispatched
+    /// again (the message may have been lost in a crash); duplicates are harmless.
+    pub redispatch_after_secs: u64,
 }
 
 impl Default for WorkerSettings {
@@ -192,6 +195,7 @@ impl Default for WorkerSettings {
             max_log_bytes: 16 * 1024 * 1024,
             shutdown_grace_secs: 30,
             instance_id: None,
+            redispatch_after_secs: 600,
         }
     }
 }

@@ -152,6 +152,15 @@ impl JobStore for MemoryStore {
         }))
     }
 
+    async fn redispatch_stale(
+        &self,
+        _: OffsetDateTime,
+        _: OffsetDateTime,
+        _: u64,
+    ) -> PortResult<Vec<jobq_common::domain::Dispatch>> {
+        unused()
+    }
+
     async fn expired(&self, _: OffsetDateTime, _: u64) -> PortResult<Vec<Job>> {
         unused()
     }

@@ -147,6 +147,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         dispatch: Arc::new(KafkaDispatch::new(producer, &settings.kafka.jobs_topic)),
         events: events.clone(),
         max_attempts: settings.worker.max_attempts,
+        redispatch_after: Duration::from_secs(settings.worker.redispatch_after_secs),
     };
     // Sweep several times per lease so a lost worker's job waits at most about one lease.
     let every = Duration::from_millis((settings.worker.lease_secs * 1000 / 3).max(500));

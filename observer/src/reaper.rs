@@ -18,6 +18,8 @@ pub struct LeaseReaper {
     pub dispatch: Arc<dyn DispatchQueue>,
     pub events: Arc<dyn EventBus>,
     pub max_attempts: u32,
+    /// Queued jobs not claimed this long after their dispatch are dispatched again.
+    pub redispatch_after: Duration,
 }
 
 impl std::fmt::Debug for LeaseReaper {
@@ -33,6 +35,7 @@ impl std::fmt::Debug for LeaseReaper {
 pub struct Sweep {
     pub requeued: usize,
     pub failed: usize,
+    pub redispatched: usize,
 }
 
 fn reaper_event(job: &Job, to: JobStatus, now: OffsetDateTime) -> JobEvent {
@@ -98,6 +101,12 @@ impl LeaseReaper {
                 }
             }
         }
+        let stale_since = now - self.redispatch_after;
+        for message in self.store.redispatch_stale(stale_since, now, 500).await? {
+            tracing::warn!(job_id = %message.id, attempt = message.attempt, "queued job not claimed for long: dispatched again");
+            self.dispatch.dispatch(&message).await?;
+            done.redispatched += 1;
+        }
         Ok(done)
     }
 
@@ -112,7 +121,12 @@ impl LeaseReaper {
         loop {
             match self.sweep(OffsetDateTime::now_utc()).await {
                 Ok(s) if s != Sweep::default() => {
-                    tracing::info!(requeued = s.requeued, failed = s.failed, "lease sweep")
+                    tracing::info!(
+                        requeued = s.requeued,
+                        failed = s.failed,
+                        redispatched = s.redispatched,
+                        "lease sweep"
+                    )
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "lease sweep failed"),

@@ -363,3 +363,47 @@ async fn listing_is_per_owner_newest_first_and_paged() {
     );
     store.drop_database().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_queued_job_whose_dispatch_went_stale_is_redispatched_once() {
+    let Some(store) = store().await else { return };
+    let now = OffsetDateTime::now_utc();
+    let mut old = job("alice");
+    old.created_at = now - Duration::from_secs(3600);
+    store.insert(&old).await.unwrap();
+    let mut claimed = job("alice");
+    claimed.created_at = now - Duration::from_secs(3600);
+    store.insert(&claimed).await.unwrap();
+    store
+        .claim(&claimed.id, 1, "w1", LEASE, now)
+        .await
+        .unwrap()
+        .unwrap();
+    store.insert(&job("alice")).await.unwrap(); // dispatched just now
+
+    let before = now - Duration::from_secs(600);
+    let again = store.redispatch_stale(before, now, 10).await.unwrap();
+    assert_eq!(
+        again.iter().map(|d| (&d.id, d.attempt)).collect::<Vec<_>>(),
+        [(&old.id, 1)]
+    );
+    assert!(
+        store
+            .redispatch_stale(before, now, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "once per period"
+    );
+    // A period later both the re-dispatched job and the one dispatched at the start are due.
+    let later = now + Duration::from_secs(601);
+    assert_eq!(
+        store
+            .redispatch_stale(later - Duration::from_secs(600), later, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    store.drop_database().await.unwrap();
+}

@@ -444,6 +444,16 @@ impl JobStore for SqliteStore {
         Ok(self.get(id).await?.map(CancelResult::AlreadyTerminal))
     }
 
+    /// Nothing to do: here the store itself is the queue, so no message can be lost.
+    async fn redispatch_stale(
+        &self,
+        _before: OffsetDateTime,
+        _now: OffsetDateTime,
+        _limit: u64,
+    ) -> PortResult<Vec<crate::domain::Dispatch>> {
+        Ok(Vec::new())
+    }
+
     async fn expired(&self, now: OffsetDateTime, limit: u64) -> PortResult<Vec<Job>> {
         let (now, limit) = (to_ms(now), limit.min(i64::MAX as u64) as i64);
         self.with(
