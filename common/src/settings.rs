@@ -180,6 +180,9 @@ pub struct WorkerSettings {
     /// A queued job whose dispatch message has not been claimed for this long is dispatched
     /// again (the message may have been lost in a crash); duplicates are harmless.
     pub redispatch_after_secs: u64,
+    /// Folders jobs may write besides their own, joined with `:` (e.g. a shared scratch
+    /// volume); everything else is read-only to them where the kernel has Landlock.
+    pub extra_writable_dirs: String,
 }
 
 impl Default for WorkerSettings {
@@ -196,6 +199,7 @@ impl Default for WorkerSettings {
             shutdown_grace_secs: 30,
             instance_id: None,
             redispatch_after_secs: 600,
+            extra_writable_dirs: String::new(),
         }
     }
 }

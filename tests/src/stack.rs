@@ -78,6 +78,8 @@ pub struct Stack {
     pub url: String,
     pub env: Vec<(String, String)>,
     pub dir: PathBuf,
+    /// The one folder outside their own that test jobs may write (to record pids and runs).
+    pub shared: PathBuf,
     pub http: reqwest::Client,
     /// `jobq frontend`, or the `jobq standalone` process.
     frontend: Child,
@@ -107,7 +109,7 @@ impl Stack {
         }
         let id = unique_name("e2e");
         let dir = std::env::temp_dir().join(&id);
-        std::fs::create_dir_all(&dir).expect("stack dir");
+        std::fs::create_dir_all(dir.join("shared")).expect("stack dir");
         let port = free_port();
         let mut env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k.starts_with("JOBQ_"))
@@ -139,6 +141,12 @@ impl Stack {
                 ("JOBQ_WORKER__SHUTDOWN_GRACE_SECS", "5".into()),
                 ("JOBQ_FRONTEND__LISTEN", format!("127.0.0.1:{port}")),
                 ("JOBQ_OBSERVER__REFRESH_RATE_SECS", "1".into()),
+                // Test jobs record what they did (pids, runs) in the stack's folder, outside
+                // their own; everything else stays read-only to them.
+                (
+                    "JOBQ_WORKER__EXTRA_WRITABLE_DIRS",
+                    dir.join("shared").to_string_lossy().into_owned(),
+                ),
                 // Expiry is tested with one-second tokens: no clock-skew allowance.
                 ("JOBQ_OIDC__LEEWAY_SECS", "0".into()),
                 ("RUST_LOG", "info,rdkafka=warn".into()),
@@ -154,6 +162,7 @@ impl Stack {
         let mut stack = Stack {
             url: format!("http://127.0.0.1:{port}"),
             env,
+            shared: dir.join("shared"),
             dir,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))

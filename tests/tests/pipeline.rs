@@ -347,7 +347,7 @@ async fn cancel_stops_a_running_job_and_its_whole_process_group_within_5_seconds
     };
     let git = GitServer::start();
     let token = stack.token("myuser", "1234").await;
-    let pidfile = stack.dir.join("pids");
+    let pidfile = stack.shared.join("pids");
     let config = json!({"pidfile": pidfile}).to_string();
     let id = stack
         .submit(
@@ -385,7 +385,7 @@ async fn a_cancelled_queued_job_never_starts(backend: Backend) {
     };
     let git = GitServer::start();
     let token = stack.token("myuser", "1234").await;
-    let pidfile = stack.dir.join("never");
+    let pidfile = stack.shared.join("never");
     let config = json!({"pidfile": pidfile}).to_string();
     let cancelled = stack
         .submit(
@@ -420,7 +420,7 @@ async fn a_job_over_its_time_limit_fails_with_timeout(backend: Backend) {
     };
     let git = GitServer::start();
     let token = stack.token("myuser", "1234").await;
-    let pidfile = stack.dir.join("pids");
+    let pidfile = stack.shared.join("pids");
     let config = json!({"pidfile": pidfile}).to_string();
     let id = stack
         .submit(
@@ -569,8 +569,8 @@ async fn a_job_whose_worker_is_killed_runs_again_and_never_twice_at_once(backend
     };
     let git = GitServer::start();
     let token = stack.token("myuser", "1234").await;
-    let log = stack.dir.join("runs.log");
-    let pidfile = stack.dir.join("pids");
+    let log = stack.shared.join("runs.log");
+    let pidfile = stack.shared.join("pids");
     let config = json!({"log": log, "pidfile": pidfile, "seconds": 4}).to_string();
     let id = stack
         .submit(
@@ -626,7 +626,7 @@ async fn two_workers_finish_40_jobs_exactly_once_each(backend: Backend) {
     };
     let git = GitServer::start();
     let token = stack.token("myuser", "1234").await;
-    let log = stack.dir.join("runs.log");
+    let log = stack.shared.join("runs.log");
     let js = r#"
 const fs = require('fs');
 const config = JSON.parse(fs.readFileSync('config.json', 'utf8'));
@@ -723,6 +723,58 @@ async fn a_running_job_shows_its_logs_so_far(backend: Backend) {
     );
 }
 
+async fn a_job_writes_only_inside_its_own_folder(backend: Backend) {
+    let Some(stack) = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let git = GitServer::start();
+    let token = stack.token("myuser", "1234").await;
+    let outside = std::env::temp_dir().join(format!("jobq-escape-{}", uuid::Uuid::new_v4()));
+    let js = r#"
+const fs = require('fs');
+const path = require('path');
+const config = JSON.parse(fs.readFileSync('config.json', 'utf8'));
+const attempt = (p) => { try { fs.writeFileSync(p, 'x'); return 'written'; } catch (e) { return e.code; } };
+const result = {
+  outside: attempt(config.outside),
+  cache: attempt(path.join('..', '..', '..', 'repo-cache', 'planted')),
+  home: attempt(path.join(process.env.HOME, 'note')),
+  tmp: attempt(path.join(process.env.TMPDIR, 'note')),
+};
+fs.writeFileSync('output/result.json', JSON.stringify(result));
+"#;
+    let url = git.repo(
+        "escape",
+        &[
+            ("package.json", &package("node index.js")),
+            ("index.js", js),
+        ],
+    );
+    let config = json!({"outside": outside}).to_string();
+    let id = stack
+        .submit(&token, json!({"url": url, "config": config}))
+        .await;
+    let job = stack
+        .wait_for(&token, &id, None, Duration::from_secs(90))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    let result: Value = download(&stack, &token, &id, "result.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(result["outside"], "EACCES", "{result}");
+    assert_ne!(result["cache"], "written", "{result}");
+    assert_eq!(result["home"], "written", "{result}");
+    assert_eq!(result["tmp"], "written", "{result}");
+    assert!(!outside.exists(), "the job wrote outside its folder");
+}
+
 /// Runs a scenario against both backends, as `<scenario>::services` and `<scenario>::standalone`.
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {$(
@@ -743,6 +795,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    a_job_writes_only_inside_its_own_folder,
     a_running_job_shows_its_logs_so_far,
     a_job_runs_with_args_and_config_and_its_outputs_download,
     hostile_args_arrive_verbatim_and_nothing_is_executed,

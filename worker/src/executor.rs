@@ -94,9 +94,11 @@ pub enum RunEnd {
 
 /// Limits of one run.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct Limits<'a> {
     pub timeout: Duration,
     pub max_log_bytes: u64,
+    /// Folders the job may write besides its own (joined with `:`; may be empty).
+    pub extra_writable_dirs: &'a str,
 }
 
 /// The only variables the job sees: nothing of the worker's configuration or secrets.
@@ -122,13 +124,19 @@ fn job_environment(dir: &JobDir) -> Vec<(String, String)> {
 pub async fn run(
     dir: &JobDir,
     argv: &[String],
-    limits: Limits,
+    limits: Limits<'_>,
     stop: &CancellationToken,
 ) -> std::io::Result<RunEnd> {
     let shim = std::env::current_exe()?;
+    let mut writable = dir.root.as_os_str().to_os_string();
+    if !limits.extra_writable_dirs.is_empty() {
+        writable.push(":");
+        writable.push(limits.extra_writable_dirs);
+    }
     let mut child = Command::new(shim)
         .arg(crate::shim::SHIM_ARG)
         .arg(std::process::id().to_string())
+        .arg(writable)
         .args(["--", "npm", "run", "start", "--"])
         .args(argv)
         .current_dir(dir.repo())

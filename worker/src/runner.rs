@@ -83,6 +83,14 @@ impl JobRunner {
         work_root: PathBuf,
     ) -> Self {
         let cache = RepoCache::new(work_root.join("repo-cache"));
+        // Jobs run as the same user: without this they could read the worker's environment
+        // (its secrets) from /proc/<pid>/environ.
+        if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+            tracing::warn!(error = %e, "cannot hide the worker's /proc entries from its jobs");
+        }
+        if !crate::shim::confinement_available() {
+            tracing::warn!("this kernel has no Landlock: jobs can write outside their folders");
+        }
         Self {
             worker_id,
             ports,
@@ -214,6 +222,7 @@ impl JobRunner {
         let limits = Limits {
             timeout,
             max_log_bytes: self.settings.max_log_bytes,
+            extra_writable_dirs: &self.settings.extra_writable_dirs,
         };
         executor::run(dir, &argv, limits, stop)
             .await

@@ -3,8 +3,13 @@
 //! signal it kills the whole group. So a worker killed with SIGKILL takes its jobs with it,
 //! and a job never keeps running beside the attempt that replaces it.
 //!
-//! It is the worker's own executable started as `<exe> __jobq-job-shim <worker-pid> -- <command...>`;
-//! every binary that runs jobs calls [`run_if_requested`] first thing in `main`.
+//! It also confines the job's file-system writes with Landlock (where the kernel has it):
+//! the job may write only below its own folder and the configured extra folders; reading
+//! is not restricted.
+//!
+//! It is the worker's own executable started as
+//! `<exe> __jobq-job-shim <worker-pid> <writable-dirs> -- <command...>`, the folders joined
+//! with `:`; every binary that runs jobs calls [`run_if_requested`] first thing in `main`.
 
 use std::ffi::OsString;
 
@@ -22,9 +27,37 @@ pub fn run_if_requested() {
     }
 }
 
+/// Whether this kernel can confine writes (Landlock), for the worker to report at start.
+pub fn confinement_available() -> bool {
+    use landlock::{ABI, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr};
+    Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_write(ABI::V1))
+        .and_then(|r| r.create())
+        .is_ok()
+}
+
+/// Restricts every write of this process and its children to below `dirs` (and `/dev`, for
+/// `/dev/null` and terminals). Where the kernel lacks Landlock this does nothing.
+fn confine_writes(dirs: &[&std::path::Path]) -> Result<(), landlock::RulesetError> {
+    use landlock::{ABI, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr};
+    // Best effort: on an older kernel the newest rights it knows are enforced.
+    let abi = ABI::V5;
+    let writes = AccessFs::from_write(abi);
+    let allowed = dirs.iter().copied().chain([std::path::Path::new("/dev")]);
+    Ruleset::default()
+        .handle_access(writes)?
+        .create()?
+        .add_rules(landlock::path_beneath_rules(allowed, writes))?
+        .restrict_self()?;
+    Ok(())
+}
+
 fn shim(args: &[OsString]) -> i32 {
-    let (Some(parent), Some(sep), Some(program)) = (args.first(), args.get(1), args.get(2)) else {
-        eprintln!("jobq job shim: usage: {SHIM_ARG} <worker-pid> -- <command...>");
+    let (Some(parent), Some(writable), Some(sep), Some(program)) =
+        (args.first(), args.get(1), args.get(2), args.get(3))
+    else {
+        eprintln!("jobq job shim: usage: {SHIM_ARG} <worker-pid> <writable-dirs> -- <command...>");
         return 125;
     };
     if sep != "--" {
@@ -37,6 +70,17 @@ fn shim(args: &[OsString]) -> i32 {
     }
     // The worker may have died before the request above took effect.
     if parent.to_str().and_then(|p| p.parse::<i32>().ok()) != Some(getppid().as_raw()) {
+        return 125;
+    }
+    let dirs: Vec<&std::path::Path> = std::env::split_paths(writable)
+        .collect::<Vec<_>>()
+        .leak()
+        .iter()
+        .map(|p| p.as_path())
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    if let Err(e) = confine_writes(&dirs) {
+        eprintln!("jobq job shim: cannot confine the job's writes: {e}");
         return 125;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -59,7 +103,7 @@ fn shim(args: &[OsString]) -> i32 {
                 }
             };
         let mut child = match tokio::process::Command::new(program)
-            .args(&args[3..])
+            .args(&args[4..])
             .spawn()
         {
             Ok(c) => c,
