@@ -49,7 +49,8 @@ enum Command {
         /// Where state, artifacts and the token key live (default: standalone.data_dir, ./jobq-data).
         #[arg(long)]
         data_dir: Option<std::path::PathBuf>,
-        /// In-process workers (default: worker.slots, else the number of cores).
+        /// A fixed number of in-process workers (default: the observer sizes the pool between
+        /// observer.min_workers and observer.max_workers).
         #[arg(long)]
         workers: Option<usize>,
     },
@@ -117,7 +118,7 @@ async fn run() -> ExitCode {
             let options = standalone::Options {
                 listen,
                 data_dir: data_dir.unwrap_or_else(|| settings.standalone.data_dir.clone()),
-                workers: workers.unwrap_or_else(|| settings.worker_slots()),
+                workers,
             };
             exit_with("standalone", standalone::run(settings, options).await)
         }

@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use jobq_common::domain::JobStatus;
-use jobq_common::embedded::{InProcessBus, LocalArtifactStore, LocalIdentity, SqliteStore};
+use jobq_common::domain::{JobId, JobStatus};
+use jobq_common::embedded::{
+    BusMessage, InProcessBus, LocalArtifactStore, LocalIdentity, SqliteStore,
+};
+use jobq_common::ports::{EventBus, ObservationStore};
 use jobq_common::settings::Settings;
 use jobq_frontend::AppState;
-use jobq_observer::LeaseReaper;
+use jobq_observer::{Controller, FleetState, Governor, LeaseReaper, policy};
 use jobq_worker::{JobRunner, Ports};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
@@ -23,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 pub struct Options {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    pub workers: usize,
+    /// A fixed number of in-process workers; `None` lets the observer choose between
+    /// `observer.min_workers` and `observer.max_workers`.
+    pub workers: Option<usize>,
 }
 
 /// In-process workers, each running one job at a time, taking the oldest queued job
@@ -39,6 +44,10 @@ struct WorkerPool {
 }
 
 impl WorkerPool {
+    fn len(&self) -> usize {
+        self.members.len()
+    }
+
     /// Grows or shrinks the pool to `n` workers; a stopped worker first finishes its job.
     fn resize(&mut self, n: usize) {
         while self.members.len() < n {
@@ -193,7 +202,13 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         tasks: JoinSet::new(),
         next_id: 0,
     };
-    pool.resize(options.workers);
+    let (min, max) = match options.workers {
+        Some(n) => (n as u32, n as u32),
+        None => (settings.observer.min_workers, settings.observer.max_workers),
+    };
+    settings.observer.min_workers = min;
+    settings.observer.max_workers = max;
+    pool.resize(min as usize);
 
     let shutdown = jobq_common::shutdown::on_signal();
     let reaper = LeaseReaper {
@@ -209,7 +224,18 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         tokio::spawn(async move { reaper.run(every, shutdown).await })
     };
 
-    print_banner(addr, &data, options.workers);
+    let observing = {
+        let (shutdown, store, bus) = (shutdown.clone(), store.clone(), bus.clone());
+        let controller = Controller::new(
+            policy::from_settings(&settings.observer).map_err(anyhow::Error::msg)?,
+            Governor::from_settings(&settings.observer),
+            1,
+        );
+        let period = Duration::from_secs_f64(settings.observer.refresh_rate_secs);
+        tokio::spawn(async move { observe(controller, period, pool, store, bus, shutdown).await })
+    };
+
+    print_banner(addr, &data, options.workers, (min, max));
     let http = {
         let shutdown = shutdown.clone();
         axum::serve(listener, jobq_frontend::router(state))
@@ -217,14 +243,81 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     };
     let served = http.await.context("serving http");
     tracing::info!("stopping workers");
-    pool.shutdown(Duration::from_secs(settings.worker.shutdown_grace_secs))
-        .await;
+    match observing.await {
+        Ok(pool) => {
+            pool.shutdown(Duration::from_secs(settings.worker.shutdown_grace_secs))
+                .await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the observer task failed; running jobs will be re-queued at the next start")
+        }
+    }
     let _ = reaper_task.await;
     let _ = tokio::fs::remove_dir_all(&work_root).await;
     served
 }
 
-fn print_banner(addr: SocketAddr, data: &std::path::Path, workers: usize) {
+/// The observer of the standalone process: job events from the in-process bus, one
+/// observation per period (stored for `/health/load`, published, exported as gauges), and
+/// the in-process pool sized to the policy's decision. Returns the pool at shutdown.
+async fn observe(
+    mut controller: Controller<JobId, String>,
+    period: Duration,
+    mut pool: WorkerPool,
+    store: SqliteStore,
+    bus: Arc<InProcessBus>,
+    shutdown: CancellationToken,
+) -> WorkerPool {
+    let mut events = bus.subscribe();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return pool,
+            received = events.recv() => match received {
+                Ok(BusMessage::Job(event)) => controller.tracker.record(&event, true),
+                Ok(BusMessage::Observation(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "observer fell behind the event bus");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return pool,
+            },
+            _ = tick.tick() => {
+                let queued = store.queued().await.ok();
+                let workers = pool.len() as u32;
+                let observation = controller.step(FleetState {
+                    now_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
+                    period_secs: period.as_secs_f64(),
+                    queue_depth: queued,
+                    workers,
+                    current: workers,
+                    partitions: u32::MAX,
+                });
+                jobq_observer::metrics::export(&observation);
+                if let Err(e) = store.record(&observation).await {
+                    tracing::warn!(error = %e, "observation not stored");
+                }
+                let _ = bus.publish_observation(&observation).await;
+                if observation.desired_workers != workers {
+                    tracing::info!(from = workers, to = observation.desired_workers, policy = %observation.policy, "scaling in-process workers");
+                    pool.resize(observation.desired_workers as usize);
+                }
+            }
+        }
+    }
+}
+
+fn print_banner(
+    addr: SocketAddr,
+    data: &std::path::Path,
+    workers: Option<usize>,
+    (min, max): (u32, u32),
+) {
+    let workers = match workers {
+        Some(n) => format!("{n} (fixed)"),
+        None => format!("{min} to {max}, sized by the observer"),
+    };
     let url = format!("http://{addr}");
     println!(
         "jobq standalone listening on {url}

@@ -55,6 +55,8 @@ pub struct StackOptions {
     pub job_timeout_secs: u64,
     pub lease_secs: u64,
     pub observer: bool,
+    /// Standalone: let the observer size the in-process pool instead of a fixed `--workers`.
+    pub autoscale: bool,
     /// More `JOBQ_` variables for every process (e.g. the observer's scaler and policy).
     pub extra_env: Vec<(String, String)>,
 }
@@ -68,6 +70,7 @@ impl Default for StackOptions {
             job_timeout_secs: 120,
             lease_secs: 4,
             observer: true,
+            autoscale: false,
             extra_env: Vec::new(),
         }
     }
@@ -199,6 +202,7 @@ impl Stack {
         let workers = (options.workers * options.slots).to_string();
         let args: Vec<&str> = match options.backend {
             Backend::Services => vec!["frontend", "--listen", &listen],
+            Backend::Standalone if options.autoscale => vec!["standalone", "--listen", &listen],
             Backend::Standalone => vec!["standalone", "--listen", &listen, "--workers", &workers],
         };
         Command::new(binary("jobq"))
