@@ -52,6 +52,18 @@ impl FromStr for JobId {
     }
 }
 
+/// Milliseconds since the Unix epoch: how stores keep times, so every backend compares
+/// them as plain integers.
+pub fn unix_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The inverse of [`unix_ms`]; out-of-range values become the epoch.
+pub fn from_unix_ms(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
 /// What the user asked to run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {

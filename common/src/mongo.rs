@@ -46,14 +46,7 @@ struct JobDoc {
     dispatched_ms: Option<i64>,
 }
 
-fn to_ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn from_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
+use crate::domain::{from_unix_ms as from_ms, unix_ms as to_ms};
 
 impl From<&Job> for JobDoc {
     fn from(job: &Job) -> Self {

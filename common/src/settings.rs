@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Everything a jobq process can be told.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(default)]
 pub struct Settings {
     pub log_format: LogFormat,
@@ -25,7 +25,7 @@ pub struct Settings {
     pub standalone: StandaloneSettings,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -33,7 +33,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct KafkaSettings {
     pub brokers: String,
@@ -62,10 +62,11 @@ impl Default for KafkaSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct MongoSettings {
     /// May carry a password.
+    #[serde(serialize_with = "redacted")]
     pub uri: SecretString,
     pub database: String,
 }
@@ -79,13 +80,15 @@ impl Default for MongoSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct S3Settings {
     pub endpoint: String,
     pub region: String,
     pub bucket: String,
+    #[serde(serialize_with = "redacted")]
     pub access_key: SecretString,
+    #[serde(serialize_with = "redacted")]
     pub secret_key: SecretString,
     /// Files larger than this are uploaded in parts.
     pub multipart_threshold_bytes: u64,
@@ -106,12 +109,13 @@ impl Default for S3Settings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct OidcSettings {
     /// The realm's issuer URL, e.g. `http://127.0.0.1:8180/realms/jobq`.
     pub issuer: String,
     pub client_id: String,
+    #[serde(serialize_with = "redacted")]
     pub client_secret: SecretString,
     /// The audience tokens must carry (or name as `azp`).
     pub audience: String,
@@ -137,7 +141,7 @@ impl Default for OidcSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct FrontendSettings {
     pub listen: SocketAddr,
@@ -157,7 +161,7 @@ impl Default for FrontendSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct WorkerSettings {
     /// Jobs run at once; 0 means the number of cores.
@@ -204,14 +208,14 @@ impl Default for WorkerSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(default)]
 pub struct MetricsSettings {
     /// Address of the metrics/health endpoint of workers and observers; none when unset.
     pub listen: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct ObserverSettings {
     pub refresh_rate_secs: f64,
@@ -282,7 +286,7 @@ impl Default for ObserverSettings {
 }
 
 /// `jobq standalone`: everything in one process on embedded backends.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct StandaloneSettings {
     /// State (SQLite), artifacts and the token signing key live here.
@@ -311,6 +315,13 @@ impl Default for StandaloneSettings {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct SettingsError(String);
+
+/// What a secret serializes as, so that a serialized [`Settings`] never carries one.
+pub const REDACTED: &str = "[redacted]";
+
+fn redacted<S: Serializer>(_: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(REDACTED)
+}
 
 impl Settings {
     /// Loads from the process environment (and the optional file).
@@ -352,6 +363,32 @@ impl Settings {
             .map_err(|e| SettingsError(e.to_string()))?;
         settings.check()?;
         Ok(settings)
+    }
+
+    /// Every configuration key as its environment variable (`JOBQ_WORKER__SLOTS`) with its
+    /// default (`null` when unset, [`REDACTED`] for secrets). Derived from the structure by
+    /// serializing the defaults, so a new field is listed without anyone adding it here.
+    pub fn env_defaults() -> Vec<(String, serde_json::Value)> {
+        fn walk(
+            prefix: &str,
+            value: serde_json::Value,
+            out: &mut Vec<(String, serde_json::Value)>,
+        ) {
+            let serde_json::Value::Object(fields) = value else {
+                unreachable!("only structs nest")
+            };
+            for (field, value) in fields {
+                let name = format!("{prefix}{}", field.to_uppercase());
+                match value {
+                    serde_json::Value::Object(_) => walk(&format!("{name}__"), value, out),
+                    leaf => out.push((name, leaf)),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let defaults = serde_json::to_value(Settings::default()).expect("settings serialize");
+        walk("JOBQ_", defaults, &mut out);
+        out
     }
 
     /// Rules serde cannot express.

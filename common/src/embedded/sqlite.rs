@@ -18,14 +18,7 @@ use crate::ports::{CancelResult, JobPage, JobStore, ObservationStore, Page};
 const COLUMNS: &str = "id, owner, url, args, config, status, attempt, lease_owner, lease_expires_ms, \
     created_ms, started_ms, finished_ms, exit_code, elapsed_ms, output_files, failure";
 
-fn to_ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn from_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
+use crate::domain::{from_unix_ms as from_ms, unix_ms as to_ms};
 
 fn db_error(what: &str, e: rusqlite::Error) -> PortError {
     if let rusqlite::Error::SqliteFailure(f, _) = &e
