@@ -1,7 +1,12 @@
 //! `jobq-observer`: the observer service for container images (`jobq observer` does the same),
-//! and `jobq-observer simulate`, the elasticity simulator.
+//! `jobq-observer simulate`, the elasticity simulator, and `jobq-observer score`, which
+//! scores real runs of the same trace (`scripts/bench-elasticity-real`) the same way.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use jobq_common::domain::Observation;
 use jobq_common::settings::Settings;
 use jobq_common::telemetry;
 use jobq_observer::sim;
@@ -22,46 +27,117 @@ enum Command {
     /// Replay the standard load trace under every policy in the discrete-event simulator
     /// and print a Markdown table per scale.
     Simulate {
-        /// `small` (≤ 10 workers, as the real bench), `large` (≤ 1,000 workers, 1,000,000
-        /// jobs/hour at the step) or `both`.
-        #[arg(long, default_value = "both")]
-        scale: String,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Target p95 queue wait, seconds.
-        #[arg(long)]
-        target_wait_secs: Option<f64>,
+        #[command(flatten)]
+        model: Model,
         /// Policies to compare (default: static-min, static-max, seed, lag, queueing).
         #[arg(long, value_delimiter = ',')]
         policies: Vec<String>,
+        /// Write the trace's jobs to this file instead ("arrival_secs duration_secs" per
+        /// line, in arrival order) and exit; the real bench replays them.
+        #[arg(long)]
+        jobs_out: Option<PathBuf>,
+    },
+    /// Score real runs of the trace like simulated ones and print the same table. Each run
+    /// is POLICY=START_MS,OBSERVATIONS[,WAITS]: when the replay began (ms since the Unix
+    /// epoch), the observations the observer stored (JSON, one per line) and the queue
+    /// waits in seconds of the jobs that started within the trace (one per line).
+    Score {
+        #[command(flatten)]
+        model: Model,
+        #[arg(required = true)]
+        runs: Vec<String>,
     },
 }
 
-fn simulate(
-    scale: &str,
+/// The simulated model: a preset scale and what to change in it.
+#[derive(Debug, clap::Args)]
+struct Model {
+    /// `small` (≤ 10 workers, as the real bench), `large` (≤ 1,000 workers, 1,000,000
+    /// jobs/hour at the step) or `both`.
+    #[arg(long, default_value = "both")]
+    scale: String,
+    #[arg(long, default_value_t = 42)]
     seed: u64,
-    target: Option<f64>,
-    policies: &[String],
-) -> anyhow::Result<()> {
-    let scales: Vec<(&str, sim::SimConfig)> = match scale {
-        "small" => vec![("small", sim::SimConfig::small())],
-        "large" => vec![("large", sim::SimConfig::large())],
-        "both" => vec![
-            ("small", sim::SimConfig::small()),
-            ("large", sim::SimConfig::large()),
-        ],
-        other => anyhow::bail!("unknown scale {other:?} (small, large or both)"),
-    };
+    /// Target p95 queue wait, seconds.
+    #[arg(long)]
+    target_wait_secs: Option<f64>,
+    /// Play the trace this many times faster (phases shorter; jobs and rates unchanged).
+    #[arg(long)]
+    compress: Option<f64>,
+    /// Jobs per second at 1×.
+    #[arg(long)]
+    base_rate: Option<f64>,
+    #[arg(long)]
+    mean_service_secs: Option<f64>,
+    #[arg(long)]
+    slots_per_worker: Option<u32>,
+    #[arg(long)]
+    min_workers: Option<u32>,
+    #[arg(long)]
+    max_workers: Option<u32>,
+    /// Seconds a started worker takes before it takes jobs.
+    #[arg(long)]
+    startup_secs: Option<f64>,
+    #[arg(long)]
+    stabilisation_secs: Option<f64>,
+}
+
+impl Model {
+    fn configs(&self) -> anyhow::Result<Vec<(&'static str, sim::SimConfig)>> {
+        let scales: Vec<(&str, sim::SimConfig)> = match self.scale.as_str() {
+            "small" => vec![("small", sim::SimConfig::small())],
+            "large" => vec![("large", sim::SimConfig::large())],
+            "both" => vec![
+                ("small", sim::SimConfig::small()),
+                ("large", sim::SimConfig::large()),
+            ],
+            other => anyhow::bail!("unknown scale {other:?} (small, large or both)"),
+        };
+        Ok(scales
+            .into_iter()
+            .map(|(label, mut c)| {
+                c.seed = self.seed;
+                if let Some(f) = self.compress {
+                    c = c.compressed(f);
+                }
+                let set = |field: &mut f64, v: Option<f64>| *field = v.unwrap_or(*field);
+                set(&mut c.target_wait_secs, self.target_wait_secs);
+                set(&mut c.base_rate, self.base_rate);
+                set(&mut c.mean_service_secs, self.mean_service_secs);
+                set(&mut c.startup_secs, self.startup_secs);
+                set(&mut c.stabilisation_secs, self.stabilisation_secs);
+                c.slots_per_worker = self.slots_per_worker.unwrap_or(c.slots_per_worker);
+                c.min_workers = self.min_workers.unwrap_or(c.min_workers);
+                c.max_workers = self.max_workers.unwrap_or(c.max_workers);
+                (label, c)
+            })
+            .collect())
+    }
+
+    /// The one configuration a single-scale command needs.
+    fn config(&self) -> anyhow::Result<sim::SimConfig> {
+        let mut configs = self.configs()?;
+        anyhow::ensure!(configs.len() == 1, "choose one --scale (small or large)");
+        Ok(configs.remove(0).1)
+    }
+}
+
+fn simulate(model: &Model, policies: &[String], jobs_out: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(path) = jobs_out {
+        let config = model.config()?;
+        let mut text = String::new();
+        for (at, secs) in sim::jobs(&config) {
+            text.push_str(&format!("{at:.3} {secs:.3}\n"));
+        }
+        std::fs::write(path, text)?;
+        return Ok(());
+    }
     let names: Vec<String> = if policies.is_empty() {
         sim::POLICIES.iter().map(|p| p.to_string()).collect()
     } else {
         policies.to_vec()
     };
-    for (label, mut config) in scales {
-        config.seed = seed;
-        if let Some(t) = target {
-            config.target_wait_secs = t;
-        }
+    for (label, config) in model.configs()? {
         let mut results = Vec::new();
         for name in &names {
             results.push(
@@ -75,17 +151,48 @@ fn simulate(
     Ok(())
 }
 
+fn score(model: &Model, runs: &[String]) -> anyhow::Result<()> {
+    let config = model.config()?;
+    let mut results = Vec::new();
+    for run in runs {
+        let bad = || anyhow::anyhow!("{run:?} is not POLICY=START_MS,OBSERVATIONS[,WAITS]");
+        let (policy, rest) = run.split_once('=').ok_or_else(bad)?;
+        let mut parts = rest.split(',');
+        let start_ms: i64 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let observations = parts.next().ok_or_else(bad)?;
+        let waits = parts.next();
+        let read = |p: &str| std::fs::read_to_string(p).with_context(|| format!("cannot read {p}"));
+        let observations = read(observations)?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str::<Observation>)
+            .collect::<Result<Vec<_>, _>>()
+            .context("observations")?;
+        let waits = match waits {
+            Some(w) => read(w)?
+                .split_whitespace()
+                .map(str::parse::<f64>)
+                .collect::<Result<Vec<_>, _>>()
+                .context("waits")?,
+            None => Vec::new(),
+        };
+        results.push(sim::score(&config, policy, &observations, start_ms, &waits));
+    }
+    println!("{}", sim::table(&config, &results));
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::Simulate {
-        scale,
-        seed,
-        target_wait_secs,
-        policies,
-    }) = args.command
-    {
-        return simulate(&scale, seed, target_wait_secs, &policies);
+    match args.command {
+        Some(Command::Simulate {
+            model,
+            policies,
+            jobs_out,
+        }) => return simulate(&model, &policies, jobs_out.as_deref()),
+        Some(Command::Score { model, runs }) => return score(&model, &runs),
+        None => {}
     }
     let settings = Settings::load()?;
     telemetry::init(settings.log_format);

@@ -4,7 +4,9 @@
 //!
 //! Model: jobs arrive as a Poisson process whose rate follows the trace; one FIFO queue
 //! (the `jobs` topic, partitions ignored); each worker has `slots` slots; a job takes a
-//! uniformly random time in `[0.25, 1.75] × mean`; a started worker takes `startup_secs`
+//! uniformly random time in `[0.25, 1.75] × mean`. Arrival times and durations are drawn
+//! before the run ([`jobs`], two seeded streams), so every policy sees exactly the same jobs
+//! and the real bench (`scripts/bench-elasticity-real`) can replay them. A started worker takes `startup_secs`
 //! before it takes jobs (process start, consumer-group join) and costs worker-seconds from
 //! the moment it is asked for; scale-down stops idle workers only (as the local-process
 //! scaler does), a busy worker is picked again next period.
@@ -13,7 +15,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Instant;
 
-use jobq_common::domain::JobStatus;
+use jobq_common::domain::{JobStatus, Observation};
 
 use crate::policy::{Governor, LagPolicy, PolicyInput, QueueingPolicy, ScalingPolicy, SeedPolicy};
 use crate::{Controller, FleetState};
@@ -139,8 +141,17 @@ impl SimConfig {
         }
     }
 
-    fn duration(&self) -> f64 {
+    pub fn duration(&self) -> f64 {
         self.trace.iter().map(|p| p.secs).sum()
+    }
+
+    /// The same trace played `factor` times faster: every phase lasts `secs / factor`
+    /// (rates, job durations and everything else unchanged).
+    pub fn compressed(mut self, factor: f64) -> Self {
+        for p in &mut self.trace {
+            p.secs /= factor;
+        }
+        self
     }
 
     /// Start of the first phase named `step`.
@@ -267,16 +278,42 @@ struct Worker {
 
 const US: f64 = 1_000_000.0;
 
+/// The jobs of the trace: arrival time (seconds from the start) and duration, in arrival
+/// order. Arrivals come from a Poisson process of the peak rate thinned to the trace's rate
+/// (generator seeded with `seed`); durations are uniform in `[0.25, 1.75] × mean` from a
+/// second generator, so they do not depend on the arrivals.
+pub fn jobs(config: &SimConfig) -> Vec<(f64, f64)> {
+    let end = config.duration();
+    let peak = config.peak_rate();
+    let mut arrivals = SplitMix64::new(config.seed);
+    let mut durations = SplitMix64::new(config.seed ^ 0xD1B5_4A32_D192_ED03);
+    let mut out = Vec::new();
+    if peak <= 0.0 {
+        return out;
+    }
+    let mut t = 0.0;
+    loop {
+        t += -(1.0 - arrivals.unit()).ln() / peak;
+        if t >= end {
+            return out;
+        }
+        if arrivals.unit() * peak <= config.rate_at(t) {
+            out.push((
+                t,
+                config.mean_service_secs * (0.25 + 1.5 * durations.unit()),
+            ));
+        }
+    }
+}
+
 /// Replays the trace under one policy.
 pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
     let wall = Instant::now();
     let (policy, governor) = config.policy(policy_name)?;
     let mut ctl: Controller<u64, u32> = Controller::new(policy, governor, config.slots_per_worker);
-    let mut rng = SplitMix64::new(config.seed);
     let mut heap: BinaryHeap<Reverse<(u64, Kind)>> = BinaryHeap::new();
     let at = |t: f64| (t * US) as u64;
     let end = config.duration();
-    let peak = config.peak_rate();
     let slots = config.slots_per_worker;
 
     let mut workers: Vec<Worker> = Vec::new();
@@ -300,17 +337,10 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
     let mut wait_sum = 0.0;
     let step_at = config.step_at();
 
-    // The first arrival by thinning a Poisson process of the peak rate.
-    let next_arrival = |rng: &mut SplitMix64, mut t: f64| -> f64 {
-        loop {
-            t += -(1.0 - rng.unit()).ln() / peak;
-            if t >= end || rng.unit() * peak <= config.rate_at(t) {
-                return t;
-            }
-        }
-    };
-    let first = next_arrival(&mut rng, 0.0);
-    heap.push(Reverse((at(first), Kind::Arrival)));
+    let trace = jobs(config);
+    if let Some((first, _)) = trace.first() {
+        heap.push(Reverse((at(*first), Kind::Arrival)));
+    }
     heap.push(Reverse((at(0.0), Kind::Tick)));
 
     while let Some(Reverse((t_us, kind))) = heap.pop() {
@@ -326,8 +356,9 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
                 ctl.tracker
                     .transition(job, None, JobStatus::Queued, t_ms, None, None, None, true);
                 queue.push_back((job, t));
-                let n = next_arrival(&mut rng, t);
-                heap.push(Reverse((at(n), Kind::Arrival)));
+                if let Some((n, _)) = trace.get(next_job as usize) {
+                    heap.push(Reverse((at(*n), Kind::Arrival)));
+                }
             }
             Kind::Done(w, job) => {
                 ctl.tracker.transition(
@@ -437,7 +468,7 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
                 None,
                 true,
             );
-            let service = config.mean_service_secs * (0.25 + 1.5 * rng.unit());
+            let service = trace[job as usize].1;
             heap.push(Reverse((at(t + service), Kind::Done(w, job))));
         }
     }
@@ -450,6 +481,58 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
     result.mean_wait_secs = wait_sum / result.jobs.max(1) as f64;
     result.wall_secs = wall.elapsed().as_secs_f64();
     Some(result)
+}
+
+/// Scores a real run the way [`run`] scores a simulated one, from the observations the
+/// real observer stored (any order) and the queue waits (seconds) of the jobs that started.
+/// `start_ms` is when the replay of the trace began; the periods that ended within the
+/// trace count. Worker-seconds are each period's `workers` times its length; a scaling
+/// action is a period whose decision differs from its `workers`.
+pub fn score(
+    config: &SimConfig,
+    policy: &str,
+    observations: &[Observation],
+    start_ms: i64,
+    waits: &[f64],
+) -> SimResult {
+    let end_ms = start_ms + (config.duration() * 1000.0) as i64;
+    let step_ms = start_ms + (config.step_at() * 1000.0) as i64;
+    let mut observations: Vec<&Observation> = observations
+        .iter()
+        .filter(|o| o.timestamp > start_ms && o.timestamp <= end_ms)
+        .collect();
+    observations.sort_by_key(|o| o.timestamp);
+    let mut result = SimResult {
+        policy: policy.to_string(),
+        periods: observations.len() as u64,
+        periods_met: 0,
+        worker_seconds: 0.0,
+        scaling_actions: 0,
+        step_to_scale_up_secs: None,
+        jobs: waits.len() as u64,
+        mean_wait_secs: waits.iter().sum::<f64>() / waits.len().max(1) as f64,
+        max_workers_seen: 0,
+        wall_secs: config.duration(),
+    };
+    let mut previous_ms = start_ms;
+    for o in observations {
+        if o.queue_wait_p95 <= config.target_wait_secs {
+            result.periods_met += 1;
+        }
+        result.worker_seconds += o.workers as f64 * (o.timestamp - previous_ms) as f64 / 1000.0;
+        previous_ms = o.timestamp;
+        if o.desired_workers != o.workers {
+            result.scaling_actions += 1;
+        }
+        if o.desired_workers > o.workers
+            && o.timestamp >= step_ms
+            && result.step_to_scale_up_secs.is_none()
+        {
+            result.step_to_scale_up_secs = Some((o.timestamp - step_ms) as f64 / 1000.0);
+        }
+        result.max_workers_seen = result.max_workers_seen.max(o.desired_workers);
+    }
+    result
 }
 
 /// The policies compared, in table order.
@@ -559,6 +642,42 @@ mod tests {
             (jobs - expected).abs() < 0.1 * expected,
             "{jobs} vs {expected}"
         );
+    }
+
+    #[test]
+    fn real_runs_are_scored_like_simulated_ones() {
+        let c = short(); // the step starts at 120 s
+        let start = 1_000_000;
+        let o = |t: i64, workers, desired, p95| Observation {
+            timestamp: start + t * 1000,
+            workers,
+            desired_workers: desired,
+            queue_wait_p95: p95,
+            ..Observation::default()
+        };
+        let observations = [
+            o(-2, 9, 9, 99.0), // before the trace: ignored
+            o(2, 1, 1, 0.0),
+            o(122, 1, 3, 7.0),
+            o(124, 3, 3, 1.0),
+            o(999, 3, 3, 1.0), // after it: ignored
+        ];
+        let r = score(&c, "x", &observations, start, &[1.0, 3.0]);
+        assert_eq!((r.periods, r.periods_met), (3, 2));
+        assert_eq!(r.worker_seconds, 2.0 + 120.0 + 6.0);
+        assert_eq!(r.scaling_actions, 1);
+        assert_eq!(r.step_to_scale_up_secs, Some(2.0));
+        assert_eq!((r.jobs, r.mean_wait_secs), (2, 2.0));
+    }
+
+    #[test]
+    fn every_policy_gets_the_same_jobs() {
+        let c = short();
+        assert_eq!(jobs(&c), jobs(&c));
+        let a = run(&c, "static-max").unwrap();
+        let b = run(&c.clone().compressed(1.0), "seed").unwrap();
+        assert_eq!(a.jobs, jobs(&c).len() as u64);
+        assert!(b.jobs <= a.jobs);
     }
 
     #[test]
