@@ -5,6 +5,7 @@ pub mod domain;
 pub mod embedded;
 pub mod error;
 pub mod kafka;
+pub mod metrics;
 pub mod mongo;
 pub mod oidc;
 pub mod ports;

@@ -1,41 +1,16 @@
 //! Request telemetry: one tracing span per request (method, matched path, status, request
 //! id, user) and Prometheus metrics labelled by method, matched path and status.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::Response;
 use axum::middleware::Next;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::Span;
 
-/// Buckets of the request-duration histogram, in seconds.
-const DURATION_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
-];
-
-/// The process-wide Prometheus recorder, installed on first use. If another recorder is
-/// already installed, a detached one is returned (its metrics stay empty).
 pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("duration_seconds".into()),
-                    &DURATION_BUCKETS,
-                )
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
-                Ok(handle) => handle,
-                Err(e) => {
-                    tracing::warn!(error = %e, "a metrics recorder is already installed");
-                    PrometheusBuilder::new().build_recorder().handle()
-                }
-            }
-        })
-        .clone()
+    jobq_common::metrics::recorder()
 }
 
 /// The span of one request. The matched path and status are filled in later; the URI is

@@ -155,14 +155,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         let shutdown = shutdown.clone();
         async move { reaper.run(every, shutdown).await }
     });
-    let serving = settings.metrics.listen.map(|addr| {
-        let (handle, shutdown) = (metrics::install(), shutdown.clone());
-        tokio::spawn(async move {
-            if let Err(e) = metrics::serve(addr, handle, shutdown).await {
-                tracing::error!(error = %e, "observer metrics server failed");
-            }
-        })
-    });
+    let serving = jobq_common::metrics::spawn_server(settings.metrics.listen, shutdown.clone());
     let policy = policy::from_settings(&settings.observer).map_err(anyhow::Error::msg)?;
     let scaler = scaler::from_settings(&settings)?;
     tracing::info!(

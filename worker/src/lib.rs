@@ -114,6 +114,8 @@ pub async fn run(
     consumer
         .subscribe(&[&settings.kafka.jobs_topic])
         .context("subscribe")?;
+    let serving = jobq_common::metrics::spawn_server(settings.metrics.listen, shutdown.clone());
+    metrics::gauge!("jobq_worker_slots").set(slots as f64);
     tracing::info!(worker = %id, slots, topic = %settings.kafka.jobs_topic, "worker started");
 
     let slots_sem = Arc::new(Semaphore::new(slots.max(1)));
@@ -209,6 +211,20 @@ pub async fn run(
     }
     drop(consumer);
     let _ = tokio::fs::remove_dir_all(&root).await;
+    if let Some(server) = serving {
+        let _ = server.await;
+    }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn worker_gauges_reach_the_shared_recorder() {
+        let handle = jobq_common::metrics::recorder();
+        metrics::gauge!("jobq_worker_slots").set(3.0);
+        let text = handle.render();
+        assert!(text.contains("jobq_worker_slots 3"), "{text}");
+    }
 }

@@ -124,6 +124,8 @@ impl JobRunner {
 
     async fn run_inner(self: Arc<Self>, job: Job, hand_back: CancellationToken) {
         let started = Instant::now();
+        metrics::counter!("jobq_worker_jobs_started_total").increment(1);
+        metrics::gauge!("jobq_worker_busy_slots").increment(1.0);
         let dir = JobDir {
             root: self
                 .work_root
@@ -177,6 +179,9 @@ impl JobRunner {
             }
         }
         let _ = tokio::fs::remove_dir_all(&dir.root).await;
+        metrics::gauge!("jobq_worker_busy_slots").decrement(1.0);
+        metrics::histogram!("jobq_worker_job_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
     }
 
     /// Clone, prepare and run; `Ok(end)` when the command ran, `Err(reason)` when it could not.
@@ -368,6 +373,8 @@ impl JobRunner {
             .await
         {
             Ok(Some(done)) => {
+                metrics::counter!("jobq_worker_jobs_ended_total", "status" => done.status.as_str())
+                    .increment(1);
                 tracing::info!(status = %done.status, elapsed_ms = outcome.elapsed_ms, "job ended");
                 self.publish(event(
                     &done,
