@@ -375,6 +375,22 @@ impl Stack {
         }
     }
 
+    /// SIGTERM for worker `n` (standalone: for the whole process), waiting until it exits.
+    pub fn stop_worker(&mut self, n: usize) {
+        let child = match self.options.backend {
+            Backend::Services => &mut self.workers[n],
+            Backend::Standalone => &mut self.frontend,
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let _ = child.wait();
+        if self.options.backend == Backend::Standalone {
+            self.options.workers = self.options.workers.saturating_sub(1);
+        }
+    }
+
     /// A token with a valid signature but another issuer, and one that has expired.
     pub async fn foreign_tokens(&self) -> (String, String) {
         match self.options.backend {

@@ -775,6 +775,54 @@ fs.writeFileSync('output/result.json', JSON.stringify(result));
     assert!(!outside.exists(), "the job wrote outside its folder");
 }
 
+async fn a_worker_stopped_with_sigterm_hands_its_job_back(backend: Backend) {
+    // The stack's grace period is 5 s; the job needs 12.
+    let options = StackOptions {
+        backend,
+        workers: 1,
+        slots: 1,
+        ..StackOptions::default()
+    };
+    let Some(mut stack) = Stack::start(options).await else {
+        return;
+    };
+    let git = GitServer::start();
+    let token = stack.token("myuser", "1234").await;
+    let log = stack.shared.join("runs.log");
+    let config = json!({"log": log, "seconds": 12}).to_string();
+    let id = stack
+        .submit(
+            &token,
+            json!({"url": sleeper_repo(&git, "long"), "config": config}),
+        )
+        .await;
+    stack
+        .wait_for(&token, &id, Some("running"), Duration::from_secs(60))
+        .await;
+    let stopped_at = Instant::now();
+    stack.stop_worker(0);
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(12),
+        "the worker waited for the job instead of handing it back"
+    );
+    stack.add_worker().await;
+    let job = stack
+        .wait_for(&token, &id, Some("finished"), Duration::from_secs(90))
+        .await;
+    assert_eq!(job["attempt"], 2, "{job}");
+    let runs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        runs.lines().filter(|l| l.starts_with("start")).count(),
+        2,
+        "{runs}"
+    );
+    assert_eq!(
+        runs.lines().filter(|l| l.starts_with("end")).count(),
+        1,
+        "{runs}"
+    );
+}
+
 /// Runs a scenario against both backends, as `<scenario>::services` and `<scenario>::standalone`.
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {$(
@@ -795,6 +843,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    a_worker_stopped_with_sigterm_hands_its_job_back,
     a_job_writes_only_inside_its_own_folder,
     a_running_job_shows_its_logs_so_far,
     a_job_runs_with_args_and_config_and_its_outputs_download,
