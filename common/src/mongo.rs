@@ -305,12 +305,7 @@ impl JobStore for MongoJobStore {
         outcome: &Outcome,
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>> {
-        if !JobStatus::Running.can_become(outcome.status) || outcome.status == JobStatus::Queued {
-            return Err(PortError::invalid(format!(
-                "a worker cannot end a job as {}",
-                outcome.status
-            )));
-        }
+        crate::ports::require_terminal(outcome)?;
         self.transition(
             doc! {"_id": id.as_str(), "status": "running", "attempt": attempt as i64, "lease_owner": worker},
             doc! {"$set": outcome_set(outcome, now)?},

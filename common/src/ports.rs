@@ -46,6 +46,18 @@ pub enum CancelResult {
     AlreadyTerminal(Job),
 }
 
+/// The rule every [`JobStore::complete`] enforces: a run ends in a terminal state.
+pub fn require_terminal(outcome: &Outcome) -> PortResult<()> {
+    if outcome.status.is_terminal() {
+        Ok(())
+    } else {
+        Err(crate::error::PortError::invalid(format!(
+            "a worker cannot end a job as {}",
+            outcome.status
+        )))
+    }
+}
+
 /// Job state and its conditional transitions. Every transition names the state (and for a
 /// worker, its lease and attempt) it expects to leave, so two writers never both win.
 #[async_trait]

@@ -390,12 +390,7 @@ impl JobStore for SqliteStore {
         outcome: &Outcome,
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>> {
-        if !JobStatus::Running.can_become(outcome.status) || outcome.status == JobStatus::Queued {
-            return Err(PortError::invalid(format!(
-                "a worker cannot end a job as {}",
-                outcome.status
-            )));
-        }
+        crate::ports::require_terminal(outcome)?;
         let mut args = outcome_values(outcome, now)?;
         args.extend([
             id.to_string().into(),
