@@ -181,6 +181,9 @@ pub fn group_consumer<C: ConsumerContext + 'static>(
         )
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // Jobs are few and latency matters: a resumed partition's next message should not
+        // wait for the default 500 ms fetch round.
+        .set("fetch.wait.max.ms", "100")
         .set("topic.metadata.refresh.interval.ms", "5000");
     if let Some(id) = options.instance_id {
         cfg.set("group.instance.id", id);

@@ -27,6 +27,7 @@ use jobq_common::s3::S3ArtifactStore;
 use jobq_common::settings::Settings;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
+use rdkafka::message::OwnedMessage;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -71,6 +72,72 @@ pub async fn connect_ports(settings: &Settings) -> anyhow::Result<Ports> {
         artifacts: Arc::new(artifacts),
         dispatch: Arc::new(KafkaDispatch::new(producer, &settings.kafka.jobs_topic)),
     })
+}
+
+/// Makes the consumer fetch `message` again (asynchronously: a seek that waits for the
+/// fetcher would stall the loop while the partition is paused).
+fn rewind(consumer: &StreamConsumer, message: &OwnedMessage) {
+    let offset = rdkafka::Offset::Offset(message.offset());
+    if let Err(e) = consumer.seek(message.topic(), message.partition(), offset, Duration::ZERO) {
+        tracing::warn!(error = %e, partition = message.partition(), offset = message.offset(), "cannot rewind a message");
+    }
+}
+
+/// Claims the job a dispatch message names and, if this worker won it, stores the offset
+/// (only now: from here on the store, not Kafka, tracks the job) and starts it.
+async fn take_job(
+    consumer: &StreamConsumer,
+    runner: &Arc<JobRunner>,
+    worker: &str,
+    message: &OwnedMessage,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    hand_back: &CancellationToken,
+    running: &mut JoinSet<()>,
+) {
+    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+    let dispatch: Dispatch = match message.payload().map(serde_json::from_slice) {
+        Some(Ok(d)) => d,
+        _ => {
+            tracing::warn!(partition, offset, "unreadable dispatch message skipped");
+            let _ = consumer.store_offset(topic, partition, offset);
+            return;
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    match runner
+        .ports()
+        .store
+        .claim(&dispatch.id, dispatch.attempt, worker, runner.lease(), now)
+        .await
+    {
+        Ok(Some(job)) => {
+            let _ = consumer.store_offset(topic, partition, offset);
+            tracing::info!(job_id = %job.id, attempt = job.attempt, partition, offset, "job claimed");
+            runner
+                .publish(runner::event(
+                    &job,
+                    JobStatus::Queued,
+                    JobStatus::Running,
+                    worker,
+                    now,
+                ))
+                .await;
+            let (runner, hand_back) = (runner.clone(), hand_back.clone());
+            running.spawn(async move {
+                runner.run_claimed(job, hand_back).await;
+                drop(permit);
+            });
+        }
+        Ok(None) => {
+            // Cancelled, already taken, or a stale attempt: nothing to run.
+            let _ = consumer.store_offset(topic, partition, offset);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, job_id = %dispatch.id, "claim failed; the message will come again");
+            rewind(consumer, message);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
 }
 
 /// Runs a Kafka worker with `slots` job slots until `shutdown` fires; then it stops taking
@@ -122,10 +189,30 @@ pub async fn run(
     let hand_back = CancellationToken::new();
     let mut running = JoinSet::new();
     let mut paused = false;
+    // The next message, received while every slot was busy and held until one frees. Holding
+    // it costs other workers nothing: only this worker consumes its partitions.
+    let mut held: Option<OwnedMessage> = None;
     loop {
-        // Keep the partitions paused while every slot is busy; re-applied every round because
-        // a rebalance may hand us new, unpaused partitions.
-        let full = slots_sem.available_permits() == 0;
+        if held.is_some()
+            && let Ok(permit) = slots_sem.clone().try_acquire_owned()
+            && let Some(message) = held.take()
+        {
+            take_job(
+                &consumer,
+                &runner,
+                &id,
+                &message,
+                permit,
+                &hand_back,
+                &mut running,
+            )
+            .await;
+        }
+        // While every slot is busy and the next job is already in hand, keep the partitions
+        // paused (re-applied every round: a rebalance may hand us new, unpaused partitions).
+        // Until then keep fetching, so that a freed slot starts the next job at once instead
+        // of waiting for a resumed partition's first fetch.
+        let full = slots_sem.available_permits() == 0 && held.is_some();
         if full {
             if let Err(e) = pause_assigned(&consumer) {
                 tracing::warn!(error = %e, "pause failed");
@@ -143,53 +230,27 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             received = consumer.recv() => {
                 let message = match received {
-                    Ok(m) => m,
+                    Ok(m) => m.detach(),
                     Err(e) => {
                         tracing::warn!(error = %e, "kafka receive failed");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
                     }
                 };
-                let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
-                let Ok(permit) = slots_sem.clone().try_acquire_owned() else {
-                    // Fetched before the pause took effect: rewind so it comes again on resume.
-                    if let Err(e) = consumer.seek(&topic, partition, rdkafka::Offset::Offset(offset), Duration::from_secs(5)) {
-                        tracing::warn!(error = %e, partition, offset, "cannot rewind a message received while full");
-                    }
-                    continue;
-                };
-                let dispatch: Dispatch = match message.payload().map(serde_json::from_slice) {
-                    Some(Ok(d)) => d,
-                    _ => {
-                        tracing::warn!(partition, offset, "unreadable dispatch message skipped");
-                        let _ = consumer.store_offset(&topic, partition, offset);
-                        continue;
-                    }
-                };
-                let now = OffsetDateTime::now_utc();
-                match runner.ports().store.claim(&dispatch.id, dispatch.attempt, &id, runner.lease(), now).await {
-                    Ok(Some(job)) => {
-                        let _ = consumer.store_offset(&topic, partition, offset);
-                        tracing::info!(job_id = %job.id, attempt = job.attempt, partition, offset, "job claimed");
-                        runner.publish(runner::event(&job, JobStatus::Queued, JobStatus::Running, &id, now)).await;
-                        let (runner, hand_back) = (runner.clone(), hand_back.clone());
-                        running.spawn(async move {
-                            runner.run_claimed(job, hand_back).await;
-                            drop(permit);
-                        });
-                    }
-                    Ok(None) => {
-                        // Cancelled, already taken, or a stale attempt: nothing to run.
-                        let _ = consumer.store_offset(&topic, partition, offset);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, job_id = %dispatch.id, "claim failed; the message will come again");
-                        let _ = consumer.seek(&topic, partition, rdkafka::Offset::Offset(offset), Duration::from_secs(5));
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                if held.is_some() {
+                    // Taken after the held one, in order: their offsets are stored in order.
+                    rewind(&consumer, &message);
+                } else {
+                    match slots_sem.clone().try_acquire_owned() {
+                        Ok(permit) => take_job(&consumer, &runner, &id, &message, permit, &hand_back, &mut running).await,
+                        Err(_) => held = Some(message),
                     }
                 }
             }
         }
+    }
+    if let Some(message) = held.take() {
+        rewind(&consumer, &message);
     }
 
     tracing::info!(running = running.len(), "worker stopping: no new jobs");
