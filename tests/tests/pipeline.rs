@@ -36,21 +36,27 @@ fn hello_repo(git: &GitServer) -> String {
     )
 }
 
+/// A default stack on `backend`, a git server for the job repositories, and a token of
+/// `myuser`; `None` when the stack is skipped (no servers).
+async fn start(backend: Backend) -> Option<(Stack, GitServer, String)> {
+    let stack = Stack::start(StackOptions {
+        backend,
+        ..StackOptions::default()
+    })
+    .await?;
+    let git = GitServer::start();
+    let token = stack.token("myuser", "1234").await;
+    Some((stack, git, token))
+}
+
 async fn download(stack: &Stack, token: &str, id: &str, file: &str) -> reqwest::Response {
     stack.get(token, &format!("/api/results/{id}/{file}")).await
 }
 
 async fn a_job_runs_with_args_and_config_and_its_outputs_download(backend: Backend) {
-    let Some(stack) = Stack::start(StackOptions {
-        backend,
-        ..StackOptions::default()
-    })
-    .await
-    else {
+    let Some((stack, git, token)) = start(backend).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let id = stack
         .submit(&token, json!({"url": hello_repo(&git), "args": "first 'second word'", "config": "{\"k\": 42}"}))
         .await;
@@ -139,16 +145,9 @@ async fn a_job_runs_with_args_and_config_and_its_outputs_download(backend: Backe
 }
 
 async fn hostile_args_arrive_verbatim_and_nothing_is_executed(backend: Backend) {
-    let Some(stack) = Stack::start(StackOptions {
-        backend,
-        ..StackOptions::default()
-    })
-    .await
-    else {
+    let Some((stack, git, token)) = start(backend).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let marker = std::env::temp_dir().join(format!("jobq-pwned-{}", uuid::Uuid::new_v4()));
     let m = marker.display();
     let args = format!(
@@ -182,16 +181,9 @@ async fn hostile_args_arrive_verbatim_and_nothing_is_executed(backend: Backend) 
 }
 
 async fn failing_jobs_say_why(backend: Backend) {
-    let Some(stack) = Stack::start(StackOptions {
-        backend,
-        ..StackOptions::default()
-    })
-    .await
-    else {
+    let Some((stack, git, token)) = start(backend).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let exit3 = git.repo(
         "exit3",
         &[
@@ -242,16 +234,9 @@ async fn failing_jobs_say_why(backend: Backend) {
 }
 
 async fn a_20_mb_output_file_round_trips_intact(backend: Backend) {
-    let Some(stack) = Stack::start(StackOptions {
-        backend,
-        ..StackOptions::default()
-    })
-    .await
-    else {
+    let Some((stack, git, token)) = start(backend).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let js = r#"
 const fs = require('fs');
 const b = Buffer.alloc(20 * 1024 * 1024);
@@ -337,16 +322,9 @@ async fn wait_file(path: &std::path::Path, within: Duration) -> String {
 }
 
 async fn cancel_stops_a_running_job_and_its_whole_process_group_within_5_seconds(backend: Backend) {
-    let Some(stack) = Stack::start(StackOptions {
-        backend,
-        ..StackOptions::default()
-    })
-    .await
-    else {
+    let Some((stack, git, token)) = start(backend).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let pidfile = stack.shared.join("pids");
     let config = json!({"pidfile": pidfile}).to_string();
     let id = stack
@@ -670,16 +648,9 @@ fs.writeFileSync('output/n.txt', String(config.n));
 }
 
 async fn a_running_job_shows_its_logs_so_far(backend: Backend) {
-    let Some(stack) = Stack::start(StackOptions {
-        backend,
-        ..StackOptions::default()
-    })
-    .await
-    else {
+    let Some((stack, git, token)) = start(backend).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let js = "console.log('first line of a long job'); setTimeout(() => {}, 300000);";
     let url = git.repo(
         "talker",
@@ -724,16 +695,9 @@ async fn a_running_job_shows_its_logs_so_far(backend: Backend) {
 }
 
 async fn a_job_writes_only_inside_its_own_folder(backend: Backend) {
-    let Some(stack) = Stack::start(StackOptions {
-        backend,
-        ..StackOptions::default()
-    })
-    .await
-    else {
+    let Some((stack, git, token)) = start(backend).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let outside = std::env::temp_dir().join(format!("jobq-escape-{}", uuid::Uuid::new_v4()));
     let js = r#"
 const fs = require('fs');
