@@ -39,11 +39,16 @@ fn hello_repo(git: &GitServer) -> String {
 /// A default stack on `backend`, a git server for the job repositories, and a token of
 /// `myuser`; `None` when the stack is skipped (no servers).
 async fn start(backend: Backend) -> Option<(Stack, GitServer, String)> {
-    let stack = Stack::start(StackOptions {
+    start_with(StackOptions {
         backend,
         ..StackOptions::default()
     })
-    .await?;
+    .await
+}
+
+/// [`start`] with other options.
+async fn start_with(options: StackOptions) -> Option<(Stack, GitServer, String)> {
+    let stack = Stack::start(options).await?;
     let git = GitServer::start();
     let token = stack.token("myuser", "1234").await;
     Some((stack, git, token))
@@ -358,11 +363,9 @@ async fn a_cancelled_queued_job_never_starts(backend: Backend) {
         workers: 0,
         ..StackOptions::default()
     };
-    let Some(mut stack) = Stack::start(options).await else {
+    let Some((mut stack, git, token)) = start_with(options).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let pidfile = stack.shared.join("never");
     let config = json!({"pidfile": pidfile}).to_string();
     let cancelled = stack
@@ -393,11 +396,9 @@ async fn a_job_over_its_time_limit_fails_with_timeout(backend: Backend) {
         job_timeout_secs: 3,
         ..StackOptions::default()
     };
-    let Some(stack) = Stack::start(options).await else {
+    let Some((stack, git, token)) = start_with(options).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let pidfile = stack.shared.join("pids");
     let config = json!({"pidfile": pidfile}).to_string();
     let id = stack
@@ -542,11 +543,9 @@ async fn a_job_whose_worker_is_killed_runs_again_and_never_twice_at_once(backend
         lease_secs: 3,
         ..StackOptions::default()
     };
-    let Some(mut stack) = Stack::start(options).await else {
+    let Some((mut stack, git, token)) = start_with(options).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let log = stack.shared.join("runs.log");
     let pidfile = stack.shared.join("pids");
     let config = json!({"log": log, "pidfile": pidfile, "seconds": 4}).to_string();
@@ -599,11 +598,9 @@ async fn two_workers_finish_40_jobs_exactly_once_each(backend: Backend) {
         slots: 2,
         ..StackOptions::default()
     };
-    let Some(stack) = Stack::start(options).await else {
+    let Some((stack, git, token)) = start_with(options).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let log = stack.shared.join("runs.log");
     let js = r#"
 const fs = require('fs');
@@ -747,11 +744,9 @@ async fn a_worker_stopped_with_sigterm_hands_its_job_back(backend: Backend) {
         slots: 1,
         ..StackOptions::default()
     };
-    let Some(mut stack) = Stack::start(options).await else {
+    let Some((mut stack, git, token)) = start_with(options).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let log = stack.shared.join("runs.log");
     let config = json!({"log": log, "seconds": 12}).to_string();
     let id = stack
