@@ -87,7 +87,7 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// `jobq frontend`, or the `jobq standalone` process.
     frontend: Child,
-    port: u16,
+    pub port: u16,
     pub workers: Vec<Child>,
     observer: Option<Child>,
     options: StackOptions,

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::{JobSandbox, Sandbox};
+use crate::sandbox::{JOB_DIR, JobSandbox, Sandbox};
 
 /// Where a job's files live: `<job>/repo` (the checkout, the command's working directory),
 /// `<job>/home` (its `HOME`), `<job>/tmp`, and `<job>/logs/{stdout,stderr}`.
@@ -112,14 +112,16 @@ pub struct Limits<'a> {
 }
 
 /// The only variables the job sees: nothing of the worker's configuration or secrets.
-fn job_environment(dir: &JobDir, sandbox: &Sandbox) -> Vec<(String, String)> {
+/// In the sandbox the job's folder is its `HOME` and `/tmp` its own; without one they are
+/// folders of the job's.
+fn job_environment(dir: &JobDir, sandboxed: bool) -> Vec<(String, String)> {
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    let home = match sandbox.enabled() {
-        true => sandbox.job_dir(&dir.repo()),
-        false => dir.home(),
+    let (home, tmp) = match sandboxed {
+        true => (PathBuf::from(JOB_DIR), PathBuf::from("/tmp")),
+        false => (dir.home(), dir.tmp()),
     };
     let home = home.to_string_lossy().into_owned();
-    let tmp = sandbox.tmp_dir(&dir.tmp()).to_string_lossy().into_owned();
+    let tmp = tmp.to_string_lossy().into_owned();
     vec![
         ("PATH".into(), path),
         ("HOME".into(), home.clone()),
@@ -132,6 +134,12 @@ fn job_environment(dir: &JobDir, sandbox: &Sandbox) -> Vec<(String, String)> {
         ("npm_config_fund".into(), "false".into()),
         ("npm_config_audit".into(), "false".into()),
     ]
+}
+
+/// The environment of a job started without the shim (the floor `jobq sandbox bench`
+/// compares with): the same variables an unsandboxed job gets.
+pub fn bare_environment(dir: &JobDir) -> Vec<(String, String)> {
+    job_environment(dir, false)
 }
 
 /// How often the worker looks at a running job's cgroup counters, and every how many of
@@ -252,7 +260,7 @@ pub async fn spawn(
         .args(confined)
         .current_dir(dir.repo())
         .env_clear()
-        .envs(job_environment(dir, sandbox))
+        .envs(job_environment(dir, sandbox.enabled()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -320,6 +328,32 @@ pub fn tree_size(root: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Removes a job's folder, even where the job made folders of its own unreadable or
+/// unwritable (a non-root worker owns them, so it may open them up again).
+pub async fn remove_job_dir(root: &Path) {
+    let root = root.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        if std::fs::remove_dir_all(&root).is_ok() || !root.exists() {
+            return;
+        }
+        open_up(&root);
+        if let Err(e) = std::fs::remove_dir_all(&root) {
+            tracing::warn!(dir = %root.display(), error = %e, "job folder not removed");
+        }
+    })
+    .await;
+}
+
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&entry.path());
+        }
+    }
 }
 
 /// Gives `root` and everything below it to the job's user (links themselves, not their
@@ -515,5 +549,19 @@ mod tests {
         assert!(kept.contains("truncated at 1000 bytes"));
         assert!(kept.len() < 1100);
         std::fs::remove_dir_all(&dir.root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn job_folders_a_job_locked_are_removed_all_the_same() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = job_dir();
+        let locked = dir.repo().join("a/b");
+        std::fs::create_dir_all(&locked).unwrap();
+        std::fs::write(locked.join("f"), "x").unwrap();
+        for d in [dir.repo().join("a"), locked] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        remove_job_dir(&dir.root).await;
+        assert!(!dir.root.exists());
     }
 }

@@ -2,6 +2,8 @@
 //! the whole chain (shim, cgroup, bubblewrap, init) and refuses to start if that fails; the
 //! same machinery measures what the sandbox costs a job (`jobq sandbox bench`).
 
+use jobq_common::settings::{SandboxMode, WorkerSettings};
+
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ pub async fn check(sandbox: &Sandbox, work_root: &Path) -> Result<(), SandboxErr
     let command: Vec<OsString> = vec!["node".into(), "--version".into()];
     let ran = tokio::time::timeout(
         Duration::from_secs(30),
-        first_output(sandbox, work_root, "probe", &command),
+        first_output(sandbox, work_root, "probe", &command, None),
     )
     .await
     .unwrap_or_else(|_| Err(std::io::Error::other("no answer in 30 s")));
@@ -34,26 +36,54 @@ pub async fn check(sandbox: &Sandbox, work_root: &Path) -> Result<(), SandboxErr
     }
 }
 
-/// Runs `command` confined by `sandbox` in a fresh scratch folder; returns the time from
-/// spawn to its first byte of stdout, everything it printed (stdout then stderr) and its exit
-/// code.
+/// Runs `command` confined by `sandbox` (or, with `None`, started directly: the bare floor)
+/// in a fresh scratch folder holding `package_json` if given; returns the time from spawn to
+/// its first byte of stdout, everything it printed (stdout then stderr) and its exit code.
 pub async fn first_output(
-    sandbox: &Sandbox,
+    sandbox: impl Into<Option<&Sandbox>>,
     work_root: &Path,
     name: &str,
     command: &[OsString],
+    package_json: Option<&str>,
 ) -> std::io::Result<(Duration, String, i32)> {
+    let sandbox = sandbox.into();
     let dir = JobDir {
         root: work_root.join(format!("sandbox-{name}-{}", std::process::id())),
     };
-    let _ = tokio::fs::remove_dir_all(&dir.root).await;
+    executor::remove_job_dir(&dir.root).await;
     for d in [dir.repo(), dir.home(), dir.tmp()] {
         tokio::fs::create_dir_all(&d).await?;
     }
+    if let Some(package) = package_json {
+        tokio::fs::write(dir.repo().join("package.json"), package).await?;
+    }
     let result = async {
-        let job = sandbox.prepare(&format!("{name}-{}", uuid::Uuid::new_v4().simple()))?;
-        let started = Instant::now();
-        let mut child = executor::spawn(&dir, command, sandbox, &job).await?;
+        let started;
+        let (mut child, job) = match sandbox {
+            Some(sandbox) => {
+                let job = sandbox.prepare(&format!("{name}-{}", uuid::Uuid::new_v4().simple()))?;
+                started = Instant::now();
+                (
+                    executor::spawn(&dir, command, sandbox, &job).await?,
+                    Some(job),
+                )
+            }
+            None => {
+                let environment = executor::bare_environment(&dir);
+                started = Instant::now();
+                let child = tokio::process::Command::new(&command[0])
+                    .args(&command[1..])
+                    .current_dir(dir.repo())
+                    .env_clear()
+                    .envs(environment)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()?;
+                (child, None)
+            }
+        };
         let mut stdout = child.stdout.take().expect("piped stdout");
         let mut stderr = child.stderr.take().expect("piped stderr");
         let mut first = [0u8; 1];
@@ -69,6 +99,61 @@ pub async fn first_output(
         Ok((latency, text, status.code().unwrap_or(-1)))
     }
     .await;
-    let _ = tokio::fs::remove_dir_all(&dir.root).await;
+    executor::remove_job_dir(&dir.root).await;
     result
+}
+
+/// What `jobq sandbox bench` measured for one way of starting a job.
+#[derive(Debug)]
+pub struct BenchRow {
+    pub label: &'static str,
+    /// Spawn to first line of stdout, one per run.
+    pub first_line: Vec<Duration>,
+}
+
+/// Runs `command` `runs` times each way, interleaved so that the machine's load falls on all
+/// alike: started directly (the floor), through the job shim without a sandbox
+/// (`worker.sandbox = off`), and in the sandbox `settings` describe.
+pub async fn bench(
+    settings: &WorkerSettings,
+    work_root: &Path,
+    runs: usize,
+    command: &[OsString],
+    package_json: Option<&str>,
+) -> Result<Vec<BenchRow>, SandboxError> {
+    let off = Sandbox::from_settings(&WorkerSettings {
+        sandbox: SandboxMode::Off,
+        ..settings.clone()
+    })?;
+    let on = Sandbox::from_settings(settings)?;
+    check(&on, work_root).await?;
+    let ways: [(&'static str, Option<&Sandbox>); 3] = [
+        ("bare (no shim, no sandbox)", None),
+        ("job shim, sandbox off", Some(&off)),
+        ("job shim + bubblewrap sandbox", Some(&on)),
+    ];
+    let mut rows: Vec<BenchRow> = ways
+        .iter()
+        .map(|(label, _)| BenchRow {
+            label,
+            first_line: Vec::with_capacity(runs),
+        })
+        .collect();
+    for _ in 0..runs {
+        for (row, (_, sandbox)) in rows.iter_mut().zip(ways.iter()) {
+            let (latency, out, code) =
+                first_output(*sandbox, work_root, "bench", command, package_json)
+                    .await
+                    .map_err(|e| SandboxError(format!("{}: {e}", row.label)))?;
+            if code != 0 {
+                return Err(SandboxError(format!(
+                    "{}: the command exited {code}: {}",
+                    row.label,
+                    out.trim()
+                )));
+            }
+            row.first_line.push(latency);
+        }
+    }
+    Ok(rows)
 }

@@ -143,7 +143,7 @@ impl JobRunner {
                 .join("jobs")
                 .join(format!("{}-{}", job.id, job.attempt)),
         };
-        let _ = tokio::fs::remove_dir_all(&dir.root).await;
+        executor::remove_job_dir(&dir.root).await;
         let stop = CancellationToken::new();
         let reason: Arc<std::sync::Mutex<Option<StopReason>>> = Arc::default();
         let renewer = {
@@ -189,7 +189,7 @@ impl JobRunner {
                 self.complete(&job, outcome).await;
             }
         }
-        let _ = tokio::fs::remove_dir_all(&dir.root).await;
+        executor::remove_job_dir(&dir.root).await;
         metrics::gauge!("jobq_worker_busy_slots").decrement(1.0);
         metrics::histogram!("jobq_worker_job_duration_seconds")
             .record(started.elapsed().as_secs_f64());

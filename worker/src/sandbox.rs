@@ -210,22 +210,6 @@ impl Sandbox {
         job.uid.as_ref().map(|_| job.inner_uid)
     }
 
-    /// The job's working directory and `HOME` as the job sees them.
-    pub fn job_dir(&self, checkout: &Path) -> PathBuf {
-        match self.kind {
-            Kind::Bubblewrap { .. } => PathBuf::from(JOB_DIR),
-            Kind::Off => checkout.to_path_buf(),
-        }
-    }
-
-    /// The job's temp folder as it sees it (`off`: `fallback`, a folder of the job's own).
-    pub fn tmp_dir(&self, fallback: &Path) -> PathBuf {
-        match self.kind {
-            Kind::Bubblewrap { .. } => PathBuf::from("/tmp"),
-            Kind::Off => fallback.to_path_buf(),
-        }
-    }
-
     /// The program and arguments that run `command` confined: for bubblewrap,
     /// `bwrap <mounts…> -- <init> <spec> -- command…`; without it, `<exe> <init> <spec> --
     /// command…`. The checkout is `dir.repo()`; the generated `passwd`/`group` go to a folder
