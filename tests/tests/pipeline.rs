@@ -995,43 +995,24 @@ async fn a_hostile_job_sees_nothing_of_the_platform_and_hits_every_limit(backend
 
 /// The first folder named `name` below `root`.
 fn find_dir(root: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                if entry.file_name() == name {
-                    return Some(entry.path());
-                }
-                stack.push(entry.path());
-            }
-        }
-    }
-    None
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .find(|e| e.file_type().is_dir() && e.file_name() == name)
+        .map(|e| e.into_path())
 }
 
 /// Files below `root` whose bytes contain `needle`.
 fn files_containing(root: &std::path::Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(entry.path());
-            } else if kind.is_file()
-                && std::fs::read(entry.path())
-                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
-            {
-                found.push(entry.path().display().to_string());
-            }
-        }
-    }
-    found
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            std::fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        })
+        .map(|e| e.path().display().to_string())
+        .collect()
 }
 
 async fn a_worker_stopped_with_sigterm_hands_its_job_back(backend: Backend) {

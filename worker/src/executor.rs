@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+use walkdir::WalkDir;
 
 use crate::sandbox::{JOB_DIR, JobSandbox, Sandbox};
 
@@ -312,22 +313,13 @@ async fn over_limit(
 
 /// Bytes of the regular files below `root` (links are not followed).
 pub fn tree_size(root: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                total += meta.len();
-            }
-        }
-    }
-    total
+    WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Removes a job's folder, even where the job made folders of its own unreadable or
@@ -346,6 +338,7 @@ pub async fn remove_job_dir(root: &Path) {
     .await;
 }
 
+/// Opens `dir` up before reading it, then each folder below it the same way.
 fn open_up(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
@@ -359,18 +352,9 @@ fn open_up(dir: &Path) {
 /// Gives `root` and everything below it to the job's user (links themselves, not their
 /// targets).
 fn chown_tree(root: &Path, uid: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::lchown;
-    let mut stack = vec![root.to_path_buf()];
-    lchown(root, Some(uid), Some(uid))?;
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            lchown(&path, Some(uid), Some(uid))?;
-            if entry.file_type()?.is_dir() {
-                stack.push(path);
-            }
-        }
+    for entry in WalkDir::new(root) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(uid))?;
     }
     Ok(())
 }
@@ -434,34 +418,21 @@ pub fn failure_for(end: RunEnd, timeout: Duration) -> Option<FailureReason> {
 /// links are never followed (a link to a worker file must not be uploaded); names that are
 /// not UTF-8 or not safe relative paths are skipped with a warning.
 pub fn output_files(output: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![output.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let path = entry.path();
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                let relative = path
-                    .strip_prefix(output)
-                    .ok()
-                    .and_then(|p| p.to_str())
-                    .map(str::to_string);
-                match relative {
-                    Some(r) if safe_relative_path(&r).is_some() => found.push(r),
-                    _ => {
-                        tracing::warn!(path = %path.display(), "output file skipped: unusable name")
-                    }
+    let mut found: Vec<String> = WalkDir::new(output)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let relative = e.path().strip_prefix(output).ok()?.to_str().map(str::to_string);
+            match relative {
+                Some(r) if safe_relative_path(&r).is_some() => Some(r),
+                _ => {
+                    tracing::warn!(path = %e.path().display(), "output file skipped: unusable name");
+                    None
                 }
             }
-        }
-    }
+        })
+        .collect();
     found.sort();
     found
 }
