@@ -130,3 +130,35 @@ async fn job_network_none_leaves_a_job_no_network_and_host_keeps_it() {
     assert_eq!(network_seen("host").await, "connected");
     assert_eq!(network_seen("none").await, "ERR ECONNREFUSED");
 }
+
+#[tokio::test]
+async fn with_the_sandbox_off_jobs_run_and_every_one_is_warned_about() {
+    let options = StackOptions {
+        backend: Backend::Standalone,
+        extra_env: [
+            ("JOBQ_WORKER__SANDBOX", "off"),
+            ("JOBQ_WORKER__BWRAP", "/nonexistent/bwrap"),
+            ("RUST_LOG", "warn"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
+        ..StackOptions::default()
+    };
+    let stack = Stack::start(options)
+        .await
+        .expect("standalone needs no servers");
+    let git = GitServer::start();
+    let token = stack.token("myuser", "1234").await;
+    let package = json!({"name": "o", "version": "1.0.0", "scripts": {"start": "node -e 1"}});
+    let url = git.repo("off", &[("package.json", &package.to_string())]);
+    for _ in 0..2 {
+        let id = stack.submit(&token, json!({"url": url})).await;
+        let job: Value = stack
+            .wait_for(&token, &id, None, Duration::from_secs(90))
+            .await;
+        assert_eq!(job["status"], "finished", "{job}");
+    }
+    let log = std::fs::read_to_string(stack.dir.join("frontend.log")).unwrap();
+    assert_eq!(log.matches("jobs run unsandboxed").count(), 1, "{log}");
+    assert_eq!(log.matches("this job runs unsandboxed").count(), 2, "{log}");
+}
