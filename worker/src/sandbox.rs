@@ -75,6 +75,8 @@ enum Kind {
         root: bool,
         /// Read-only mounts of the toolchain: (host path, sandbox path) or a symlink.
         toolchain: Vec<Mount>,
+        /// The sandbox's `/etc`, made once (see [`etc_view`]).
+        etc: tempfile::TempDir,
     },
     Off,
 }
@@ -131,10 +133,14 @@ impl Sandbox {
                         settings.bwrap.display()
                     ))
                 })?;
+                let root = nix::unistd::geteuid().is_root();
+                let etc = etc_view(&settings.work_dir, settings.job_uid, root)
+                    .map_err(|e| SandboxError(format!("cannot prepare the sandbox's /etc: {e}")))?;
                 Kind::Bubblewrap {
                     bwrap,
-                    root: nix::unistd::geteuid().is_root(),
+                    root,
                     toolchain: toolchain(settings),
+                    etc,
                 }
             }
         };
@@ -212,8 +218,7 @@ impl Sandbox {
 
     /// The program and arguments that run `command` confined: for bubblewrap,
     /// `bwrap <mounts…> -- <init> <spec> -- command…`; without it, `<exe> <init> <spec> --
-    /// command…`. The checkout is `dir.repo()`; the generated `passwd`/`group` go to a folder
-    /// of `dir` outside it.
+    /// command…`. The checkout is `dir.repo()`.
     pub fn command(
         &self,
         job: &JobSandbox,
@@ -223,7 +228,6 @@ impl Sandbox {
         let exe = std::env::current_exe()?;
         let checkout = dir.repo();
         let checkout = checkout.as_path();
-        let meta = dir.root.join("sandbox");
         let extra: Vec<PathBuf> = std::env::split_paths(&self.settings.extra_writable_dirs)
             .filter(|p| !p.as_os_str().is_empty())
             .collect();
@@ -247,6 +251,7 @@ impl Sandbox {
                 bwrap,
                 root,
                 toolchain,
+                etc,
             } => {
                 // A user of its own per job (root) or a user namespace of its own: a per-user
                 // process count is then the job's own.
@@ -256,7 +261,6 @@ impl Sandbox {
                     .map(PathBuf::from)
                     .chain(extra.iter().cloned())
                     .collect();
-                write_identity(&meta, job.inner_uid)?;
                 argv.push(bwrap.into());
                 let mut arg = |a: &str| argv.push(a.into());
                 for flag in [
@@ -324,11 +328,8 @@ impl Sandbox {
                     &mut argv,
                     [
                         "--ro-bind".into(),
-                        meta.join("passwd").into(),
-                        "/etc/passwd".into(),
-                        "--ro-bind".into(),
-                        meta.join("group").into(),
-                        "/etc/group".into(),
+                        etc.path().into(),
+                        "/etc".into(),
                         "--proc".into(),
                         "/proc".into(),
                         "--dev".into(),
@@ -408,24 +409,115 @@ fn push_all<const N: usize>(argv: &mut Vec<OsString>, items: [OsString; N]) {
     argv.extend(items);
 }
 
-/// `passwd` and `group` with root and the job's user, so tools that look the user up work.
-fn write_identity(meta: &Path, uid: u32) -> std::io::Result<()> {
-    std::fs::create_dir_all(meta)?;
-    std::fs::write(
-        meta.join("passwd"),
-        format!(
-            "root:x:0:0:root:/:/usr/sbin/nologin\njob:x:{uid}:{uid}:jobq job:{JOB_DIR}:/bin/sh\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n"
-        ),
-    )?;
-    std::fs::write(
-        meta.join("group"),
-        format!("root:x:0:\njob:x:{uid}:\nnogroup:x:65534:\n"),
-    )
+/// How many user ids in a row a root worker's jobs may have (`passwd` names each).
+const JOB_UIDS: u32 = 256;
+
+/// Files of the host's `/etc` a job needs: the dynamic linker's cache, name resolution, TLS
+/// roots, time zone, MIME types, Debian's alternatives links.
+const ETC_FILES: [&str; 14] = [
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "ssl",
+    "ca-certificates",
+    "pki",
+    "resolv.conf",
+    "hosts",
+    "nsswitch.conf",
+    "host.conf",
+    "gai.conf",
+    "localtime",
+    "mime.types",
+];
+
+/// The sandbox's `/etc`, made once when the worker starts: copies of [`ETC_FILES`] (links
+/// inside them kept as links, which point into `/usr`) and a `passwd` and `group` naming
+/// the job's user ids. Bound read-only as one mount, it costs a job one mount instead of one
+/// per file. The host's files are copied at start: a `resolv.conf` changed later reaches
+/// jobs when the worker restarts.
+fn etc_view(work_dir: &Path, job_uid: u32, root: bool) -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    // Beside the jobs' folders (never inside a sandbox), else in the temp folder.
+    let base = match work_dir.as_os_str().is_empty() {
+        true => std::env::temp_dir(),
+        false => work_dir.to_path_buf(),
+    };
+    std::fs::create_dir_all(&base)?;
+    let view = tempfile::Builder::new()
+        .prefix("jobq-sandbox-etc-")
+        .tempdir_in(base)?;
+    std::fs::set_permissions(view.path(), std::fs::Permissions::from_mode(0o755))?;
+    for name in ETC_FILES {
+        let host = Path::new("/etc").join(name);
+        // resolv.conf is often a link into /run: copy what it points at.
+        let Ok(source) = std::fs::canonicalize(&host) else {
+            continue;
+        };
+        copy_tree(&source, &view.path().join(name))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", host.display())))?;
+    }
+    let uids = if root {
+        job_uid..job_uid + JOB_UIDS
+    } else {
+        job_uid..job_uid + 1
+    };
+    let mut passwd = String::from("root:x:0:0:root:/:/usr/sbin/nologin\n");
+    let mut group = String::from("root:x:0:\n");
+    for uid in uids {
+        passwd.push_str(&format!("job:x:{uid}:{uid}:jobq job:{JOB_DIR}:/bin/sh\n"));
+        group.push_str(&format!("job:x:{uid}:\n"));
+    }
+    passwd.push_str("nobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n");
+    group.push_str("nogroup:x:65534:\n");
+    std::fs::write(view.path().join("passwd"), passwd)?;
+    std::fs::write(view.path().join("group"), group)?;
+    Ok(view)
 }
 
-/// The read-only view of the host a job needs to run `npm`: `/usr`, the top-level links or
-/// folders of binaries and libraries, the files of `/etc` that name resolution and TLS read,
-/// a Node.js installed outside `/usr`, and `worker.sandbox_ro_paths`.
+/// Copies a file or a folder tree; links are copied as links, never followed. Only what
+/// anybody on the host may read is copied (`/etc/ssl/private` is not).
+fn copy_tree(source: &Path, dest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let public = |e: &walkdir::DirEntry| {
+        e.path_is_symlink()
+            || e.metadata().is_ok_and(|m| {
+                let mode = m.permissions().mode();
+                match m.is_dir() {
+                    true => mode & 0o005 == 0o005,
+                    false => mode & 0o004 != 0,
+                }
+            })
+    };
+    for entry in walkdir::WalkDir::new(source)
+        .into_iter()
+        .filter_entry(public)
+    {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let relative = entry
+            .path()
+            .strip_prefix(source)
+            .map_err(std::io::Error::other)?;
+        // The root itself: `dest`, not `dest/` (a file would be taken for a folder).
+        let to = match relative.as_os_str().is_empty() {
+            true => dest.to_path_buf(),
+            false => dest.join(relative),
+        };
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir_all(&to)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &to)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &to)?;
+        }
+    }
+    Ok(())
+}
+
+/// The read-only view of the host a job needs to run `npm` (beside [`etc_view`]): `/usr`,
+/// the top-level links or folders of binaries and libraries, a Node.js installed outside
+/// `/usr`, and `worker.sandbox_ro_paths`.
 fn toolchain(settings: &WorkerSettings) -> Vec<Mount> {
     let mut mounts = vec![Mount::ReadOnly("/usr".into())];
     for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
@@ -441,34 +533,6 @@ fn toolchain(settings: &WorkerSettings) -> Vec<Mount> {
             }
             Ok(m) if m.is_dir() => mounts.push(Mount::ReadOnly(path.into())),
             _ => {}
-        }
-    }
-    for etc in [
-        "/etc/alternatives",
-        "/etc/ld.so.cache",
-        "/etc/ld.so.conf",
-        "/etc/ld.so.conf.d",
-        "/etc/ssl",
-        "/etc/ca-certificates",
-        "/etc/pki",
-        "/etc/resolv.conf",
-        "/etc/hosts",
-        "/etc/nsswitch.conf",
-        "/etc/host.conf",
-        "/etc/gai.conf",
-        "/etc/localtime",
-        "/etc/mime.types",
-    ] {
-        // resolv.conf is often a link into /run: bind what it points at.
-        let host = std::fs::canonicalize(etc).unwrap_or_else(|_| etc.into());
-        if host == Path::new(etc) {
-            mounts.push(Mount::ReadOnlyTry(etc.into()));
-        } else if host.exists() {
-            mounts.push(Mount::ReadOnly(host.clone()));
-            mounts.push(Mount::Symlink {
-                target: host,
-                at: etc.into(),
-            });
         }
     }
     for program in ["node", "npm"] {
@@ -558,5 +622,34 @@ mod tests {
             }
         }
         assert!(matches!(&mounts[0], Mount::ReadOnly(p) if p == Path::new("/usr")));
+    }
+
+    #[test]
+    fn the_sandboxs_etc_holds_only_what_jobs_need_and_names_their_users() {
+        let view = etc_view(Path::new(""), 10001, true).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(view.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in &names {
+            assert!(
+                ETC_FILES.contains(&name.as_str()) || name == "passwd" || name == "group",
+                "{name} is not for jobs"
+            );
+        }
+        assert!(!names.iter().any(|n| n == "shadow" || n == "gshadow"));
+        if Path::new("/etc/ssl/private").exists() {
+            assert!(
+                !view.path().join("ssl/private").exists(),
+                "private keys copied"
+            );
+        }
+        let passwd = std::fs::read_to_string(view.path().join("passwd")).unwrap();
+        assert!(passwd.contains("job:x:10001:10001:"), "{passwd}");
+        assert!(passwd.contains(&format!("job:x:{}:", 10001 + JOB_UIDS - 1)));
+        let single = etc_view(Path::new(""), 10001, false).unwrap();
+        let passwd = std::fs::read_to_string(single.path().join("passwd")).unwrap();
+        assert_eq!(passwd.matches("job:x:").count(), 1);
     }
 }
