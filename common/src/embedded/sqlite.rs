@@ -308,12 +308,32 @@ impl JobStore for SqliteStore {
     }
 
     async fn list(&self, owner: Option<&str>, page: Page) -> PortResult<JobPage> {
+        self.list_in_status(owner, None, page).await
+    }
+
+    async fn list_in_status(
+        &self,
+        owner: Option<&str>,
+        status: Option<JobStatus>,
+        page: Page,
+    ) -> PortResult<JobPage> {
         let owner = owner.map(str::to_string);
         self.with(
             move |c| {
-                let (filter, args): (&str, Vec<rusqlite::types::Value>) = match &owner {
-                    Some(o) => ("WHERE owner = ?1", vec![o.clone().into()]),
-                    None => ("", vec![]),
+                let mut conditions = Vec::new();
+                let mut args: Vec<rusqlite::types::Value> = Vec::new();
+                if let Some(o) = &owner {
+                    args.push(o.clone().into());
+                    conditions.push(format!("owner = ?{}", args.len()));
+                }
+                if let Some(status) = status {
+                    args.push(status.as_str().to_string().into());
+                    conditions.push(format!("status = ?{}", args.len()));
+                }
+                let filter = if conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!("WHERE {}", conditions.join(" AND "))
                 };
                 let total: i64 = c.query_row(
                     &format!("SELECT COUNT(*) FROM jobs {filter}"),
@@ -529,6 +549,33 @@ impl ObservationStore for SqliteStore {
                         "SELECT body FROM observations ORDER BY timestamp DESC LIMIT ?1",
                     )?;
                     stmt.query_map([limit], |r| r.get(0))?.collect()
+                },
+                "read observations",
+            )
+            .await?;
+        bodies
+            .iter()
+            .map(|b| {
+                serde_json::from_str(b)
+                    .map_err(|e| PortError::with_source(ErrorKind::Internal, "decode", e))
+            })
+            .collect()
+    }
+
+    async fn history(&self, since: Option<i64>, limit: u64) -> PortResult<Vec<Observation>> {
+        let Some(since) = since else {
+            let mut newest = self.latest(limit).await?;
+            newest.reverse();
+            return Ok(newest);
+        };
+        let limit = limit.min(i64::MAX as u64) as i64;
+        let bodies: Vec<String> = self
+            .with(
+                move |c| {
+                    let mut stmt = c.prepare(
+                        "SELECT body FROM observations WHERE timestamp > ?1 ORDER BY timestamp ASC LIMIT ?2",
+                    )?;
+                    stmt.query_map(params![since, limit], |r| r.get(0))?.collect()
                 },
                 "read observations",
             )
