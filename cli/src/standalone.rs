@@ -214,6 +214,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     settings.observer.min_workers = min;
     settings.observer.max_workers = max;
     state.dashboard.policy = (&settings.observer).into();
+    state.dashboard.policy.scaler = "in-process".into();
     pool.resize(min as usize);
 
     let shutdown = jobq_common::shutdown::on_signal();
