@@ -94,6 +94,9 @@ try {
   const alice = await browser.newContext({ viewport: LAPTOP, acceptDownloads: true });
   const page = await alice.newPage();
   page.on('pageerror', (e) => console.error(`browser [${mode}]: page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') console.error(`browser [${mode}]: console: ${m.text()}`);
+  });
 
   step('the sign-in page is served at /');
   await page.goto(`${base}/`);
@@ -174,8 +177,10 @@ try {
     await page.locator(`tr[data-job="${id}"]`).waitFor();
   }
   await page.getByLabel('Status').selectOption('cancelled');
+  await page.locator(`tr[data-job="${hello}"]`).waitFor({ state: 'detached', timeout: 10_000 });
   await page.locator(`tr[data-job="${long}"]`).waitFor();
-  check((await page.locator(`tr[data-job="${hello}"]`).count()) === 0, 'the status filter kept a finished job');
+  const shown = await page.getByTestId('jobs-table').locator('tbody [data-status]').evaluateAll((els) => els.map((e) => e.dataset.status));
+  check(shown.length > 0 && shown.every((st) => st === 'cancelled'), `the cancelled filter shows ${shown}`);
   await page.getByLabel('Status').selectOption('');
   const live = await submit(page, tickerUrl, '2', '');
   await page.getByRole('link', { name: 'Jobs', exact: true }).click();
@@ -242,6 +247,15 @@ try {
   exitCode = 0;
 } catch (e) {
   console.error(`browser [${mode}]: FAILED at "${current}": ${e.stack ?? e}`);
+  let n = 0;
+  for (const context of browser.contexts()) {
+    for (const p of context.pages()) {
+      n += 1;
+      const file = join(outDir, `${mode}-failure-${n}.png`);
+      console.error(`browser [${mode}]: page ${n} was at ${p.url()}; screenshot ${file}`);
+      await p.screenshot({ path: file, fullPage: true }).catch(() => {});
+    }
+  }
 } finally {
   await browser.close();
 }
