@@ -335,7 +335,7 @@ fn print_banner(
   workers: {workers} (in-process)
   users: myuser/1234, otheruser/abcd, admin/admin (unless standalone.users says otherwise)
 
-Try it:
+Open {url}/ in a browser for the dashboard, or try it with curl:
   TOKEN=$(curl -s {url}/auth/myuser/1234 | python3 -c 'import sys,json; print(json.load(sys.stdin)[\"token\"])')
   curl -s -X POST {url}/api/addJob -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\
        -d \"{{\\\"url\\\": \\\"$(scripts/example-repo.sh)\\\", \\\"args\\\": \\\"Ada\\\"}}\"

@@ -56,6 +56,8 @@ async function signIn(page, user, password) {
     await page.getByRole('button', { name: 'Sign in with your account' }).click();
     // Keycloak's own login page, on its own origin.
     await page.waitForURL(/\/realms\/jobq\/protocol\/openid-connect\/auth/, { timeout: 20_000 });
+    await page.locator('#username').waitFor();
+    if (user === 'myuser') await shot(page, 'keycloak-login');
     await page.locator('#username').fill(user);
     await page.locator('#password').fill(password);
     await page.locator('#kc-login').click();
@@ -118,10 +120,10 @@ try {
   await urlError.waitFor();
   check((await urlError.textContent()).startsWith('url'), `unexpected url error: ${await urlError.textContent()}`);
   check((await page.getByLabel('Repository URL').getAttribute('aria-invalid')) === 'true', 'the url field is not marked invalid');
+  await shot(page, 'submit');
   await page.getByLabel('Config').fill('{"greeting": ');
   await page.getByRole('button', { name: 'Submit' }).click();
   await page.locator('#config-error').waitFor();
-  await shot(page, 'submit');
 
   step('a running job: its log arrives live, stdout and stderr apart');
   const ticker = await submit(page, tickerUrl, '6', '');
