@@ -96,7 +96,7 @@ async function failure(response: Response): Promise<ApiError> {
   } catch {
     // not JSON: keep the status line
   }
-  if (response.status === 401) signOut('Your session ended; sign in again.');
+  if (response.status === 401) void signOut('Your session ended; sign in again.');
   return new ApiError(response.status, message);
 }
 
@@ -174,11 +174,7 @@ export function stream(
         const h = headers({ Accept: 'text/event-stream' });
         if (lastId) h['Last-Event-ID'] = lastId;
         const response = await fetch(path, { headers: h, signal: controller.signal, cache: 'no-store' });
-        if (!response.ok || !response.body) {
-          const error = await failure(response);
-          if (response.status === 401 || response.status === 404) throw error;
-          throw error;
-        }
+        if (!response.ok || !response.body) throw await failure(response);
         options.onState?.(true);
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         let buffer = '';

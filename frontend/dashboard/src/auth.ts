@@ -173,19 +173,24 @@ function scheduleRefresh() {
     try {
       await tokenRequest({ grant_type: 'refresh_token', refresh_token: session!.refreshToken!, client_id: c.clientId! });
     } catch {
-      signOut('Your session ended; sign in again.');
+      void signOut('Your session ended; sign in again.');
     }
   }, inMs);
 }
 scheduleRefresh();
 
-/** Forgets the token; at an identity provider, ends its session too. */
-export function signOut(why = '', atProvider = false): void {
+/**
+ * Forgets the token; with `atProvider`, also ends the session at the identity provider
+ * (which then sends the browser back here), so the next sign-in asks for a password again.
+ */
+export async function signOut(why = '', atProvider = false): Promise<void> {
   const idToken = session?.idToken;
   notice = why;
   save(null);
-  if (atProvider && config?.endSessionEndpoint && idToken) {
+  if (!atProvider || !idToken) return;
+  const c = await signInConfig().catch(() => null);
+  if (c?.endSessionEndpoint) {
     const q = new URLSearchParams({ id_token_hint: idToken, post_logout_redirect_uri: redirectUri() });
-    location.assign(`${config.endSessionEndpoint}?${q}`);
+    location.assign(`${c.endSessionEndpoint}?${q}`);
   }
 }

@@ -91,7 +91,7 @@ function App() {
         <div class="who">
           <LiveBadge />
           <span data-testid="user">{me ? `${me.username}${me.admin ? ' (admin)' : ''}` : ''}</span>
-          <button type="button" class="link" onClick={() => signOut('You signed out.', true)}>
+          <button type="button" class="link" onClick={() => void signOut('You signed out.', true)}>
             Sign out
           </button>
         </div>

@@ -241,6 +241,26 @@ try {
   }
   await other.goto(`${base}/#/jobs/${hello}`);
   await other.getByRole('alert').filter({ hasText: 'job not found' }).waitFor();
+
+  step("an admin shows every user's jobs, with their owner");
+  const root = await browser.newContext({ viewport: LAPTOP });
+  const admin = await root.newPage();
+  await signIn(admin, 'admin', 'admin');
+  await admin.getByTestId('user').filter({ hasText: '(admin)' }).waitFor();
+  await admin.getByLabel("every user's jobs").check();
+  const row = admin.locator(`tr[data-job="${hello}"]`);
+  await row.waitFor();
+  check((await row.locator('td').nth(1).textContent()).trim() === 'myuser', 'the owner column does not name myuser');
+  await root.close();
+
+  step('signing out ends the session (at Keycloak too: the next sign-in asks again)');
+  await other.getByRole('button', { name: 'Sign out' }).click();
+  await other.getByRole('heading', { name: 'Sign in to jobq' }).waitFor({ timeout: 20_000 });
+  check(await other.evaluate(() => sessionStorage.getItem('jobq.session') === null), 'the token is still stored');
+  if (mode === 'services') {
+    await other.getByRole('button', { name: 'Sign in with your account' }).click();
+    await other.locator('#username').waitFor({ timeout: 20_000 });
+  }
   await bob.close();
   await alice.close();
 
