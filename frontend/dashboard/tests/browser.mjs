@@ -137,8 +137,12 @@ try {
   step('the example job waits behind it: queued → running → finished without a reload');
   const hello = await submit(page, helloUrl, 'Ada Linus', '{"greeting": "Hi"}');
   check((await statusOf(page)) === 'queued', `the example job should wait for the only slot, but is ${await statusOf(page)}`);
-  await waitForStatus(page, 'running', 30_000);
+  // It runs for well under a second, so the badge may say "running" only briefly: the
+  // history keeps every transition that arrived on the live stream.
+  const timeline = page.getByTestId('timeline');
+  await timeline.locator('li[data-to="running"][data-live="true"]').waitFor({ timeout: 30_000 });
   await waitForStatus(page, 'finished', 30_000);
+  await timeline.locator('li[data-to="finished"][data-live="true"]').waitFor({ timeout: 10_000 });
   const seen = await page.getByTestId('timeline').locator('li').evaluateAll((items) =>
     items.map((li) => `${li.dataset.to}:${li.dataset.live}`),
   );
