@@ -7,6 +7,7 @@
 set -euo pipefail
 
 packages=(
+  bubblewrap    # the worker runs every job in a bubblewrap sandbox
   ca-certificates
   chromium      # scripts/browser-test.sh: the dashboard in a real browser (playwright-core drives it)
   curl          # infra.sh: Keycloak health check; tests

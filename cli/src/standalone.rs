@@ -192,12 +192,16 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     };
     let worker_id = format!("standalone-{}", std::process::id());
     let work_root = settings.worker.work_dir.join(&worker_id);
-    let runner = Arc::new(JobRunner::new(
-        worker_id,
-        ports.clone(),
-        settings.worker.clone(),
-        work_root.clone(),
-    ));
+    let runner = Arc::new(
+        JobRunner::new(
+            worker_id,
+            ports.clone(),
+            settings.worker.clone(),
+            work_root.clone(),
+        )
+        .await
+        .context("job sandbox")?,
+    );
     let mut pool = WorkerPool {
         runner,
         store: store.clone(),
@@ -245,7 +249,11 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     print_banner(addr, &data, options.workers, (min, max));
     let http = {
         let (shutdown, live) = (shutdown.clone(), state.live.clone());
-        axum::serve(listener, jobq_frontend::router(state)).with_graceful_shutdown(async move {
+        axum::serve(
+            jobq_frontend::wire::JsonErrorListener(listener),
+            jobq_frontend::router(state),
+        )
+        .with_graceful_shutdown(async move {
             shutdown.cancelled().await;
             // Live streams never end by themselves; the graceful shutdown waits for them.
             live.close();

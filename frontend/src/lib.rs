@@ -45,6 +45,7 @@ pub mod live;
 pub mod observability;
 pub mod openapi;
 pub mod routes;
+pub mod wire;
 
 pub use error::ApiError;
 pub use observability::metrics_handle;
@@ -222,7 +223,7 @@ pub async fn serve(
     let app = router(state);
     tracing::info!(%addr, "listening");
     println!("jobq-frontend listening on http://{addr}");
-    axum::serve(listener, app)
+    axum::serve(wire::JsonErrorListener(listener), app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             // Live streams never end by themselves; the graceful shutdown waits for them.
