@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages that jobq's CI and scripts/infra.sh need on a fresh machine.
+# (chromium, ~100 MB with its libraries, installs in about a minute.)
 # The servers themselves (Kafka, Keycloak, nx-27017, MinIO) are installed and
 # cached by scripts/infra.sh; Java 17, Maven, Python 3, Go, Rust and Node come
 # with the machine image.
@@ -8,6 +9,7 @@ set -euo pipefail
 packages=(
   bubblewrap    # the worker runs every job in a bubblewrap sandbox
   ca-certificates
+  chromium      # scripts/browser-test.sh: the dashboard in a real browser (playwright-core drives it)
   curl          # infra.sh: Keycloak health check; tests
   git           # the worker clones job repositories
   procps        # infra.sh: ps and pgrep to manage server processes

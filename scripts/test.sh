@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one test command: format, lint, unit tests, then the suites against real servers
-# (Kafka, Keycloak, a MongoDB-wire server, an S3 server) started by scripts/infra.sh.
+# The one test command: format, lint, the dashboard's build, unit tests, then the suites
+# against real servers (Kafka, Keycloak, a MongoDB-wire server, an S3 server) started by
+# scripts/infra.sh, newman, and the dashboard in headless chromium.
 #
 #   scripts/test.sh              everything
 #   JOBQ_KEEP_INFRA=1 scripts/test.sh   leave the servers running afterwards
@@ -17,6 +18,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "dashboard: the embedded build (frontend/dashboard/dist) matches its sources"
+scripts/dashboard.sh check
 
 step "unit tests"
 cargo test --workspace --locked --exclude jobq-tests
@@ -63,4 +67,14 @@ if scripts/infra.sh status >/dev/null 2>&1; then
     scripts/postman-stack.sh services
 else
     echo "skipping the Postman run against the real servers: they are not up"
+fi
+
+step "dashboard in a real browser (headless chromium): jobq standalone"
+scripts/browser-test.sh standalone
+
+if scripts/infra.sh status >/dev/null 2>&1; then
+    step "dashboard in a real browser (headless chromium): the services, signing in on Keycloak"
+    scripts/browser-test.sh services
+else
+    echo "skipping the browser test against the real servers: they are not up"
 fi

@@ -165,7 +165,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         .await
         .with_context(|| format!("cannot listen on {}", options.listen))?;
     let addr = listener.local_addr()?;
-    let state = AppState {
+    let mut state = AppState {
         jobs: Arc::new(store.clone()),
         dispatch: bus.clone(),
         events: bus.clone(),
@@ -177,7 +177,12 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         admin_role: settings.oidc.admin_role.as_str().into(),
         allow_local_repos: settings.worker.allow_local_repos,
         metrics: jobq_frontend::metrics_handle(),
+        live: jobq_frontend::LiveEvents::new(),
+        dashboard: jobq_frontend::Dashboard::form(&settings.observer),
     };
+    state
+        .live
+        .spawn_feed(state.jobs.clone(), jobq_frontend::live::bus_feed(&bus));
 
     let ports = Ports {
         store: Arc::new(store.clone()),
@@ -212,6 +217,8 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     };
     settings.observer.min_workers = min;
     settings.observer.max_workers = max;
+    state.dashboard.policy = (&settings.observer).into();
+    state.dashboard.policy.scaler = "in-process".into();
     pool.resize(min as usize);
 
     let shutdown = jobq_common::shutdown::on_signal();
@@ -241,12 +248,16 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
 
     print_banner(addr, &data, options.workers, (min, max));
     let http = {
-        let shutdown = shutdown.clone();
+        let (shutdown, live) = (shutdown.clone(), state.live.clone());
         axum::serve(
             jobq_frontend::wire::JsonErrorListener(listener),
             jobq_frontend::router(state),
         )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            // Live streams never end by themselves; the graceful shutdown waits for them.
+            live.close();
+        })
     };
     let served = http.await.context("serving http");
     tracing::info!("stopping workers");
@@ -332,7 +343,7 @@ fn print_banner(
   workers: {workers} (in-process)
   users: myuser/1234, otheruser/abcd, admin/admin (unless standalone.users says otherwise)
 
-Try it:
+Open {url}/ in a browser for the dashboard, or try it with curl:
   TOKEN=$(curl -s {url}/auth/myuser/1234 | python3 -c 'import sys,json; print(json.load(sys.stdin)[\"token\"])')
   curl -s -X POST {url}/api/addJob -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \\
        -d \"{{\\\"url\\\": \\\"$(scripts/example-repo.sh)\\\", \\\"args\\\": \\\"Ada\\\"}}\"

@@ -147,6 +147,105 @@ impl EventBus for KafkaEventBus {
     }
 }
 
+/// Follows a topic of job events from its end, for live views: the partitions are
+/// assigned directly (no consumer group, so no rebalance delay and nothing committed), new
+/// partitions are picked up within `refresh`, and each event is sent to the returned
+/// channel. The task ends when the receiver is dropped. One follower per process feeds
+/// every live client.
+pub fn follow_job_events(
+    brokers: &str,
+    topic: &str,
+    refresh: Duration,
+) -> PortResult<tokio::sync::mpsc::Receiver<JobEvent>> {
+    let mut cfg = base_config(brokers);
+    // librdkafka wants a group id for a consumer; with assign() it never joins the group.
+    cfg.set("group.id", format!("jobq-live-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "100");
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        cfg.create()
+            .map_err(|e| kafka_error("cannot create kafka consumer", e))?,
+    );
+    let (sender, receiver) = tokio::sync::mpsc::channel(1024);
+    let topic = topic.to_string();
+    tokio::spawn(async move {
+        let mut assigned = 0usize;
+        let mut tick = tokio::time::interval(refresh);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = sender.closed() => return,
+                _ = tick.tick() => {
+                    match assign_new_partitions(&consumer, &topic, assigned).await {
+                        Ok(n) => assigned = n,
+                        Err(e) => tracing::warn!(error = %e, %topic, "cannot follow the job events"),
+                    }
+                }
+                received = consumer.recv(), if assigned > 0 => match received {
+                    Ok(message) => {
+                        use rdkafka::Message;
+                        let Some(payload) = message.payload() else { continue };
+                        match serde_json::from_slice::<JobEvent>(payload) {
+                            Ok(event) => {
+                                if sender.send(event).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => tracing::warn!(error = %e, %topic, "skipping a job event that does not decode"),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, %topic, "reading job events failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+            }
+        }
+    });
+    Ok(receiver)
+}
+
+/// Assigns every partition of `topic`: at the end the first time (live views want what
+/// happens from now on), and from the beginning for partitions added since. Returns the
+/// number of partitions now assigned.
+async fn assign_new_partitions(
+    consumer: &Arc<StreamConsumer>,
+    topic: &str,
+    assigned: usize,
+) -> PortResult<usize> {
+    let client = consumer.clone();
+    let name = topic.to_string();
+    let partitions = blocking(move || {
+        let md = client
+            .fetch_metadata(Some(&name), ADMIN_TIMEOUT)
+            .map_err(|e| kafka_error("metadata", e))?;
+        Ok(md.topics().first().map_or(0, |t| t.partitions().len()))
+    })
+    .await?;
+    if partitions <= assigned {
+        return Ok(assigned);
+    }
+    let position = consumer
+        .position()
+        .map_err(|e| kafka_error("consumer position", e))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        let offset = match position.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Offset::Offset(o),
+            _ if assigned == 0 => Offset::End,
+            _ if (p as usize) < assigned => Offset::End,
+            _ => Offset::Beginning,
+        };
+        tpl.add_partition_offset(topic, p, offset)
+            .map_err(|e| kafka_error("partition list", e))?;
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| kafka_error("assign partitions", e))?;
+    Ok(partitions)
+}
+
 /// Options of a group consumer.
 #[derive(Debug, Clone)]
 pub struct GroupConsumerOptions<'a> {

@@ -231,10 +231,22 @@ impl JobStore for MongoJobStore {
     }
 
     async fn list(&self, owner: Option<&str>, page: Page) -> PortResult<JobPage> {
-        let filter = match owner {
+        self.list_in_status(owner, None, page).await
+    }
+
+    async fn list_in_status(
+        &self,
+        owner: Option<&str>,
+        status: Option<JobStatus>,
+        page: Page,
+    ) -> PortResult<JobPage> {
+        let mut filter = match owner {
             Some(o) => doc! {"owner": o},
             None => doc! {},
         };
+        if let Some(status) = status {
+            filter.insert("status", status.as_str());
+        }
         let total = self
             .jobs
             .count_documents(filter.clone())
@@ -436,6 +448,24 @@ impl ObservationStore for MongoJobStore {
             .find(doc! {})
             .sort(doc! {"timestamp": -1})
             .limit(limit.min(i64::MAX as u64) as i64)
+            .await
+            .map_err(|e| db_error("read observations", e))?
+            .try_collect()
+            .await
+            .map_err(|e| db_error("read observations", e))
+    }
+
+    async fn history(&self, since: Option<i64>, limit: u64) -> PortResult<Vec<Observation>> {
+        let limit = limit.min(i64::MAX as u64) as i64;
+        let Some(since) = since else {
+            let mut newest = self.latest(limit as u64).await?;
+            newest.reverse();
+            return Ok(newest);
+        };
+        self.observations
+            .find(doc! {"timestamp": {"$gt": since}})
+            .sort(doc! {"timestamp": 1})
+            .limit(limit)
             .await
             .map_err(|e| db_error("read observations", e))?
             .try_collect()

@@ -34,6 +34,20 @@ struct Discovery {
     issuer: String,
     jwks_uri: String,
     token_endpoint: String,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    end_session_endpoint: Option<String>,
+}
+
+/// Where a browser signs in with the authorization code flow: the realm's login page and
+/// the endpoint that exchanges the code for tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserEndpoints {
+    pub authorization: String,
+    pub token: String,
+    /// Where a browser signs out of the realm, if it has such an endpoint.
+    pub end_session: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +112,19 @@ impl OidcClient {
         *self.last_refresh.lock().await = None;
         self.refresh_keys().await?;
         Ok(self.keys.read().await.len())
+    }
+
+    /// The realm's authorization and token endpoints, from discovery.
+    pub async fn browser_endpoints(&self) -> PortResult<BrowserEndpoints> {
+        let doc = self.discovery().await?;
+        let authorization = doc.authorization_endpoint.clone().ok_or_else(|| {
+            PortError::unavailable("the identity provider names no authorization endpoint")
+        })?;
+        Ok(BrowserEndpoints {
+            authorization,
+            token: doc.token_endpoint.clone(),
+            end_session: doc.end_session_endpoint.clone(),
+        })
     }
 
     async fn discovery(&self) -> PortResult<&Discovery> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::io::AsyncRead;
 
-use crate::domain::{Dispatch, Job, JobEvent, JobId, Observation, Outcome};
+use crate::domain::{Dispatch, Job, JobEvent, JobId, JobStatus, Observation, Outcome};
 use crate::error::PortResult;
 
 /// One page of a listing.
@@ -69,6 +69,32 @@ pub trait JobStore: Send + Sync {
 
     /// Jobs newest first; `owner = None` lists every owner's.
     async fn list(&self, owner: Option<&str>, page: Page) -> PortResult<JobPage>;
+
+    /// Like [`list`](Self::list), only jobs in `status` (all when `None`). Adapters answer
+    /// it with one query; this default, for doubles, reads every job.
+    async fn list_in_status(
+        &self,
+        owner: Option<&str>,
+        status: Option<JobStatus>,
+        page: Page,
+    ) -> PortResult<JobPage> {
+        let Some(status) = status else {
+            return self.list(owner, page).await;
+        };
+        let everything = Page {
+            offset: 0,
+            limit: u64::MAX,
+        };
+        let mut found = self.list(owner, everything).await?.jobs;
+        found.retain(|j| j.status == status);
+        let total = found.len() as u64;
+        let jobs = found
+            .into_iter()
+            .skip(page.offset.min(usize::MAX as u64) as usize)
+            .take(page.limit.min(usize::MAX as u64) as usize)
+            .collect();
+        Ok(JobPage { jobs, total })
+    }
 
     /// `queued → running` for `attempt`, taking a lease for `worker` until `now + lease`.
     /// `None` if the job is not queued at that attempt (taken, cancelled, stale message).
@@ -148,6 +174,19 @@ pub trait ObservationStore: Send + Sync {
 
     /// The newest `limit` observations, newest first.
     async fn latest(&self, limit: u64) -> PortResult<Vec<Observation>>;
+
+    /// Observations for charts, oldest first: with `since` (milliseconds since the Unix
+    /// epoch) the first `limit` after it, so a chart can ask for what is new; without it
+    /// the newest `limit`. Adapters answer it with one query; this default serves doubles.
+    async fn history(&self, since: Option<i64>, limit: u64) -> PortResult<Vec<Observation>> {
+        let mut found = self
+            .latest(if since.is_some() { u64::MAX } else { limit })
+            .await?;
+        found.retain(|o| since.is_none_or(|t| o.timestamp > t));
+        found.reverse();
+        found.truncate(limit as usize);
+        Ok(found)
+    }
 }
 
 /// Hands jobs to workers.

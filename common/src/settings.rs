@@ -123,6 +123,8 @@ pub struct OidcSettings {
     pub admin_role: String,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// The realm's public client the web dashboard signs in with (authorization code + PKCE).
+    pub dashboard_client_id: String,
     /// Least time between two JWKS refreshes caused by unknown key ids.
     pub jwks_refresh_cooldown_secs: u64,
 }
@@ -136,6 +138,7 @@ impl Default for OidcSettings {
             audience: "jobq-frontend".into(),
             admin_role: "admin".into(),
             leeway_secs: 30,
+            dashboard_client_id: "jobq-dashboard".into(),
             jwks_refresh_cooldown_secs: 10,
         }
     }

@@ -224,6 +224,8 @@ pub struct ListQuery {
     pub limit: Option<u64>,
     /// With the admin role: every user's jobs instead of the caller's own.
     pub all: Option<bool>,
+    /// Only jobs in this status (`queued`, `running`, `finished`, `failed`, `cancelled`).
+    pub status: Option<String>,
 }
 
 /// Which jobs the original status route lists.
@@ -240,6 +242,9 @@ pub struct StatusQuery {
 pub struct LogsQuery {
     /// `stdout` or `stderr`: answer that log alone as `text/plain`.
     pub stream: Option<String>,
+    /// Follow the logs as they grow, as Server-Sent Events (`stdout`, `stderr`, then `end`
+    /// when the job has ended).
+    pub follow: Option<bool>,
 }
 
 /// A job's logs; while it runs, what was stored so far.

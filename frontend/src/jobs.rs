@@ -33,6 +33,7 @@ pub async fn submit(
     let spec = request.into_spec(&state.limits, state.allow_local_repos)?;
     let job = Job::new(caller.username.clone(), spec, OffsetDateTime::now_utc());
     state.jobs.insert(&job).await.or_api(STORE)?;
+    state.live.remember_owner(&job.id, &job.owner);
     let message = Dispatch {
         id: job.id.clone(),
         attempt: job.attempt,
@@ -70,12 +71,27 @@ pub async fn list(
     all: bool,
     page: Page,
 ) -> Result<JobPage, ApiError> {
+    list_in_status(state, caller, all, None, page).await
+}
+
+/// Like [`list`], only the jobs in `status` (all when `None`).
+pub async fn list_in_status(
+    state: &AppState,
+    caller: &Principal,
+    all: bool,
+    status: Option<JobStatus>,
+    page: Page,
+) -> Result<JobPage, ApiError> {
     let owner = if all && caller.has_role(&state.admin_role) {
         None
     } else {
         Some(caller.username.as_str())
     };
-    state.jobs.list(owner, page).await.or_api(STORE)
+    state
+        .jobs
+        .list_in_status(owner, status, page)
+        .await
+        .or_api(STORE)
 }
 
 /// Cancels a queued or running job; a job that already ended is answered as it is.

@@ -8,7 +8,9 @@
 //! Routes: the original design's (`/auth/{user}/{password}`, `/health/`, `/health/load`,
 //! `/api/addJob`, `/api/status[/{id}]`, `/api/results/{id}/{file...}`,
 //! `/api/deleteJob/{id}`), the resource routes under `/api/v1/jobs`, `POST /auth/token`,
-//! `GET /metrics` and `GET /api/openapi.json`. Every `/api` route needs a bearer token.
+//! `GET /metrics` and `GET /api/openapi.json`; the live views (`/api/v1/events`, followed
+//! logs, `/api/v1/observations`, see [`live`]) and the web dashboard at `/`. Every `/api`
+//! route needs a bearer token.
 //! The error policy is in [`error`].
 
 use std::future::Future;
@@ -39,6 +41,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod jobs;
+pub mod live;
 pub mod observability;
 pub mod openapi;
 pub mod routes;
@@ -47,7 +50,10 @@ pub mod wire;
 pub use error::ApiError;
 pub use observability::metrics_handle;
 
-use routes::{auth, health, legacy, ops, v1};
+use routes::{auth, dashboard, health, legacy, ops, streams, v1};
+
+pub use live::LiveEvents;
+pub use routes::dashboard::{Dashboard, SignIn};
 
 /// What every handler can reach: the ports, the limits and the policy settings.
 #[derive(Clone)]
@@ -66,6 +72,10 @@ pub struct AppState {
     /// Accept `file://` URLs and local hosts (tests, standalone).
     pub allow_local_repos: bool,
     pub metrics: PrometheusHandle,
+    /// Job events for the live views, fed by one source per process.
+    pub live: LiveEvents,
+    /// How the dashboard signs in, and the policy settings it shows.
+    pub dashboard: Dashboard,
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,6 +100,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{id}", get(v1::get).delete(v1::cancel))
         .route("/api/v1/jobs/{id}/logs", get(v1::logs))
         .route("/api/v1/jobs/{id}/results/{*file}", get(v1::results))
+        .route("/api/v1/events", get(streams::events))
+        .route("/api/v1/observations", get(streams::observations))
+        .route("/api/v1/fleet/policy", get(dashboard::policy))
+        .route("/api/v1/me", get(dashboard::me))
         .route("/api/openapi.json", get(ops::openapi))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -98,6 +112,11 @@ pub fn router(state: AppState) -> Router {
     let public = Router::new()
         .route("/auth/{user}/{password}", get(auth::login_path))
         .route("/auth/token", post(auth::login_form))
+        .route("/auth/config", get(dashboard::sign_in_config))
+        .route("/", get(dashboard::index))
+        .route("/index.html", get(dashboard::index))
+        .route("/favicon.svg", get(dashboard::favicon))
+        .route("/assets/{name}", get(dashboard::assets))
         .route("/health", get(health::health_alias))
         .route("/health/", get(health::health))
         .route("/health/load", get(health::load))
@@ -154,7 +173,24 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<AppState> {
         // Discovery is retried on first use; the API can start before the identity provider.
         tracing::warn!(error = %e, issuer = %settings.oidc.issuer, "identity provider not ready yet");
     }
+    let live = LiveEvents::new();
+    let feed = jobq_common::kafka::follow_job_events(
+        &kafka.brokers,
+        &kafka.events_topic,
+        std::time::Duration::from_secs(10),
+    )
+    .context("kafka consumer for live views")?;
+    live.spawn_feed(store.clone(), feed);
+    let dashboard = Dashboard {
+        sign_in: SignIn::Oidc {
+            client: oidc.clone(),
+            client_id: settings.oidc.dashboard_client_id.clone(),
+        },
+        policy: (&settings.observer).into(),
+    };
     Ok(AppState {
+        live,
+        dashboard,
         jobs: store.clone(),
         dispatch: Arc::new(KafkaDispatch::new(producer.clone(), &kafka.jobs_topic)),
         events: Arc::new(KafkaEventBus::new(
@@ -183,11 +219,16 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let state = connect(&settings).await?;
     let addr = listener.local_addr().context("listener address")?;
+    let live = state.live.clone();
     let app = router(state);
     tracing::info!(%addr, "listening");
     println!("jobq-frontend listening on http://{addr}");
     axum::serve(wire::JsonErrorListener(listener), app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Live streams never end by themselves; the graceful shutdown waits for them.
+            live.close();
+        })
         .await
         .context("serving http")?;
     tracing::info!("stopped");

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{auth, health, legacy, ops, v1};
+use crate::routes::{auth, dashboard, health, legacy, ops, streams, v1};
 
 /// The whole API.
 #[derive(OpenApi)]
@@ -29,15 +29,22 @@ use crate::routes::{auth, health, legacy, ops, v1};
         v1::cancel,
         v1::logs,
         v1::results,
+        streams::events,
+        streams::observations,
+        dashboard::sign_in_config,
+        dashboard::me,
+        dashboard::policy,
         ops::metrics,
         ops::openapi,
     ),
+    components(schemas(streams::StreamStart, streams::LogChunk, streams::LogEnd)),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "login"),
         (name = "health", description = "liveness and load"),
         (name = "jobs (original)", description = "the original design's routes, unchanged"),
         (name = "jobs", description = "resource routes"),
+        (name = "live", description = "Server-Sent Events of job transitions, observations and the fleet policy, for dashboards"),
         (name = "operations", description = "metrics and this document"),
     )
 )]

@@ -326,6 +326,7 @@ struct Harness {
     queue: Arc<FakeQueue>,
     bus: Arc<FakeBus>,
     artifacts: Arc<MemoryArtifacts>,
+    live: jobq_frontend::LiveEvents,
 }
 
 struct Answer {
@@ -390,8 +391,11 @@ fn harness() -> Harness {
         admin_role: "admin".into(),
         allow_local_repos: false,
         metrics: metrics_handle(),
+        live: jobq_frontend::LiveEvents::new(),
+        dashboard: jobq_frontend::Dashboard::form(&Default::default()),
     };
     Harness {
+        live: state.live.clone(),
         app: router(state),
         store,
         queue,
@@ -1234,6 +1238,326 @@ async fn logs_answer_what_exists_so_far() {
         .assert_error(StatusCode::BAD_REQUEST);
 }
 
+// ---- live views ----------------------------------------------------------------------
+
+/// Reads Server-Sent Events from `uri` until `count` events (comments aside) arrived or
+/// `within` passed; answers the status and the events as (event, id, data).
+async fn read_events(
+    h: &Harness,
+    uri: &str,
+    token: &str,
+    last_event_id: Option<&str>,
+    count: usize,
+    within: Duration,
+) -> (StatusCode, Vec<(String, Option<String>, Value)>) {
+    use futures::StreamExt;
+    let mut req = Request::get(uri).header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    let response = h
+        .app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    if !status.is_success() {
+        return (status, Vec::new());
+    }
+    assert!(
+        response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = response.into_body().into_data_stream();
+    let mut text = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while events.len() < count {
+        let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, body.next()).await else {
+            break;
+        };
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            let (mut name, mut id, mut data) = ("message".to_string(), None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if !data.is_empty() {
+                events.push((name, id, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    (status, events)
+}
+
+fn transition(job: &Job, from: Option<JobStatus>, to: JobStatus) -> JobEvent {
+    JobEvent {
+        job_id: job.id.clone(),
+        attempt: 1,
+        from,
+        to,
+        at: OffsetDateTime::now_utc(),
+        worker: None,
+        elapsed_ms: None,
+        waited_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn the_event_stream_carries_the_callers_transitions_and_an_admin_sees_all() {
+    let h = harness();
+    let mine = h.seed("alice", JobStatus::Queued, &[]);
+    let theirs = h.seed("bob", JobStatus::Queued, &[]);
+    let live = h.live.clone();
+    let (m, t) = (mine.clone(), theirs.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        live.publish(Some("bob".into()), transition(&t, None, JobStatus::Queued));
+        live.publish(
+            Some("alice".into()),
+            transition(&m, None, JobStatus::Queued),
+        );
+        live.publish(
+            Some("alice".into()),
+            transition(&m, Some(JobStatus::Queued), JobStatus::Running),
+        );
+    });
+    let within = Duration::from_secs(3);
+    let (alice, admin) = tokio::join!(
+        read_events(&h, "/api/v1/events", ALICE, None, 3, within),
+        read_events(&h, "/api/v1/events", ADMIN, None, 4, within),
+    );
+    assert_eq!(alice.0, StatusCode::OK);
+    let names: Vec<_> = alice.1.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["ready", "job", "job"]);
+    assert_eq!(alice.1[1].2["jobId"], mine.id.as_str());
+    assert_eq!(alice.1[1].2["from"], Value::Null);
+    assert_eq!(alice.1[1].2["to"], "queued");
+    assert_eq!(alice.1[2].2["from"], "queued");
+    assert_eq!(alice.1[2].2["to"], "running");
+    assert_eq!(alice.1[2].2["attempt"], 1);
+    assert!(alice.1[2].2["at"].as_str().unwrap().contains('T'));
+    assert!(alice.1.iter().all(|e| e.2["jobId"] != theirs.id.as_str()));
+    let admin_jobs: Vec<_> = admin.1.iter().filter(|e| e.0 == "job").collect();
+    assert_eq!(admin_jobs.len(), 3);
+    assert_eq!(admin_jobs[0].2["owner"], "bob");
+}
+
+#[tokio::test]
+async fn the_event_stream_resumes_after_the_last_event_id_or_says_reset() {
+    let h = harness();
+    let job = h.seed("alice", JobStatus::Queued, &[]);
+    let live = h.live.clone();
+    let j = job.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        live.publish(
+            Some("alice".into()),
+            transition(&j, None, JobStatus::Queued),
+        );
+    });
+    let (_, first) =
+        read_events(&h, "/api/v1/events", ALICE, None, 2, Duration::from_secs(3)).await;
+    let id = first[1].1.clone().expect("job events carry an id");
+    // Missed while disconnected:
+    h.live.publish(
+        Some("alice".into()),
+        transition(&job, Some(JobStatus::Queued), JobStatus::Running),
+    );
+    h.live.publish(
+        Some("alice".into()),
+        transition(&job, Some(JobStatus::Running), JobStatus::Finished),
+    );
+    let (_, resumed) = read_events(
+        &h,
+        "/api/v1/events",
+        ALICE,
+        Some(&id),
+        3,
+        Duration::from_secs(3),
+    )
+    .await;
+    let tos: Vec<_> = resumed
+        .iter()
+        .map(|e| (e.0.clone(), e.2["to"].clone()))
+        .collect();
+    assert_eq!(resumed[0].2["resume"], "resumed");
+    assert_eq!(
+        tos[1..],
+        [
+            ("job".to_string(), json!("running")),
+            ("job".to_string(), json!("finished"))
+        ]
+    );
+    let (_, stale) = read_events(
+        &h,
+        "/api/v1/events",
+        ALICE,
+        Some("another-process-7"),
+        1,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(stale[0].0, "reset");
+}
+
+#[tokio::test]
+async fn a_followed_log_sends_stdout_and_stderr_then_ends_with_the_job() {
+    let h = harness();
+    let job = h.seed("alice", JobStatus::Running, &[]);
+    let uri = format!("/api/v1/jobs/{}/logs?follow=true", job.id);
+    h.artifacts
+        .objects
+        .lock()
+        .unwrap()
+        .insert(artifact_keys::stdout(&job.id), b"tick 1\n".to_vec());
+    let (store, artifacts, id) = (h.store.clone(), h.artifacts.clone(), job.id.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let mut objects = artifacts.objects.lock().unwrap();
+        objects.insert(artifact_keys::stdout(&id), b"tick 1\ntick 2\n".to_vec());
+        objects.insert(artifact_keys::stderr(&id), "warn é\n".as_bytes().to_vec());
+        drop(objects);
+        let mut jobs = store.jobs.lock().unwrap();
+        let job = jobs.iter_mut().find(|j| j.id == id).unwrap();
+        job.status = JobStatus::Finished;
+        job.exit_code = Some(0);
+    });
+    let (status, events) = read_events(&h, &uri, ALICE, None, 10, Duration::from_secs(5)).await;
+    assert_eq!(status, StatusCode::OK);
+    let stdout: String = events
+        .iter()
+        .filter(|e| e.0 == "stdout")
+        .map(|e| e.2["text"].as_str().unwrap())
+        .collect();
+    let stderr: String = events
+        .iter()
+        .filter(|e| e.0 == "stderr")
+        .map(|e| e.2["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(stdout, "tick 1\ntick 2\n");
+    assert_eq!(stderr, "warn é\n");
+    let end = events.last().unwrap();
+    assert_eq!(end.0, "end");
+    assert_eq!(end.2, json!({"status": "finished", "exitCode": 0}));
+}
+
+#[tokio::test]
+async fn another_users_followed_log_is_404() {
+    let h = harness();
+    let job = h.seed("bob", JobStatus::Running, &[]);
+    let uri = format!("/api/v1/jobs/{}/logs?follow=true", job.id);
+    h.get(&uri, Some(ALICE))
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    let (status, _) = read_events(
+        &h,
+        "/api/v1/events",
+        "forged",
+        None,
+        1,
+        Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn observations_answer_oldest_first_since_a_time_and_limited() {
+    let h = harness();
+    for ts in [1000, 2000, 3000, 4000] {
+        h.store.observations.lock().unwrap().push(Observation {
+            timestamp: ts,
+            queue_depth: ts as u64 / 1000,
+            ..Default::default()
+        });
+    }
+    let times = |a: Answer| -> Vec<i64> {
+        a.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["timestamp"].as_i64().unwrap())
+            .collect()
+    };
+    let a = h.get("/api/v1/observations", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(times(a), [1000, 2000, 3000, 4000]);
+    let a = h.get("/api/v1/observations?limit=2", Some(ALICE)).await;
+    assert_eq!(times(a), [3000, 4000]);
+    let a = h
+        .get("/api/v1/observations?since=1000&limit=2", Some(ALICE))
+        .await;
+    assert_eq!(times(a), [2000, 3000]);
+    h.get("/api/v1/observations?since=soon", Some(ALICE))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST);
+    h.get("/api/v1/observations", None)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn jobs_can_be_listed_by_status() {
+    let h = harness();
+    h.seed("alice", JobStatus::Finished, &[]);
+    let running = h.seed("alice", JobStatus::Running, &[]);
+    h.seed("bob", JobStatus::Running, &[]);
+    let a = h.get("/api/v1/jobs?status=running", Some(ALICE)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let body = a.json();
+    assert_eq!(body["total"], 1);
+    assert_eq!(body["jobs"][0]["id"], running.id.as_str());
+    h.get("/api/v1/jobs?status=done", Some(ALICE))
+        .await
+        .assert_error(StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_at_the_root_with_its_assets() {
+    let h = harness();
+    let page = h.get("/", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.header(header::CONTENT_TYPE).starts_with("text/html"));
+    assert!(page.text().contains("/assets/app.js"));
+    assert!(
+        page.header(header::CONTENT_SECURITY_POLICY)
+            .contains("default-src 'self'")
+    );
+    let js = h.get("/assets/app.js", None).await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert!(
+        js.header(header::CONTENT_TYPE)
+            .starts_with("text/javascript")
+    );
+    let etag = js.header(header::ETAG).to_string();
+    let req = Request::get("/assets/app.js")
+        .header(header::IF_NONE_MATCH, &etag)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::NOT_MODIFIED);
+    h.get("/assets/../Cargo.toml", None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    h.get("/assets/secret.js", None)
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+    let config = h.get("/auth/config", None).await;
+    assert_eq!(config.json()["method"], "form");
+    let me = h.get("/api/v1/me", Some(ADMIN)).await;
+    assert_eq!(me.json()["admin"], true);
+}
+
 // ---- operations ----------------------------------------------------------------------
 
 #[tokio::test]
@@ -1322,6 +1646,11 @@ fn openapi_lists_every_route() {
         ("DELETE", "/api/v1/jobs/{id}"),
         ("GET", "/api/v1/jobs/{id}/logs"),
         ("GET", "/api/v1/jobs/{id}/results/{file}"),
+        ("GET", "/api/v1/events"),
+        ("GET", "/api/v1/observations"),
+        ("GET", "/api/v1/fleet/policy"),
+        ("GET", "/api/v1/me"),
+        ("GET", "/auth/config"),
         ("GET", "/metrics"),
         ("GET", "/api/openapi.json"),
     ]
@@ -1334,6 +1663,8 @@ fn openapi_lists_every_route() {
 #[tokio::test]
 async fn every_documented_route_is_served() {
     let h = harness();
+    // Live streams end at once when closed, so their answers can be read whole.
+    h.live.close();
     let job = h.seed("alice", JobStatus::Finished, &["a/b/c.txt"]);
     h.put_output(&job, "a/b/c.txt", b"x");
     for (method, path) in documented_routes() {

@@ -184,3 +184,77 @@ async fn lag_counts_uncommitted_messages_of_a_group() {
     );
     admin.delete_topics(&[&topic]).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_live_follower_sees_events_from_now_on_and_on_partitions_added_later() {
+    use jobq_common::domain::{JobEvent, JobId, JobStatus};
+    use jobq_common::kafka::follow_job_events;
+    let Some((brokers, admin, producer, topic)) = setup(2).await else {
+        return;
+    };
+    let event = |to: JobStatus| JobEvent {
+        job_id: JobId::new(),
+        attempt: 1,
+        from: None,
+        to,
+        at: time::OffsetDateTime::now_utc(),
+        worker: None,
+        elapsed_ms: None,
+        waited_ms: None,
+    };
+    let send = |e: &JobEvent| {
+        let payload = serde_json::to_vec(e).unwrap();
+        let (producer, topic, key) = (producer.clone(), topic.clone(), e.job_id.to_string());
+        async move { producer.send(&topic, &key, &payload).await.unwrap() }
+    };
+    let before = event(JobStatus::Queued);
+    send(&before).await;
+    let mut feed = follow_job_events(&brokers, &topic, Duration::from_millis(500)).unwrap();
+    // The follower starts at the end: wait until it has assigned itself the partitions.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut sent = Vec::new();
+    for _ in 0..6 {
+        let e = event(JobStatus::Running);
+        send(&e).await;
+        sent.push(e.job_id);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < sent.len() {
+        let e = tokio::time::timeout(Duration::from_secs(10), feed.recv())
+            .await
+            .expect("the follower delivers events within 10 s")
+            .expect("the follower is running");
+        assert_ne!(e.job_id, before.job_id, "an event from before it started");
+        seen.push(e.job_id);
+    }
+    seen.sort();
+    sent.sort();
+    assert_eq!(seen, sent);
+    // A partition added later is followed from its beginning.
+    admin.grow_partitions(&topic, 4).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A new producer sees the four partitions at once (the first refreshes its metadata late).
+    let producer = KafkaProducer::new(&brokers).unwrap();
+    let mut later = std::collections::BTreeSet::new();
+    for _ in 0..16 {
+        let e = event(JobStatus::Finished);
+        let (partition, _) = producer
+            .send(&topic, e.job_id.as_str(), &serde_json::to_vec(&e).unwrap())
+            .await
+            .unwrap();
+        later.insert((partition, e.job_id));
+    }
+    assert!(
+        later.iter().any(|(p, _)| *p >= 2),
+        "no event went to a new partition"
+    );
+    let mut got = 0;
+    while got < later.len() {
+        tokio::time::timeout(Duration::from_secs(15), feed.recv())
+            .await
+            .expect("events on every partition arrive")
+            .unwrap();
+        got += 1;
+    }
+    admin.delete_topics(&[&topic]).await.unwrap();
+}

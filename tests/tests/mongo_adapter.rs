@@ -365,6 +365,77 @@ async fn listing_is_per_owner_newest_first_and_paged() {
 }
 
 #[tokio::test]
+async fn listing_in_one_status_counts_and_pages_only_those() {
+    let Some(store) = store().await else { return };
+    let now = OffsetDateTime::now_utc();
+    let mut running = Vec::new();
+    for i in 0..3 {
+        let j = job("alice");
+        store.insert(&j).await.unwrap();
+        if i < 2 {
+            store
+                .claim(&j.id, 1, "w", LEASE, now)
+                .await
+                .unwrap()
+                .unwrap();
+            running.push(j.id);
+        }
+    }
+    store.insert(&job("bob")).await.unwrap();
+    let page = Page {
+        offset: 0,
+        limit: 10,
+    };
+    let found = store
+        .list_in_status(Some("alice"), Some(JobStatus::Running), page)
+        .await
+        .unwrap();
+    assert_eq!(found.total, 2);
+    assert!(found.jobs.iter().all(|j| j.status == JobStatus::Running));
+    let queued = store
+        .list_in_status(None, Some(JobStatus::Queued), page)
+        .await
+        .unwrap();
+    assert_eq!(queued.total, 2, "alice's third job and bob's");
+    let all = store
+        .list_in_status(Some("alice"), None, page)
+        .await
+        .unwrap();
+    assert_eq!(all.total, 3);
+    store.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn observation_history_is_oldest_first_after_since_and_limited() {
+    use jobq_common::domain::Observation;
+    use jobq_common::ports::ObservationStore;
+    let Some(store) = store().await else { return };
+    for ts in [4000, 1000, 3000, 2000] {
+        store
+            .record(&Observation {
+                timestamp: ts,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let times = |found: Vec<Observation>| found.iter().map(|o| o.timestamp).collect::<Vec<_>>();
+    assert_eq!(
+        times(store.history(None, 3).await.unwrap()),
+        [2000, 3000, 4000]
+    );
+    assert_eq!(
+        times(store.history(Some(1000), 2).await.unwrap()),
+        [2000, 3000]
+    );
+    assert_eq!(
+        times(store.history(Some(4000), 10).await.unwrap()),
+        Vec::<i64>::new()
+    );
+    store.drop_database().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_queued_job_whose_dispatch_went_stale_is_redispatched_once() {
     let Some(store) = store().await else { return };
     let now = OffsetDateTime::now_utc();

@@ -308,12 +308,32 @@ impl JobStore for SqliteStore {
     }
 
     async fn list(&self, owner: Option<&str>, page: Page) -> PortResult<JobPage> {
+        self.list_in_status(owner, None, page).await
+    }
+
+    async fn list_in_status(
+        &self,
+        owner: Option<&str>,
+        status: Option<JobStatus>,
+        page: Page,
+    ) -> PortResult<JobPage> {
         let owner = owner.map(str::to_string);
         self.with(
             move |c| {
-                let (filter, args): (&str, Vec<rusqlite::types::Value>) = match &owner {
-                    Some(o) => ("WHERE owner = ?1", vec![o.clone().into()]),
-                    None => ("", vec![]),
+                let mut conditions = Vec::new();
+                let mut args: Vec<rusqlite::types::Value> = Vec::new();
+                if let Some(o) = &owner {
+                    args.push(o.clone().into());
+                    conditions.push(format!("owner = ?{}", args.len()));
+                }
+                if let Some(status) = status {
+                    args.push(status.as_str().to_string().into());
+                    conditions.push(format!("status = ?{}", args.len()));
+                }
+                let filter = if conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!("WHERE {}", conditions.join(" AND "))
                 };
                 let total: i64 = c.query_row(
                     &format!("SELECT COUNT(*) FROM jobs {filter}"),
@@ -540,5 +560,115 @@ impl ObservationStore for SqliteStore {
                     .map_err(|e| PortError::with_source(ErrorKind::Internal, "decode", e))
             })
             .collect()
+    }
+
+    async fn history(&self, since: Option<i64>, limit: u64) -> PortResult<Vec<Observation>> {
+        let Some(since) = since else {
+            let mut newest = self.latest(limit).await?;
+            newest.reverse();
+            return Ok(newest);
+        };
+        let limit = limit.min(i64::MAX as u64) as i64;
+        let bodies: Vec<String> = self
+            .with(
+                move |c| {
+                    let mut stmt = c.prepare(
+                        "SELECT body FROM observations WHERE timestamp > ?1 ORDER BY timestamp ASC LIMIT ?2",
+                    )?;
+                    stmt.query_map(params![since, limit], |r| r.get(0))?.collect()
+                },
+                "read observations",
+            )
+            .await?;
+        bodies
+            .iter()
+            .map(|b| {
+                serde_json::from_str(b)
+                    .map_err(|e| PortError::with_source(ErrorKind::Internal, "decode", e))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobSpec;
+
+    fn store() -> (SqliteStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("jobq-sqlite-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        (SqliteStore::open(&dir.join("db.sqlite3")).unwrap(), dir)
+    }
+
+    fn job(owner: &str) -> Job {
+        let spec = JobSpec {
+            url: "https://example.com/r.git".into(),
+            args: String::new(),
+            config: String::new(),
+        };
+        Job::new(owner, spec, OffsetDateTime::now_utc())
+    }
+
+    #[tokio::test]
+    async fn listing_in_one_status_counts_and_pages_only_those() {
+        let (store, dir) = store();
+        let now = OffsetDateTime::now_utc();
+        for i in 0..3 {
+            let j = job("alice");
+            store.insert(&j).await.unwrap();
+            if i < 2 {
+                let lease = Duration::from_secs(30);
+                store
+                    .claim(&j.id, 1, "w", lease, now)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        store.insert(&job("bob")).await.unwrap();
+        let page = Page {
+            offset: 0,
+            limit: 1,
+        };
+        let running = store
+            .list_in_status(Some("alice"), Some(JobStatus::Running), page)
+            .await
+            .unwrap();
+        assert_eq!((running.total, running.jobs.len()), (2, 1));
+        assert_eq!(running.jobs[0].status, JobStatus::Running);
+        let queued = store
+            .list_in_status(None, Some(JobStatus::Queued), Page::default())
+            .await
+            .unwrap();
+        assert_eq!(queued.total, 2);
+        let all = store
+            .list_in_status(Some("alice"), None, Page::default())
+            .await;
+        assert_eq!(all.unwrap().total, 3);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn observation_history_is_oldest_first_after_since_and_limited() {
+        let (store, dir) = store();
+        for ts in [4000, 1000, 3000, 2000] {
+            let o = Observation {
+                timestamp: ts,
+                ..Default::default()
+            };
+            store.record(&o).await.unwrap();
+        }
+        let times = |found: Vec<Observation>| found.iter().map(|o| o.timestamp).collect::<Vec<_>>();
+        assert_eq!(
+            times(store.history(None, 3).await.unwrap()),
+            [2000, 3000, 4000]
+        );
+        assert_eq!(
+            times(store.history(Some(1000), 2).await.unwrap()),
+            [2000, 3000]
+        );
+        assert!(store.history(Some(4000), 9).await.unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

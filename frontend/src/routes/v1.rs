@@ -49,7 +49,7 @@ pub async fn create(
         .into_response())
 }
 
-/// The caller's jobs, newest first, one page at a time.
+/// The caller's jobs, newest first, one page at a time; `status` keeps one status only.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs",
@@ -71,7 +71,14 @@ pub async fn list(
         offset: query.offset.unwrap_or(0),
         limit: query.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
     };
-    let found = jobs::list(&state, &caller, query.all.unwrap_or(false), page).await?;
+    let status = query
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(ApiError::BadRequest))
+        .transpose()?;
+    let found =
+        jobs::list_in_status(&state, &caller, query.all.unwrap_or(false), status, page).await?;
     Ok(Json(JobList {
         jobs: found.jobs.iter().map(JobView::from).collect(),
         total: found.total,
@@ -125,7 +132,9 @@ pub async fn cancel(
 }
 
 /// The job's stdout and stderr as stored so far (empty before the worker uploads them);
-/// with `?stream=stdout|stderr`, that one log alone as plain text.
+/// with `?stream=stdout|stderr`, that one log alone as plain text; with `?follow=true`,
+/// Server-Sent Events as the logs grow: `stdout` and `stderr` (data `{"text"}`), then
+/// `end` (data `{"status", "exitCode"}`) once the job has ended and both logs were sent.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs/{id}/logs",
@@ -135,6 +144,7 @@ pub async fn cancel(
     responses(
         (status = 200, body = Logs),
         (status = 200, description = "with `stream`: the log as text", content_type = "text/plain"),
+        (status = 200, description = "with `follow=true`: `stdout`/`stderr` events (data `LogChunk`), then `end` (data `LogEnd`)", content_type = "text/event-stream"),
         (status = 400, description = "unknown stream", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "no such job, or not the caller's", body = ErrorBody),
@@ -155,6 +165,9 @@ pub async fn logs(
         })
         .transpose()?;
     let job = jobs::find(&state, &caller, &id).await?;
+    if query.follow.unwrap_or(false) {
+        return Ok(crate::routes::streams::follow_logs(state, job));
+    }
     if let Some(stream) = stream {
         let text = jobs::read_log(&state, &job, stream).await?;
         return Ok((
