@@ -220,7 +220,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     };
     let reaper_task = {
         let shutdown = shutdown.clone();
-        let every = Duration::from_millis((settings.worker.lease_secs * 1000 / 3).max(500));
+        let every = jobq_common::settings::sweep_interval(&settings.worker);
         tokio::spawn(async move { reaper.run(every, shutdown).await })
     };
 

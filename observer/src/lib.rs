@@ -150,7 +150,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         redispatch_after: Duration::from_secs(settings.worker.redispatch_after_secs),
     };
     // Sweep several times per lease so a lost worker's job waits at most about one lease.
-    let every = Duration::from_millis((settings.worker.lease_secs * 1000 / 3).max(500));
+    let every = jobq_common::settings::sweep_interval(&settings.worker);
     let reaping = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { reaper.run(every, shutdown).await }
