@@ -376,6 +376,13 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # Tests join and leave groups all the time; do not wait for more members.
 group.initial.rebalance.delay.ms=0
+# KIP-848 consumer groups (jobq's workers): a member silent for 6 s is gone, so a killed
+# worker's partitions move to the others before its lease (10 s) runs out; the defaults
+# (45 s session, 5 s heartbeat) would hold them four times as long.
+group.consumer.session.timeout.ms=6000
+group.consumer.min.session.timeout.ms=3000
+group.consumer.heartbeat.interval.ms=1000
+group.consumer.min.heartbeat.interval.ms=500
 EOF
   cat >"$dir/log4j2.properties" <<'EOF'
 status = warn

@@ -45,6 +45,19 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     pub worker_group: String,
     pub observer_group: String,
+    /// Consumer-group rebalance protocol: `consumer` (KIP-848, Kafka 4.0+) or `classic`.
+    pub group_protocol: GroupProtocol,
+}
+
+/// Kafka's consumer-group rebalance protocols.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// KIP-848: the broker assigns partitions member by member, no group-wide barrier.
+    #[default]
+    Consumer,
+    /// JoinGroup/SyncGroup with cooperative-sticky assignment (brokers before 4.0).
+    Classic,
 }
 
 impl Default for KafkaSettings {
@@ -58,6 +71,7 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             worker_group: "jobq-workers".into(),
             observer_group: "jobq-observer".into(),
+            group_protocol: GroupProtocol::Consumer,
         }
     }
 }
@@ -202,8 +216,8 @@ impl Default for WorkerSettings {
             slots: 0,
             work_dir: PathBuf::new(),
             job_timeout_secs: 30 * 60,
-            lease_secs: 10,
-            renew_interval_ms: 2000,
+            lease_secs: 8,
+            renew_interval_ms: 1000,
             max_attempts: 3,
             allow_local_repos: false,
             max_log_bytes: 16 * 1024 * 1024,
@@ -532,7 +546,7 @@ mod tests {
             lease_secs: secs,
             ..WorkerSettings::default()
         };
-        assert_eq!(sweep_interval(&lease(10)).as_millis(), 2000);
+        assert_eq!(sweep_interval(&lease(8)).as_millis(), 1600);
         assert_eq!(sweep_interval(&lease(5)).as_millis(), 1000);
         assert_eq!(sweep_interval(&lease(1)).as_millis(), 500);
         assert_eq!(sweep_interval(&lease(600)).as_millis(), 2000);

@@ -205,6 +205,7 @@ async fn observe(
         &GroupConsumerOptions {
             brokers: &kafka.brokers,
             group: &kafka.observer_group,
+            protocol: kafka.group_protocol,
             instance_id: None,
             from_beginning: true,
         },

@@ -173,6 +173,7 @@ pub async fn run(
         &GroupConsumerOptions {
             brokers: &settings.kafka.brokers,
             group: &settings.kafka.worker_group,
+            protocol: settings.kafka.group_protocol,
             instance_id: settings.worker.instance_id.as_deref(),
             from_beginning: true,
         },

@@ -28,6 +28,9 @@ pub struct Ports {
     pub dispatch: Arc<dyn DispatchQueue>,
 }
 
+/// Least time between two uploads of a running job's logs.
+const LOG_UPLOAD_EVERY: Duration = Duration::from_secs(2);
+
 /// What storing a run's files came to.
 #[derive(Debug)]
 enum Finished {
@@ -275,6 +278,8 @@ impl JobRunner {
         let every = Duration::from_millis(self.settings.renew_interval_ms);
         let mut last_ok = Instant::now();
         let mut uploaded_sizes = (0u64, 0u64);
+        // Logs go up at most every 2 s, however often the lease is renewed.
+        let mut uploaded_at = Instant::now();
         loop {
             tokio::time::sleep(every).await;
             // A renewal that hangs counts as failed after one interval, so the next check
@@ -301,9 +306,10 @@ impl JobRunner {
                     let size =
                         |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
                     let sizes = (size(dir.stdout()), size(dir.stderr()));
-                    if sizes != uploaded_sizes {
+                    if sizes != uploaded_sizes && uploaded_at.elapsed() >= LOG_UPLOAD_EVERY {
                         self.upload_logs(&job, &dir).await;
                         uploaded_sizes = sizes;
+                        uploaded_at = Instant::now();
                     }
                     continue;
                 }
