@@ -217,6 +217,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         events: bus.clone(),
         max_attempts: settings.worker.max_attempts,
         redispatch_after: Duration::from_secs(settings.worker.redispatch_after_secs),
+        undelivered: Default::default(),
     };
     let reaper_task = {
         let shutdown = shutdown.clone();
