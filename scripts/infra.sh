@@ -260,7 +260,11 @@ stop_server() {
   if group_alive "$pid"; then
     say "$name still running after ${STOP_GRACE}s: SIGKILL"
     kill -KILL -- "-$pid" 2>/dev/null || true
-    sleep 0.5
+    # A large JVM takes a moment to be reaped even after SIGKILL.
+    for ((i = 0; i < 50; i++)); do
+      group_alive "$pid" || break
+      sleep 0.1
+    done
   fi
   group_alive "$pid" && die "process group $pid of $name survived SIGKILL"
   rm -f "$(pid_file "$name")"
