@@ -6,6 +6,7 @@
 set -euo pipefail
 
 packages=(
+  bubblewrap    # the worker runs every job in a bubblewrap sandbox
   ca-certificates
   curl          # infra.sh: Keycloak health check; tests
   git           # the worker clones job repositories

@@ -16,6 +16,12 @@
 #   kumori      every kumori/*.cue file passes `cue fmt --check`, kmodule.cue
 #               evaluates and its artifacts exist, and every JOBQ_* key used by
 #               compose, Kubernetes and Kumori is documented in docs/deploy.md
+#   sandbox     every deployment grants the job sandbox exactly what it needs: the
+#               worker image installs bubblewrap; compose and Kubernetes keep
+#               no-new-privileges / no privilege escalation and drop every capability,
+#               relax only seccomp, AppArmor and /proc masking (each with a comment
+#               saying why), run the worker unprivileged and never privileged; Kumori
+#               passes JOBQ_WORKER__SANDBOX
 #   monitoring  the Prometheus config and the Grafana dashboard parse and the
 #               dashboard uses only jobq metric names
 #
@@ -78,6 +84,9 @@ self_test() {
     "k8s|deploy/k8s/observer.yaml|p=sys.argv[1]; s=open(p).read(); open(p,'w').write(s.replace('resources: [\"deployments/scale\"]','resources: [\"deployments\"]'))"
     "kumori|kumori/service/service_artifact.cue|p=sys.argv[1]; s=open(p).read(); open(p,'w').write(s.replace('connect: {','connect: {{',1))"
     "kumori|kumori/worker/component_artifact.cue|p=sys.argv[1]; s=open(p).read(); open(p,'w').write(s.replace('JOBQ_WORKER__LEASE_SECS: value:','JOBQ_WORKER__LEASE_SECZ: value:'))"
+    "sandbox|docker-compose.yml|p=sys.argv[1]; s=open(p).read(); open(p,'w').write(s.replace('      - systempaths=unconfined\n','',1))"
+    "sandbox|deploy/k8s/worker.yaml|p=sys.argv[1]; s=open(p).read(); open(p,'w').write(s.replace('procMount: Unmasked','procMount: Default',1))"
+    "sandbox|deploy/docker/worker.Dockerfile|p=sys.argv[1]; s=open(p).read(); open(p,'w').write(s.replace(' bubblewrap \\\\',' \\\\',1))"
     "monitoring|deploy/grafana/dashboards/jobq.json|p=sys.argv[1]; s=open(p).read(); open(p,'w').write(s.replace('jobq_queue_depth','jobq_queue_dept',1))"
   )
   local entry check file code baseline
@@ -519,6 +528,49 @@ def check_kumori():
     return problems
 
 
+def check_sandbox():
+    problems = []
+    df = open(path("deploy", "docker", "worker.Dockerfile")).read()
+    if not re.search(r"apt-get install[^\n]*\bbubblewrap\b", re.sub(r"\\\n", " ", df)):
+        problems.append("deploy/docker/worker.Dockerfile does not install bubblewrap")
+    raw = open(path("docker-compose.yml")).read()
+    worker = load_yaml(path("docker-compose.yml")).get("services", {}).get("worker", {})
+    opts = worker.get("security_opt", [])
+    for needed in ("no-new-privileges:true", "seccomp=unconfined", "apparmor=unconfined",
+                   "systempaths=unconfined"):
+        if needed not in opts:
+            problems.append(f"compose worker lacks security_opt {needed}")
+            continue
+        lines = raw.splitlines()
+        at = next(i for i, l in enumerate(lines) if l.strip() == f"- {needed}" and i > raw[:raw.find("  worker:")].count("\n"))
+        if not lines[at - 1].strip().startswith("#"):
+            problems.append(f"compose worker: security_opt {needed} has no comment saying why")
+    if worker.get("privileged") or worker.get("cap_add"):
+        problems.append("compose worker is privileged or adds capabilities; the sandbox needs neither")
+    for f in glob.glob(path("deploy", "k8s", "worker.yaml")):
+        docs = [d for d in yaml.safe_load_all(open(f)) if d and d.get("kind") == "Deployment"]
+        for d in docs:
+            pod = d["spec"]["template"]["spec"]
+            if pod.get("hostUsers") is not False:
+                problems.append("k8s worker: hostUsers is not false (needed for procMount: Unmasked)")
+            for c in pod.get("containers", []):
+                sc = c.get("securityContext", {})
+                if sc.get("privileged"):
+                    problems.append("k8s worker container is privileged")
+                if sc.get("allowPrivilegeEscalation") is not False:
+                    problems.append("k8s worker container allows privilege escalation")
+                if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+                    problems.append("k8s worker container keeps capabilities")
+                if sc.get("procMount") != "Unmasked":
+                    problems.append("k8s worker container: procMount is not Unmasked")
+                if sc.get("seccompProfile", {}).get("type") not in ("Unconfined", "Localhost"):
+                    problems.append("k8s worker container: seccomp profile refuses user namespaces")
+    cue = open(path("kumori", "worker", "component_artifact.cue")).read()
+    if "JOBQ_WORKER__SANDBOX: value:" not in cue:
+        problems.append("kumori worker does not pass JOBQ_WORKER__SANDBOX")
+    return problems
+
+
 def check_monitoring():
     problems = []
     prom = load_yaml(path("deploy", "prometheus", "prometheus.yml"))
@@ -553,6 +605,7 @@ CHECKS = [
     ("dockerfiles", "Dockerfiles build workspace binaries (cargo metadata)", check_dockerfiles),
     ("k8s", f"deploy/k8s against Kubernetes {os.environ['K8S_VERSION']} schemas (kubernetes-validate, strict)", check_k8s),
     ("kumori", "kumori/*.cue with cue fmt --check / cue export, configuration keys", check_kumori),
+    ("sandbox", "the worker's sandbox privileges in every deployment", check_sandbox),
     ("monitoring", "Prometheus config and Grafana dashboard", check_monitoring),
 ]
 

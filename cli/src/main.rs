@@ -54,8 +54,25 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Try the job sandbox of this host, or measure what it costs a job.
+    Sandbox {
+        #[command(subcommand)]
+        action: SandboxAction,
+    },
     #[command(flatten)]
     Client(client::ClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxAction {
+    /// Run `node --version` in a job sandbox built from the settings, as a worker does at start.
+    Check,
+    /// Start a job `--runs` times each way (directly, through the job shim, in the sandbox),
+    /// interleaved, and print the time to its first line of output.
+    Bench {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -126,10 +143,84 @@ async fn run() -> ExitCode {
             let shutdown = jobq_common::shutdown::on_signal();
             exit_with("observer", jobq_observer::run(settings, shutdown).await)
         }
+        Command::Sandbox { action } => exit_with("sandbox", sandbox(&settings, action).await),
         Command::Client(_) => {
             unreachable!("client commands are dispatched before the settings load")
         }
     }
+}
+
+async fn sandbox(settings: &Settings, action: SandboxAction) -> anyhow::Result<()> {
+    use jobq_worker::probe;
+    use jobq_worker::sandbox::Sandbox;
+    let work = tempfile::Builder::new().prefix("jobq-sandbox-").tempdir()?;
+    match action {
+        SandboxAction::Check => {
+            let sandbox = Sandbox::from_settings(&settings.worker)?;
+            probe::check(&sandbox, work.path()).await?;
+            println!("ok: a job runs in the sandbox ({})", sandbox.describe());
+        }
+        SandboxAction::Bench { runs } => {
+            let runs = runs.max(1);
+            let package = r#"{"name":"bench","version":"1.0.0","scripts":{"start":"node -e \"console.log('first line')\""}}"#;
+            let jobs: [(&str, Vec<std::ffi::OsString>, Option<&str>); 2] = [
+                (
+                    "node -e (a job's first line)",
+                    vec![
+                        "node".into(),
+                        "-e".into(),
+                        "console.log('first line')".into(),
+                    ],
+                    None,
+                ),
+                (
+                    "npm run start (its banner)",
+                    vec!["npm".into(), "run".into(), "start".into()],
+                    Some(package),
+                ),
+            ];
+            println!(
+                "sandbox cost per job: spawn to first line of stdout, {runs} runs each, interleaved; load average {}",
+                std::fs::read_to_string("/proc/loadavg")
+                    .unwrap_or_default()
+                    .trim()
+            );
+            println!(
+                "sandbox: {}",
+                Sandbox::from_settings(&settings.worker)?.describe()
+            );
+            for (name, command, package_json) in jobs {
+                let rows =
+                    probe::bench(&settings.worker, work.path(), runs, &command, package_json)
+                        .await?;
+                println!("\n{name}");
+                println!("  {:<32} {:>10} {:>10}", "started", "median ms", "p90 ms");
+                let median = |row: &probe::BenchRow, q: f64| {
+                    let mut v: Vec<f64> = row
+                        .first_line
+                        .iter()
+                        .map(|d| d.as_secs_f64() * 1000.0)
+                        .collect();
+                    v.sort_by(f64::total_cmp);
+                    v[((v.len() - 1) as f64 * q).round() as usize]
+                };
+                for row in &rows {
+                    println!(
+                        "  {:<32} {:>10.1} {:>10.1}",
+                        row.label,
+                        median(row, 0.5),
+                        median(row, 0.9)
+                    );
+                }
+                let (bare, sandboxed) = (median(&rows[0], 0.5), median(&rows[2], 0.5));
+                println!(
+                    "  sandbox adds {:.1} ms (median) to this job's start",
+                    sandboxed - bare
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn check(settings: &Settings) -> ExitCode {

@@ -187,12 +187,16 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     };
     let worker_id = format!("standalone-{}", std::process::id());
     let work_root = settings.worker.work_dir.join(&worker_id);
-    let runner = Arc::new(JobRunner::new(
-        worker_id,
-        ports.clone(),
-        settings.worker.clone(),
-        work_root.clone(),
-    ));
+    let runner = Arc::new(
+        JobRunner::new(
+            worker_id,
+            ports.clone(),
+            settings.worker.clone(),
+            work_root.clone(),
+        )
+        .await
+        .context("job sandbox")?,
+    );
     let mut pool = WorkerPool {
         runner,
         store: store.clone(),
@@ -239,8 +243,11 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     print_banner(addr, &data, options.workers, (min, max));
     let http = {
         let shutdown = shutdown.clone();
-        axum::serve(listener, jobq_frontend::router(state))
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        axum::serve(
+            jobq_frontend::wire::JsonErrorListener(listener),
+            jobq_frontend::router(state),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
     };
     let served = http.await.context("serving http");
     tracing::info!("stopping workers");

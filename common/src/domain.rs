@@ -174,15 +174,45 @@ impl FromStr for JobStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FailureReason {
-    CloneFailed { detail: String },
+    CloneFailed {
+        detail: String,
+    },
     NoPackageJson,
     NoStartScript,
-    ExitCode { code: i32 },
-    Killed { signal: i32 },
-    Timeout { limit_secs: u64 },
-    UploadFailed { detail: String },
-    WorkerLost { attempts: u32 },
-    Internal { detail: String },
+    ExitCode {
+        code: i32,
+    },
+    Killed {
+        signal: i32,
+    },
+    Timeout {
+        limit_secs: u64,
+    },
+    /// The job's processes together used more memory than `worker.memory_limit_mb`.
+    MemoryLimit {
+        limit_mb: u64,
+    },
+    /// The job tried to have more processes at once than `worker.max_processes`.
+    ProcessLimit {
+        limit: u64,
+    },
+    /// The job left more than `worker.max_output_mb` under `output/` (none of it is kept).
+    OutputLimit {
+        limit_mb: u64,
+    },
+    /// The job's folder grew past `worker.max_job_dir_mb`.
+    JobDirLimit {
+        limit_mb: u64,
+    },
+    UploadFailed {
+        detail: String,
+    },
+    WorkerLost {
+        attempts: u32,
+    },
+    Internal {
+        detail: String,
+    },
 }
 
 impl fmt::Display for FailureReason {
@@ -194,6 +224,16 @@ impl fmt::Display for FailureReason {
             FailureReason::ExitCode { code } => write!(f, "exit code {code}"),
             FailureReason::Killed { signal } => write!(f, "killed by signal {signal}"),
             FailureReason::Timeout { limit_secs } => write!(f, "timeout after {limit_secs} s"),
+            FailureReason::MemoryLimit { limit_mb } => {
+                write!(f, "memory limit of {limit_mb} MiB exceeded")
+            }
+            FailureReason::ProcessLimit { limit } => write!(f, "process limit of {limit} exceeded"),
+            FailureReason::OutputLimit { limit_mb } => {
+                write!(f, "output limit of {limit_mb} MiB exceeded")
+            }
+            FailureReason::JobDirLimit { limit_mb } => {
+                write!(f, "job folder limit of {limit_mb} MiB exceeded")
+            }
             FailureReason::UploadFailed { detail } => write!(f, "upload failed: {detail}"),
             FailureReason::WorkerLost { attempts } => {
                 write!(f, "worker lost after the last attempt ({attempts})")

@@ -56,6 +56,47 @@ pub fn check_repo_url(url: &str, allow_local: bool) -> Result<(), String> {
     }
 }
 
+/// A user name and password (or token) taken out of a repository URL; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UrlCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for UrlCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UrlCredentials([redacted])")
+    }
+}
+
+/// Splits an `http(s)://` or `git://` URL into the address without its user-info (what a
+/// clone may store on disk) and the credentials it carried (decoded), to be handed to git
+/// per request. Other URLs come back unchanged: an `ssh://` user is a login name, not a
+/// secret, and ssh authenticates with keys.
+pub fn split_credentials(url: &str) -> (String, Option<UrlCredentials>) {
+    let Ok(mut parsed) = Url::parse(url) else {
+        return (url.to_string(), None);
+    };
+    if !matches!(parsed.scheme(), "http" | "https" | "git")
+        || (parsed.username().is_empty() && parsed.password().is_none())
+    {
+        return (url.to_string(), None);
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let credentials = UrlCredentials {
+        user: decode(parsed.username()),
+        password: decode(parsed.password().unwrap_or("")),
+    };
+    // Both succeed for these schemes, which always have a host.
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    (parsed.to_string(), Some(credentials))
+}
+
 /// `Some(name)` when the URL uses git's `<transport>::<address>` syntax.
 fn transport_prefix(url: &str) -> Option<&str> {
     let (name, _) = url.split_once("::")?;
@@ -404,5 +445,29 @@ mod tests {
             let err = check_repo_url(url, false).unwrap_err();
             assert!(!err.contains("s3cret"), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn credentials_come_out_of_urls_decoded_and_the_rest_stays() {
+        let (clean, creds) = split_credentials("https://ada:t%40ken@example.com/o/r.git");
+        assert_eq!(clean, "https://example.com/o/r.git");
+        let creds = creds.unwrap();
+        assert_eq!(
+            (creds.user.as_str(), creds.password.as_str()),
+            ("ada", "t@ken")
+        );
+        assert!(!format!("{creds:?}").contains("t@ken"));
+        let (clean, creds) = split_credentials("https://example.com/o/r.git");
+        assert_eq!(
+            (clean.as_str(), creds),
+            ("https://example.com/o/r.git", None)
+        );
+        let (clean, creds) = split_credentials("ssh://git@example.com/o/r.git");
+        assert_eq!(
+            (clean.as_str(), creds),
+            ("ssh://git@example.com/o/r.git", None)
+        );
+        let (clean, creds) = split_credentials("git@example.com:o/r.git");
+        assert_eq!((clean.as_str(), creds), ("git@example.com:o/r.git", None));
     }
 }

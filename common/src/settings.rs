@@ -203,11 +203,55 @@ pub struct WorkerSettings {
     /// again (the message may have been lost in a crash); duplicates are harmless.
     pub redispatch_after_secs: u64,
     /// Folders jobs may write besides their own, joined with `:` (e.g. a shared scratch
-    /// volume); everything else is read-only to them where the kernel has Landlock.
+    /// volume): bound read-write into every sandbox at the same path.
     pub extra_writable_dirs: String,
+    /// `bubblewrap`: every job in its own sandbox (the worker refuses to start if it cannot
+    /// build one); `off`: jobs run as the worker's user, seeing its files (a warning at start
+    /// and on every job).
+    pub sandbox: SandboxMode,
+    /// `host`: jobs reach the network (start scripts run `npm install`); `none`: an empty
+    /// network namespace (only its own loopback).
+    pub job_network: JobNetwork,
+    /// Memory of all a job's processes together, MiB.
+    pub memory_limit_mb: u64,
+    /// Processes (and threads) a job may have at once.
+    pub max_processes: u64,
+    /// Bytes a job may leave under `output/`, in total, MiB; over it the job fails and
+    /// nothing of its output is uploaded.
+    pub max_output_mb: u64,
+    /// Size of a job's whole folder (checkout, dependencies, outputs), MiB.
+    pub max_job_dir_mb: u64,
+    /// Size of each of a job's private `/tmp`, `/var/tmp` and `/dev/shm`, MiB.
+    pub tmpfs_size_mb: u64,
+    /// First of the user ids jobs run as when the worker is root (one per running job);
+    /// for a non-root worker the id jobs see inside their user namespace.
+    pub job_uid: u32,
+    /// Read-only paths bound into every sandbox beside the toolchain, joined with `:` (e.g. a
+    /// Node.js installed outside `/usr`).
+    pub sandbox_ro_paths: String,
+    /// The bubblewrap executable.
+    pub bwrap: PathBuf,
     /// How long a finished run's logs and outputs are retried while the artifact store is
     /// unavailable; after that the job is handed back for another attempt.
     pub upload_retry_secs: u64,
+}
+
+/// Whether jobs run in a sandbox.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    #[default]
+    Bubblewrap,
+    Off,
+}
+
+/// The network a job sees.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JobNetwork {
+    #[default]
+    Host,
+    None,
 }
 
 impl Default for WorkerSettings {
@@ -225,6 +269,16 @@ impl Default for WorkerSettings {
             instance_id: None,
             redispatch_after_secs: 600,
             extra_writable_dirs: String::new(),
+            sandbox: SandboxMode::Bubblewrap,
+            job_network: JobNetwork::Host,
+            memory_limit_mb: 2048,
+            max_processes: 256,
+            max_output_mb: 1024,
+            max_job_dir_mb: 4096,
+            tmpfs_size_mb: 256,
+            job_uid: 10001,
+            sandbox_ro_paths: String::new(),
+            bwrap: PathBuf::from("bwrap"),
             upload_retry_secs: 60,
         }
     }
@@ -442,6 +496,20 @@ impl Settings {
         }
         if self.worker.max_attempts == 0 {
             return bad("worker.max_attempts", "must be at least 1");
+        }
+        for (key, value) in [
+            ("worker.memory_limit_mb", self.worker.memory_limit_mb),
+            ("worker.max_processes", self.worker.max_processes),
+            ("worker.max_output_mb", self.worker.max_output_mb),
+            ("worker.max_job_dir_mb", self.worker.max_job_dir_mb),
+            ("worker.tmpfs_size_mb", self.worker.tmpfs_size_mb),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if self.worker.job_uid == 0 {
+            return bad("worker.job_uid", "must not be 0 (root)");
         }
         if self.observer.min_workers > self.observer.max_workers {
             return bad(

@@ -5,7 +5,8 @@
 #   docker build -f deploy/docker/worker.Dockerfile -t jobq-worker .
 #
 # The runtime is the official Node.js image on Debian bookworm-slim, so jobs get
-# a current node and npm; git is added from Debian.
+# a current node and npm; git is added from Debian, and bubblewrap, the sandbox
+# every job runs in (the worker refuses to start without it).
 
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=node:22-bookworm-slim
@@ -27,16 +28,17 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl git tini libssl3 zlib1g libzstd1 \
+ && apt-get install -y --no-install-recommends ca-certificates curl git tini libssl3 zlib1g libzstd1 bubblewrap \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 jobq \
  && useradd --system --uid 10001 --gid jobq --home-dir /home/jobq --create-home --shell /usr/sbin/nologin jobq \
  && install -d -o jobq -g jobq -m 0750 /var/lib/jobq/work \
- && node --version && npm --version && git --version
+ && node --version && npm --version && git --version && bwrap --version
 COPY --from=builder /out/jobq-worker /usr/local/bin/jobq-worker
 USER 10001:10001
-# Jobs run as this user with HOME=/home/jobq (npm's cache lives there);
-# the worker gives each job its own directory under JOBQ_WORKER__WORK_DIR.
+# The worker runs as this user; each job runs in a bubblewrap sandbox of its own
+# (user, mount, PID, IPC, UTS namespaces) that sees only the toolchain and its
+# own directory under JOBQ_WORKER__WORK_DIR, mounted at /job (its HOME).
 ENV HOME=/home/jobq \
     JOBQ_WORKER__WORK_DIR=/var/lib/jobq/work \
     JOBQ_METRICS__LISTEN=0.0.0.0:9464 \

@@ -87,6 +87,13 @@ impl SubmitJob {
                 limits.max_args_bytes
             )));
         }
+        // A NUL cannot reach a process's argv or be told apart in a file name: refused here
+        // rather than failing the job later.
+        if args.contains('\0') {
+            return Err(ApiError::Unprocessable(
+                "args must not contain NUL bytes".into(),
+            ));
+        }
         shell_words::split(&args).map_err(|e| {
             ApiError::Unprocessable(format!("args cannot be split into words: {e}"))
         })?;
@@ -95,6 +102,11 @@ impl SubmitJob {
             Some(Value::String(config)) => config,
             Some(other) => other.to_string(),
         };
+        if config.contains('\0') {
+            return Err(ApiError::Unprocessable(
+                "config must not contain NUL bytes".into(),
+            ));
+        }
         if config.len() > limits.max_config_bytes {
             return Err(ApiError::TooLarge(format!(
                 "config is longer than {} bytes",

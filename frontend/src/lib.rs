@@ -42,6 +42,7 @@ pub mod jobs;
 pub mod observability;
 pub mod openapi;
 pub mod routes;
+pub mod wire;
 
 pub use error::ApiError;
 pub use observability::metrics_handle;
@@ -185,7 +186,7 @@ pub async fn serve(
     let app = router(state);
     tracing::info!(%addr, "listening");
     println!("jobq-frontend listening on http://{addr}");
-    axum::serve(listener, app)
+    axum::serve(wire::JsonErrorListener(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving http")?;

@@ -848,6 +848,32 @@ async fn hostile_urls_are_422_and_never_echo_credentials() {
 }
 
 #[tokio::test]
+async fn nul_bytes_in_args_or_config_are_422_and_nothing_is_stored() {
+    let h = harness();
+    for (field, body) in [
+        (
+            "args",
+            json!({"url": "https://github.com/x/y.git", "args": "a\0b"}),
+        ),
+        (
+            "args",
+            json!({"url": "https://github.com/x/y.git", "args": ["ok", "a\0"]}),
+        ),
+        (
+            "config",
+            json!({"url": "https://github.com/x/y.git", "config": "{\"a\": \"\0\"}"}),
+        ),
+    ] {
+        let err = h
+            .add_job(ALICE, body)
+            .await
+            .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(err.contains(field) && err.contains("NUL"), "{err}");
+    }
+    assert!(h.queue.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn args_with_unbalanced_quotes_are_422() {
     let h = harness();
     for args in ["\"open", "it's", "a 'b", "x=\"y"] {

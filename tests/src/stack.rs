@@ -3,6 +3,7 @@
 //! database and a bucket of its own, with job repositories served by a local `git daemon`.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,7 +87,7 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// `jobq frontend`, or the `jobq standalone` process.
     frontend: Child,
-    port: u16,
+    pub port: u16,
     pub workers: Vec<Child>,
     observer: Option<Child>,
     options: StackOptions,
@@ -105,6 +106,16 @@ fn log_file(dir: &Path, name: &str) -> Stdio {
 }
 
 impl Stack {
+    /// A file in the shared folder that every job may append to: jobs run as users of their
+    /// own, so one job's file would be read-only to the next.
+    pub fn shared_file(&self, name: &str) -> PathBuf {
+        let path = self.shared.join(name);
+        std::fs::write(&path, "").expect("shared file");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .expect("shared file mode");
+        path
+    }
+
     /// Starts a stack, or `None` when the real servers are not set up (see [`crate::infra_settings`]).
     pub async fn start(options: StackOptions) -> Option<Stack> {
         if options.backend == Backend::Services {
@@ -113,6 +124,12 @@ impl Stack {
         let id = unique_name("e2e");
         let dir = std::env::temp_dir().join(&id);
         std::fs::create_dir_all(dir.join("shared")).expect("stack dir");
+        // Sandboxed jobs run as users of their own: the shared folder is theirs too.
+        std::fs::set_permissions(
+            dir.join("shared"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .expect("shared folder mode");
         let port = free_port();
         let mut env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k.starts_with("JOBQ_"))
@@ -145,7 +162,7 @@ impl Stack {
                 ("JOBQ_FRONTEND__LISTEN", format!("127.0.0.1:{port}")),
                 ("JOBQ_OBSERVER__REFRESH_RATE_SECS", "1".into()),
                 // Test jobs record what they did (pids, runs) in the stack's folder, outside
-                // their own; everything else stays read-only to them.
+                // their own: it is bound into their sandboxes.
                 (
                     "JOBQ_WORKER__EXTRA_WRITABLE_DIRS",
                     dir.join("shared").to_string_lossy().into_owned(),
@@ -550,7 +567,10 @@ impl GitServer {
         let root = std::env::temp_dir().join(unique_name("jobq-git"));
         std::fs::create_dir_all(&root).expect("git root");
         let port = free_port();
+        // Its own process group: `git daemon` runs `git-daemon` as a child, which forks one
+        // more per connection; all of them go with the group when the server is dropped.
         let daemon = Command::new("git")
+            .process_group(0)
             .args([
                 "daemon",
                 "--export-all",
@@ -608,7 +628,8 @@ impl GitServer {
 
 impl Drop for GitServer {
     fn drop(&mut self) {
-        let _ = self.daemon.kill();
+        let group = nix::unistd::Pid::from_raw(self.daemon.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.daemon.wait();
         let _ = std::fs::remove_dir_all(&self.root);
     }

@@ -270,17 +270,22 @@ fs.writeFileSync('output/big.bin', b);
     assert!(body[..] == expected[..], "20 MB output changed on the way");
 }
 
-/// A job that starts a grandchild (`sleep`) and reports both pids in `output/pids` and,
-/// when the config names one, in a file outside (so the test can see it while it runs).
+/// A job that starts a child and a detached grandchild, both holding the job's first
+/// argument (a marker) in their command lines so the test can find them from outside the
+/// job's PID namespace, and writes `started` to the config's `pidfile` once they run.
 fn sleeper_repo(git: &GitServer, name: &str) -> String {
     let js = r#"
 const fs = require('fs');
 const { spawn } = require('child_process');
 const config = JSON.parse(fs.readFileSync('config.json', 'utf8') || '{}');
-const child = spawn('sleep', ['300'], { stdio: 'ignore' });
-const line = `${process.pid} ${child.pid}\n`;
-if (config.pidfile) fs.writeFileSync(config.pidfile, line);
+const hold = ['-e', 'setTimeout(() => {}, 300000)', process.argv[2] || 'no-marker'];
+const child = spawn(process.execPath, hold, { stdio: 'ignore' });
+const detached = spawn(process.execPath, hold, { stdio: 'ignore', detached: true });
+detached.unref();
 if (config.log) fs.appendFileSync(config.log, `start ${Date.now()}\n`);
+setTimeout(() => {
+  if (config.pidfile) fs.writeFileSync(config.pidfile, 'started\n');
+}, 300);
 setTimeout(() => {
   if (config.log) fs.appendFileSync(config.log, `end ${Date.now()}\n`);
   child.kill();
@@ -294,6 +299,47 @@ setTimeout(() => {
             ("index.js", js),
         ],
     )
+}
+
+/// A unique word for a job's command lines.
+fn marker() -> String {
+    format!("jobq-marker-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Host pids of the live processes whose command line holds `marker`: a job's processes
+/// (its shim, sandbox and command), seen from outside its namespaces.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|line| line.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .filter(|pid| alive(*pid))
+        .collect()
+}
+
+/// Waits until no process holds `marker`, failing after `within`.
+async fn all_gone(marker: &str, within: Duration, what: &str) {
+    let since = Instant::now();
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            since.elapsed() < within,
+            "{what}: {left:?} alive after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn alive(pid: u32) -> bool {
@@ -332,28 +378,23 @@ async fn cancel_stops_a_running_job_and_its_whole_process_group_within_5_seconds
     };
     let pidfile = stack.shared.join("pids");
     let config = json!({"pidfile": pidfile}).to_string();
+    let mark = marker();
     let id = stack
         .submit(
             &token,
-            json!({"url": sleeper_repo(&git, "sleeper"), "config": config}),
+            json!({"url": sleeper_repo(&git, "sleeper"), "config": config, "args": mark}),
         )
         .await;
-    let pids: Vec<u32> = wait_file(&pidfile, Duration::from_secs(60))
-        .await
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    assert!(pids.iter().all(|p| alive(*p)));
-    let cancelled_at = Instant::now();
+    wait_file(&pidfile, Duration::from_secs(60)).await;
+    // npm, its shell, node, the child and the detached grandchild (and the sandbox).
+    assert!(
+        processes_with(&mark).len() >= 5,
+        "{:?}",
+        processes_with(&mark)
+    );
     let r = stack.get(&token, &format!("/api/deleteJob/{id}")).await;
     assert_eq!(r.status(), 200);
-    while pids.iter().any(|p| alive(*p)) {
-        assert!(
-            cancelled_at.elapsed() < Duration::from_secs(5),
-            "job processes alive 5 s after cancel"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_gone(&mark, Duration::from_secs(5), "after cancel").await;
     assert_eq!(stack.job(&token, &id).await["status"], "cancelled");
 }
 
@@ -401,10 +442,11 @@ async fn a_job_over_its_time_limit_fails_with_timeout(backend: Backend) {
     };
     let pidfile = stack.shared.join("pids");
     let config = json!({"pidfile": pidfile}).to_string();
+    let mark = marker();
     let id = stack
         .submit(
             &token,
-            json!({"url": sleeper_repo(&git, "sleeper"), "config": config}),
+            json!({"url": sleeper_repo(&git, "sleeper"), "config": config, "args": mark}),
         )
         .await;
     let job = stack
@@ -415,13 +457,13 @@ async fn a_job_over_its_time_limit_fails_with_timeout(backend: Backend) {
         job["failure"].as_str().unwrap().contains("timeout"),
         "{job}"
     );
-    let pids = std::fs::read_to_string(&pidfile).unwrap();
-    for pid in pids.split_whitespace() {
-        assert!(
-            !alive(pid.parse().unwrap()),
-            "process {pid} outlived the time limit"
-        );
-    }
+    assert!(pidfile.exists(), "the job never started its children");
+    all_gone(
+        &mark,
+        Duration::from_secs(1),
+        "processes outlived the time limit",
+    )
+    .await;
 }
 
 async fn users_see_only_their_own_jobs_and_admins_see_all(backend: Backend) {
@@ -546,30 +588,26 @@ async fn a_job_whose_worker_is_killed_runs_again_and_never_twice_at_once(backend
     let Some((mut stack, git, token)) = start_with(options).await else {
         return;
     };
-    let log = stack.shared.join("runs.log");
+    let log = stack.shared_file("runs.log");
     let pidfile = stack.shared.join("pids");
     let config = json!({"log": log, "pidfile": pidfile, "seconds": 4}).to_string();
+    let mark = marker();
     let id = stack
         .submit(
             &token,
-            json!({"url": sleeper_repo(&git, "slow"), "config": config}),
+            json!({"url": sleeper_repo(&git, "slow"), "config": config, "args": mark}),
         )
         .await;
-    let first: Vec<u32> = wait_file(&pidfile, Duration::from_secs(60))
-        .await
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
+    wait_file(&pidfile, Duration::from_secs(60)).await;
+    assert!(!processes_with(&mark).is_empty());
     stack.kill_worker(0);
-    // The first attempt's processes die with their worker.
-    let killed_at = Instant::now();
-    while first.iter().any(|p| alive(*p)) {
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(5),
-            "the job outlived its SIGKILLed worker"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The first attempt's processes die with their worker, the detached one included.
+    all_gone(
+        &mark,
+        Duration::from_secs(5),
+        "the job outlived its SIGKILLed worker",
+    )
+    .await;
     stack.add_worker().await;
     let job = stack
         .wait_for(&token, &id, Some("finished"), Duration::from_secs(90))
@@ -601,7 +639,7 @@ async fn two_workers_finish_40_jobs_exactly_once_each(backend: Backend) {
     let Some((stack, git, token)) = start_with(options).await else {
         return;
     };
-    let log = stack.shared.join("runs.log");
+    let log = stack.shared_file("runs.log");
     let js = r#"
 const fs = require('fs');
 const config = JSON.parse(fs.readFileSync('config.json', 'utf8'));
@@ -691,49 +729,292 @@ async fn a_running_job_shows_its_logs_so_far(backend: Backend) {
     );
 }
 
-async fn a_job_writes_only_inside_its_own_folder(backend: Backend) {
-    let Some((stack, git, token)) = start(backend).await else {
-        return;
-    };
-    let outside = std::env::temp_dir().join(format!("jobq-escape-{}", uuid::Uuid::new_v4()));
-    let js = r#"
+/// A job that tries, as an attacker would, to read, write, signal and exhaust what is not
+/// its own; `config.mode` picks the attack.
+const HOSTILE_JS: &str = r#"
 const fs = require('fs');
 const path = require('path');
+const cp = require('child_process');
 const config = JSON.parse(fs.readFileSync('config.json', 'utf8'));
-const attempt = (p) => { try { fs.writeFileSync(p, 'x'); return 'written'; } catch (e) { return e.code; } };
-const result = {
-  outside: attempt(config.outside),
-  cache: attempt(path.join('..', '..', '..', 'repo-cache', 'planted')),
-  home: attempt(path.join(process.env.HOME, 'note')),
-  tmp: attempt(path.join(process.env.TMPDIR, 'note')),
-};
-fs.writeFileSync('output/result.json', JSON.stringify(result));
+const tryIt = (f) => { try { return f(); } catch (e) { return 'ERR ' + (e.code || e.message); } };
+const write = (p) => tryIt(() => { fs.writeFileSync(p, 'planted'); return 'written'; });
+const hold = (extra) => cp.spawn(process.execPath, ['-e', 'setTimeout(() => {}, 300000)', config.marker],
+  Object.assign({ stdio: 'ignore' }, extra));
+if (config.mode === 'probe') {
+  const r = { uid: process.getuid(), gid: process.getgid(), environ: {}, platform: {}, found: [] };
+  for (const pid of fs.readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    r.environ[pid] = tryIt(() => fs.readFileSync(`/proc/${pid}/environ`, 'utf8'));
+  }
+  r.rootOnly = tryIt(() => fs.readFileSync(config.rootOnly, 'utf8'));
+  r.shadow = tryIt(() => fs.readFileSync('/etc/shadow', 'utf8'));
+  for (const [name, p] of Object.entries(config.platform)) r.platform[name] = tryIt(() => fs.readdirSync(p));
+  // Everything visible but the toolchain, the kernel's files and its own folder (its config
+  // names the credential to look for): any platform file, or the other user's credential.
+  const walk = (dir) => {
+    for (const name of tryIt(() => fs.readdirSync(dir)) || []) {
+      const p = path.join(dir, name);
+      if (['/proc', '/sys', '/usr', '/dev'].includes(p)) continue;
+      const st = tryIt(() => fs.lstatSync(p));
+      if (typeof st === 'string') continue;
+      if (/token-key|\.sqlite|\.p8$|repo-cache|artifacts|jobq-data|shadow/.test(name) && !p.startsWith('/job/')) r.found.push(p);
+      if (st.isDirectory()) walk(p);
+      else if (st.isFile() && st.size < (1 << 20) && !p.startsWith('/job/')) {
+        const text = tryIt(() => fs.readFileSync(p, 'latin1'));
+        if (text.includes(config.credential)) r.found.push(p + ' (credential)');
+      }
+    }
+  };
+  walk('/');
+  r.writes = {
+    tmp: write('/tmp/' + config.marker),
+    varTmp: write('/var/tmp/' + config.marker),
+    shm: write('/dev/shm/' + config.marker),
+    otherJob: write(path.join(config.otherJob, 'planted')),
+    usr: write('/usr/planted-' + config.marker),
+    etc: write('/etc/planted-' + config.marker),
+  };
+  r.signalled = tryIt(() => { process.kill(1, 'SIGKILL'); return 'sent'; });
+  hold({ detached: true }).unref();
+  tryIt(() => cp.spawn('setsid', [process.execPath, '-e', 'setTimeout(() => {}, 300000)', config.marker], { stdio: 'ignore', detached: true }).unref());
+  fs.writeFileSync('output/probe.json', JSON.stringify(r));
+  setTimeout(() => process.exit(0), 500);
+} else if (config.mode === 'fork') {
+  const kids = [];
+  for (let i = 0; i < 1000; i++) {
+    const kid = cp.spawn('sleep', ['60'], { stdio: 'ignore' });
+    kid.on('error', () => {});
+    kids.push(kid);
+  }
+  setTimeout(() => {}, 60000);
+} else if (config.mode === 'memory') {
+  const kept = [];
+  for (let i = 0; i < 96; i++) kept.push(Buffer.alloc(64 << 20, 1));
+  console.log('allocated 6 GiB');
+  setTimeout(() => {}, 60000);
+} else if (config.mode === 'output') {
+  const chunk = Buffer.alloc(8 << 20, 120);
+  for (let f = 0; f < 48; f++) {
+    const fd = fs.openSync(`output/big-${f}.bin`, 'w');
+    for (let i = 0; i < 8; i++) tryIt(() => fs.writeSync(fd, chunk));
+    fs.closeSync(fd);
+  }
+  console.log('wrote 3 GiB');
+  setTimeout(() => {}, 60000);
+}
 "#;
-    let url = git.repo(
-        "escape",
+
+/// Every item of the sandbox promise, tried by a hostile job: it sees none of the platform
+/// (other processes' environments, host files, the data and work folders, another user's
+/// credential, other jobs' folders), writes nothing outside, leaves no process behind, and
+/// each of memory, processes and output ends it with the limit named; ordinary jobs and
+/// every route carry on.
+async fn a_hostile_job_sees_nothing_of_the_platform_and_hits_every_limit(backend: Backend) {
+    let options = StackOptions {
+        backend,
+        slots: 2,
+        extra_env: [
+            ("JOBQ_WORKER__MEMORY_LIMIT_MB", "256"),
+            ("JOBQ_WORKER__MAX_PROCESSES", "64"),
+            ("JOBQ_WORKER__MAX_OUTPUT_MB", "64"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec(),
+        ..StackOptions::default()
+    };
+    let Some((stack, git, token)) = start_with(options).await else {
+        return;
+    };
+    let hostile = git.repo(
+        "hostile",
         &[
             ("package.json", &package("node index.js")),
-            ("index.js", js),
+            ("index.js", HOSTILE_JS),
         ],
     );
-    let config = json!({"outside": outside}).to_string();
+    // Another user's job, cloned with a credential in its URL, running while the probe does.
+    let other = stack.token("otheruser", "abcd").await;
+    let credential = format!("tok{}", uuid::Uuid::new_v4().simple());
+    let sleeper = sleeper_repo(&git, "other");
+    let with_credential = sleeper.replacen("git://", &format!("git://otheruser:{credential}@"), 1);
+    let other_pidfile = stack.shared.join("other-started");
+    let other_id = stack
+        .submit(
+            &other,
+            json!({"url": with_credential, "config": json!({"pidfile": other_pidfile}).to_string()}),
+        )
+        .await;
+    wait_file(&other_pidfile, Duration::from_secs(60)).await;
+    let work = stack.dir.join("work");
+    let other_folder = find_dir(&work, &format!("{other_id}-1")).expect("the other job's folder");
+    // A root-only host file and the platform's folders, named to the job.
+    let root_only = stack.dir.join("root-only.txt");
+    std::fs::write(&root_only, "host secret").unwrap();
+    std::fs::set_permissions(
+        &root_only,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mark = marker();
+    let config = json!({
+        "mode": "probe",
+        "marker": mark,
+        "credential": credential,
+        "rootOnly": root_only,
+        "otherJob": other_folder.join("repo"),
+        "platform": {"work": work, "data": stack.dir.join("data"), "otherJob": other_folder},
+    });
     let id = stack
-        .submit(&token, json!({"url": url, "config": config}))
+        .submit(
+            &token,
+            json!({"url": hostile, "config": config.to_string()}),
+        )
         .await;
     let job = stack
         .wait_for(&token, &id, None, Duration::from_secs(90))
         .await;
     assert_eq!(job["status"], "finished", "{job}");
-    let result: Value = download(&stack, &token, &id, "result.json")
+    let probe: Value = download(&stack, &token, &id, "probe.json")
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(result["outside"], "EACCES", "{result}");
-    assert_ne!(result["cache"], "written", "{result}");
-    assert_eq!(result["home"], "written", "{result}");
-    assert_eq!(result["tmp"], "written", "{result}");
-    assert!(!outside.exists(), "the job wrote outside its folder");
+
+    assert_ne!(probe["uid"], 0, "the job ran as root: {probe}");
+    let secrets: Vec<&String> = stack
+        .env
+        .iter()
+        .filter(|(k, v)| {
+            v.len() >= 6 && (k.contains("SECRET") || k.contains("KEY") || k.contains("URI"))
+        })
+        .map(|(_, v)| v)
+        .collect();
+    for (pid, environ) in probe["environ"].as_object().unwrap() {
+        let environ = environ.as_str().unwrap();
+        assert!(
+            !environ.contains("JOBQ_"),
+            "the job read the environment of {pid}: {environ}"
+        );
+        for secret in &secrets {
+            assert!(
+                !environ.contains(secret.as_str()),
+                "the job read a secret from {pid}"
+            );
+        }
+    }
+    assert!(
+        probe["rootOnly"].as_str().unwrap().starts_with("ERR"),
+        "{probe}"
+    );
+    assert!(
+        probe["shadow"].as_str().unwrap().starts_with("ERR"),
+        "{probe}"
+    );
+    for (name, seen) in probe["platform"].as_object().unwrap() {
+        assert!(
+            seen.as_str().is_some_and(|s| s.starts_with("ERR")),
+            "the job saw {name}: {seen}"
+        );
+    }
+    assert_eq!(
+        probe["found"],
+        json!([]),
+        "platform files or the credential were visible"
+    );
+    let writes = &probe["writes"];
+    for private in ["tmp", "varTmp", "shm"] {
+        assert_eq!(
+            writes[private], "written",
+            "its own {private} must work: {writes}"
+        );
+    }
+    for outside in ["otherJob", "usr", "etc"] {
+        assert!(
+            writes[outside].as_str().unwrap().starts_with("ERR"),
+            "{outside}: {writes}"
+        );
+    }
+    // Its private folders were its own; nothing arrived on the host or in the other job.
+    assert!(!std::path::Path::new("/tmp").join(&mark).exists());
+    assert!(!std::path::Path::new("/var/tmp").join(&mark).exists());
+    assert!(!std::path::Path::new("/dev/shm").join(&mark).exists());
+    assert!(!other_folder.join("repo/planted").exists());
+    // Its detached and setsid children died with it.
+    all_gone(
+        &mark,
+        Duration::from_secs(5),
+        "processes outlived their job",
+    )
+    .await;
+    // The credential rests nowhere on the worker's disk either (but in the probe's own
+    // config, which names it, until its folder is removed).
+    let found: Vec<String> = files_containing(&work, credential.as_bytes())
+        .into_iter()
+        .filter(|f| !f.contains(id.as_str()))
+        .collect();
+    assert_eq!(found, Vec::<String>::new());
+    stack
+        .get(&other, &format!("/api/deleteJob/{other_id}"))
+        .await;
+
+    for (mode, reason) in [
+        ("fork", "process limit of 64 exceeded"),
+        ("memory", "memory limit of 256 MiB exceeded"),
+        ("output", "output limit of 64 MiB exceeded"),
+    ] {
+        let config = json!({"mode": mode, "marker": mark}).to_string();
+        let id = stack
+            .submit(&token, json!({"url": hostile, "config": config}))
+            .await;
+        let job = stack
+            .wait_for(&token, &id, None, Duration::from_secs(120))
+            .await;
+        assert_eq!(job["status"], "failed", "{mode}: {job}");
+        assert_eq!(job["failure"], reason, "{mode}: {job}");
+        assert_eq!(
+            job["outputFiles"],
+            json!([]),
+            "over-limit output was kept: {job}"
+        );
+        all_gone(&mark, Duration::from_secs(5), mode).await;
+        if mode == "output" {
+            assert_eq!(
+                download(&stack, &token, &id, "big-0.bin").await.status(),
+                404
+            );
+        }
+    }
+
+    // The worker and the service carry on.
+    let id = stack.submit(&token, json!({"url": hello_repo(&git)})).await;
+    let job = stack
+        .wait_for(&token, &id, None, Duration::from_secs(90))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    for route in ["/api/status", "/api/v1/jobs", "/health/", "/health/load"] {
+        assert_eq!(stack.get(&token, route).await.status(), 200, "{route}");
+    }
+}
+
+/// The first folder named `name` below `root`.
+fn find_dir(root: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .find(|e| e.file_type().is_dir() && e.file_name() == name)
+        .map(|e| e.into_path())
+}
+
+/// Files below `root` whose bytes contain `needle`.
+fn files_containing(root: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| {
+            std::fs::read(e.path()).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        })
+        .map(|e| e.path().display().to_string())
+        .collect()
 }
 
 async fn a_worker_stopped_with_sigterm_hands_its_job_back(backend: Backend) {
@@ -747,7 +1028,7 @@ async fn a_worker_stopped_with_sigterm_hands_its_job_back(backend: Backend) {
     let Some((mut stack, git, token)) = start_with(options).await else {
         return;
     };
-    let log = stack.shared.join("runs.log");
+    let log = stack.shared_file("runs.log");
     let config = json!({"log": log, "seconds": 12}).to_string();
     let id = stack
         .submit(
@@ -803,7 +1084,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     a_worker_stopped_with_sigterm_hands_its_job_back,
-    a_job_writes_only_inside_its_own_folder,
+    a_hostile_job_sees_nothing_of_the_platform_and_hits_every_limit,
     a_running_job_shows_its_logs_so_far,
     a_job_runs_with_args_and_config_and_its_outputs_download,
     hostile_args_arrive_verbatim_and_nothing_is_executed,

@@ -19,7 +19,7 @@ async fn two_hundred_jobs_survive_a_sigkill_of_the_whole_process() {
     };
     let git = GitServer::start();
     let token = stack.token("myuser", "1234").await;
-    let log = stack.shared.join("runs.log");
+    let log = stack.shared_file("runs.log");
     let js = r#"
 const fs = require('fs');
 const config = JSON.parse(fs.readFileSync('config.json', 'utf8'));

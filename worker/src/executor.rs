@@ -2,6 +2,7 @@
 //! with the args split like a shell would but never run by one, a cleared environment, its
 //! own process group, a time limit, stdout and stderr captured to files with a size cap.
 
+use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,6 +14,9 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+use walkdir::WalkDir;
+
+use crate::sandbox::{JOB_DIR, JobSandbox, Sandbox};
 
 /// Where a job's files live: `<job>/repo` (the checkout, the command's working directory),
 /// `<job>/home` (its `HOME`), `<job>/tmp`, and `<job>/logs/{stdout,stderr}`.
@@ -34,10 +38,10 @@ impl JobDir {
     pub fn stderr(&self) -> PathBuf {
         self.root.join("logs").join("stderr")
     }
-    fn home(&self) -> PathBuf {
+    pub fn home(&self) -> PathBuf {
         self.root.join("home")
     }
-    fn tmp(&self) -> PathBuf {
+    pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
     }
 }
@@ -83,34 +87,49 @@ pub async fn prepare(dir: &JobDir, config: &str, args: &str) -> Result<Vec<Strin
 }
 
 /// How the command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEnd {
     Exited(i32),
     Signalled(i32),
     TimedOut,
     /// Stopped from outside: cancelled, or the lease was lost.
     Stopped,
+    /// Ended (or found after its end) over one of its limits: memory, processes, output,
+    /// folder size.
+    OverLimit(FailureReason),
 }
 
 /// Limits of one run.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits<'a> {
+    /// Unique among the host's running jobs (names the job's cgroup).
+    pub name: &'a str,
     pub timeout: Duration,
     pub max_log_bytes: u64,
-    /// Folders the job may write besides its own (joined with `:`; may be empty).
-    pub extra_writable_dirs: &'a str,
+    pub max_output_mb: u64,
+    pub max_job_dir_mb: u64,
+    pub memory_limit_mb: u64,
+    pub max_processes: u64,
 }
 
 /// The only variables the job sees: nothing of the worker's configuration or secrets.
-fn job_environment(dir: &JobDir) -> Vec<(String, String)> {
+/// In the sandbox the job's folder is its `HOME` and `/tmp` its own; without one they are
+/// folders of the job's.
+fn job_environment(dir: &JobDir, sandboxed: bool) -> Vec<(String, String)> {
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
-    let home = dir.home().to_string_lossy().into_owned();
+    let (home, tmp) = match sandboxed {
+        true => (PathBuf::from(JOB_DIR), PathBuf::from("/tmp")),
+        false => (dir.home(), dir.tmp()),
+    };
+    let home = home.to_string_lossy().into_owned();
+    let tmp = tmp.to_string_lossy().into_owned();
     vec![
         ("PATH".into(), path),
         ("HOME".into(), home.clone()),
-        ("TMPDIR".into(), dir.tmp().to_string_lossy().into_owned()),
+        ("TMPDIR".into(), tmp),
         ("LANG".into(), "C.UTF-8".into()),
         ("TERM".into(), "dumb".into()),
+        ("USER".into(), "job".into()),
         ("npm_config_cache".into(), format!("{home}/.npm")),
         ("npm_config_update_notifier".into(), "false".into()),
         ("npm_config_fund".into(), "false".into()),
@@ -118,36 +137,34 @@ fn job_environment(dir: &JobDir) -> Vec<(String, String)> {
     ]
 }
 
-/// Runs `npm run start -- <argv>` in the checkout, under the job shim (see [`crate::shim`]),
-/// until it exits, the time limit passes, or `stop` fires; the whole process group is killed
-/// on the way out.
+/// The environment of a job started without the shim (the floor `jobq sandbox bench`
+/// compares with): the same variables an unsandboxed job gets.
+pub fn bare_environment(dir: &JobDir) -> Vec<(String, String)> {
+    job_environment(dir, false)
+}
+
+/// How often the worker looks at a running job's cgroup counters, and every how many of
+/// those looks it measures the job's folder.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+const MEASURE_EVERY_NTH: u32 = 4;
+
+/// Runs `npm run start -- <argv>` in the checkout, in the job's sandbox, under the job shim
+/// (see [`crate::shim`] and [`crate::sandbox`]), until it exits, the time limit passes, a
+/// limit is hit, or `stop` fires; every process of the job is killed on the way out.
 pub async fn run(
     dir: &JobDir,
     argv: &[String],
     limits: Limits<'_>,
     stop: &CancellationToken,
+    sandbox: &Sandbox,
 ) -> std::io::Result<RunEnd> {
-    let shim = std::env::current_exe()?;
-    let mut writable = dir.root.as_os_str().to_os_string();
-    if !limits.extra_writable_dirs.is_empty() {
-        writable.push(":");
-        writable.push(limits.extra_writable_dirs);
-    }
-    let mut child = Command::new(shim)
-        .arg(crate::shim::SHIM_ARG)
-        .arg(std::process::id().to_string())
-        .arg(writable)
-        .args(["--", "npm", "run", "start", "--"])
-        .args(argv)
-        .current_dir(dir.repo())
-        .env_clear()
-        .envs(job_environment(dir))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()?;
+    let job = sandbox.prepare(limits.name)?;
+    let command: Vec<OsString> = ["npm", "run", "start", "--"]
+        .iter()
+        .map(OsString::from)
+        .chain(argv.iter().map(OsString::from))
+        .collect();
+    let mut child = spawn(dir, &command, sandbox, &job).await?;
     let group = child.id().map(|id| Pid::from_raw(id as i32));
     let out = tokio::spawn(capture(
         child.stdout.take(),
@@ -159,33 +176,187 @@ pub async fn run(
         dir.stderr(),
         limits.max_log_bytes,
     ));
-    let end = tokio::select! {
-        status = child.wait() => {
-            let status = status?;
-            match (status.code(), status.signal()) {
-                (Some(code), _) => RunEnd::Exited(code),
-                (None, Some(sig)) => RunEnd::Signalled(sig),
-                _ => RunEnd::Exited(-1),
+    let deadline = tokio::time::sleep(limits.timeout);
+    tokio::pin!(deadline);
+    let mut watch = tokio::time::interval(WATCH_EVERY);
+    let mut ticks = 0u32;
+    let end = loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status?;
+                break match (status.code(), status.signal()) {
+                    (Some(code), _) => RunEnd::Exited(code),
+                    (None, Some(sig)) => RunEnd::Signalled(sig),
+                    _ => RunEnd::Exited(-1),
+                };
             }
-        }
-        _ = tokio::time::sleep(limits.timeout) => {
-            signal_group(group, Signal::SIGTERM);
-            if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+            _ = &mut deadline => {
+                signal_group(group, Signal::SIGTERM);
+                if tokio::time::timeout(Duration::from_secs(2), child.wait()).await.is_err() {
+                    signal_group(group, Signal::SIGKILL);
+                }
+                break RunEnd::TimedOut;
+            }
+            _ = stop.cancelled() => {
                 signal_group(group, Signal::SIGKILL);
+                break RunEnd::Stopped;
             }
-            RunEnd::TimedOut
-        }
-        _ = stop.cancelled() => {
-            signal_group(group, Signal::SIGKILL);
-            RunEnd::Stopped
+            _ = watch.tick() => {
+                ticks += 1;
+                let measure = ticks.is_multiple_of(MEASURE_EVERY_NTH);
+                if let Some(reason) = over_limit(&job, dir, &limits, measure).await {
+                    signal_group(group, Signal::SIGKILL);
+                    break RunEnd::OverLimit(reason);
+                }
+            }
         }
     };
-    // Whatever the command left running in its group goes too.
+    // Whatever the command left running goes too: its process group, and through the
+    // sandbox's PID namespace (or the cgroup) everything else it started.
     signal_group(group, Signal::SIGKILL);
     let _ = child.wait().await;
+    let end = match end {
+        RunEnd::Exited(_) | RunEnd::Signalled(_) => {
+            match over_limit(&job, dir, &limits, true).await {
+                Some(reason) => RunEnd::OverLimit(reason),
+                None => end,
+            }
+        }
+        other => other,
+    };
+    // Empties and removes the cgroup (blocking file-system work).
+    let _ = tokio::task::spawn_blocking(move || drop(job)).await;
     let _ = out.await;
     let _ = err.await;
     Ok(end)
+}
+
+/// Starts `command` in the checkout, confined by `sandbox` as `job`, with stdout and stderr
+/// piped, as the leader of a new process group.
+pub async fn spawn(
+    dir: &JobDir,
+    command: &[OsString],
+    sandbox: &Sandbox,
+    job: &JobSandbox,
+) -> std::io::Result<tokio::process::Child> {
+    if let Some(uid) = sandbox.owner(job) {
+        let repo = dir.repo();
+        tokio::task::spawn_blocking(move || chown_tree(&repo, uid))
+            .await
+            .map_err(std::io::Error::other)??;
+    }
+    let confined = sandbox.command(job, dir, command)?;
+    let cgroup_files = job
+        .cgroup
+        .as_ref()
+        .map(|c| std::env::join_paths(c.procs_files()))
+        .transpose()
+        .map_err(std::io::Error::other)?
+        .unwrap_or_default();
+    Command::new(std::env::current_exe()?)
+        .arg(crate::shim::SHIM_ARG)
+        .arg(std::process::id().to_string())
+        .arg(cgroup_files)
+        .arg("--")
+        .args(confined)
+        .current_dir(dir.repo())
+        .env_clear()
+        .envs(job_environment(dir, sandbox.enabled()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// The first limit the job is over, if any: the cgroup's counters always, the folder sizes
+/// when `measure`.
+async fn over_limit(
+    job: &JobSandbox,
+    dir: &JobDir,
+    limits: &Limits<'_>,
+    measure: bool,
+) -> Option<FailureReason> {
+    if let Some(cgroup) = &job.cgroup {
+        if cgroup.memory_exceeded() {
+            return Some(FailureReason::MemoryLimit {
+                limit_mb: limits.memory_limit_mb,
+            });
+        }
+        if cgroup.processes_exceeded() {
+            return Some(FailureReason::ProcessLimit {
+                limit: limits.max_processes,
+            });
+        }
+    }
+    if !measure {
+        return None;
+    }
+    let (output, root) = (dir.output(), dir.repo());
+    let (output_bytes, dir_bytes) =
+        tokio::task::spawn_blocking(move || (tree_size(&output), tree_size(&root)))
+            .await
+            .unwrap_or((0, 0));
+    if output_bytes > limits.max_output_mb << 20 {
+        return Some(FailureReason::OutputLimit {
+            limit_mb: limits.max_output_mb,
+        });
+    }
+    if dir_bytes > limits.max_job_dir_mb << 20 {
+        return Some(FailureReason::JobDirLimit {
+            limit_mb: limits.max_job_dir_mb,
+        });
+    }
+    None
+}
+
+/// Bytes of the regular files below `root` (links are not followed).
+pub fn tree_size(root: &Path) -> u64 {
+    WalkDir::new(root)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Removes a job's folder, even where the job made folders of its own unreadable or
+/// unwritable (a non-root worker owns them, so it may open them up again).
+pub async fn remove_job_dir(root: &Path) {
+    let root = root.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        if std::fs::remove_dir_all(&root).is_ok() || !root.exists() {
+            return;
+        }
+        open_up(&root);
+        if let Err(e) = std::fs::remove_dir_all(&root) {
+            tracing::warn!(dir = %root.display(), error = %e, "job folder not removed");
+        }
+    })
+    .await;
+}
+
+/// Opens `dir` up before reading it, then each folder below it the same way.
+fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&entry.path());
+        }
+    }
+}
+
+/// Gives `root` and everything below it to the job's user (links themselves, not their
+/// targets).
+fn chown_tree(root: &Path, uid: u32) -> std::io::Result<()> {
+    for entry in WalkDir::new(root) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(uid))?;
+    }
+    Ok(())
 }
 
 fn signal_group(group: Option<Pid>, signal: Signal) {
@@ -239,6 +410,7 @@ pub fn failure_for(end: RunEnd, timeout: Duration) -> Option<FailureReason> {
             limit_secs: timeout.as_secs(),
         }),
         RunEnd::Stopped => None,
+        RunEnd::OverLimit(reason) => Some(reason),
     }
 }
 
@@ -246,34 +418,21 @@ pub fn failure_for(end: RunEnd, timeout: Duration) -> Option<FailureReason> {
 /// links are never followed (a link to a worker file must not be uploaded); names that are
 /// not UTF-8 or not safe relative paths are skipped with a warning.
 pub fn output_files(output: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![output.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            let path = entry.path();
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                let relative = path
-                    .strip_prefix(output)
-                    .ok()
-                    .and_then(|p| p.to_str())
-                    .map(str::to_string);
-                match relative {
-                    Some(r) if safe_relative_path(&r).is_some() => found.push(r),
-                    _ => {
-                        tracing::warn!(path = %path.display(), "output file skipped: unusable name")
-                    }
+    let mut found: Vec<String> = WalkDir::new(output)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .filter_map(|e| {
+            let relative = e.path().strip_prefix(output).ok()?.to_str().map(str::to_string);
+            match relative {
+                Some(r) if safe_relative_path(&r).is_some() => Some(r),
+                _ => {
+                    tracing::warn!(path = %e.path().display(), "output file skipped: unusable name");
+                    None
                 }
             }
-        }
-    }
+        })
+        .collect();
     found.sort();
     found
 }
@@ -361,5 +520,19 @@ mod tests {
         assert!(kept.contains("truncated at 1000 bytes"));
         assert!(kept.len() < 1100);
         std::fs::remove_dir_all(&dir.root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn job_folders_a_job_locked_are_removed_all_the_same() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = job_dir();
+        let locked = dir.repo().join("a/b");
+        std::fs::create_dir_all(&locked).unwrap();
+        std::fs::write(locked.join("f"), "x").unwrap();
+        for d in [dir.repo().join("a"), locked] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        remove_job_dir(&dir.root).await;
+        assert!(!dir.root.exists());
     }
 }

@@ -7,9 +7,12 @@
 //! the claim, so a worker that dies before it leaves the message to another worker, and one
 //! that dies after it is covered by the lease.
 
+pub mod cgroup;
 pub mod executor;
+pub mod probe;
 pub mod repo;
 pub mod runner;
+pub mod sandbox;
 pub mod shim;
 
 use std::path::PathBuf;
@@ -198,12 +201,11 @@ pub async fn run(
     tokio::fs::create_dir_all(&root)
         .await
         .with_context(|| format!("cannot create {}", root.display()))?;
-    let runner = Arc::new(JobRunner::new(
-        id.clone(),
-        ports,
-        settings.worker.clone(),
-        root.clone(),
-    ));
+    let runner = Arc::new(
+        JobRunner::new(id.clone(), ports, settings.worker.clone(), root.clone())
+            .await
+            .context("job sandbox")?,
+    );
     let consumer: StreamConsumer = group_consumer(
         &GroupConsumerOptions {
             brokers: &settings.kafka.brokers,

@@ -1,6 +1,10 @@
 //! Fetching a job's repository with git2: a bare mirror per URL in a local cache (fetched
 //! again on reuse, so a repeated repository is not cloned from scratch), then a local
 //! clone of the mirror into the job's directory.
+//!
+//! Credentials in a URL (`https://user:token@host/…`) never rest on disk: the mirror's
+//! remote is the URL without them, and they are handed to git by the credential callback
+//! for each fetch. The cache lives outside every job's sandbox.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,8 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use git2::build::RepoBuilder;
+use git2::{Cred, CredentialType};
 use git2::{FetchOptions, RemoteCallbacks, Repository};
 use jobq_common::domain::redact_url;
+use jobq_common::repo_url::{UrlCredentials, split_credentials};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
@@ -68,22 +74,42 @@ impl RepoCache {
     }
 }
 
-fn fetch_options(stop: &Arc<AtomicBool>) -> FetchOptions<'static> {
+fn fetch_options(
+    stop: &Arc<AtomicBool>,
+    credentials: Option<UrlCredentials>,
+) -> FetchOptions<'static> {
     let mut callbacks = RemoteCallbacks::new();
     let stop = stop.clone();
     callbacks.transfer_progress(move |_| !stop.load(Ordering::Relaxed));
+    if let Some(credentials) = credentials {
+        let mut offered = false;
+        callbacks.credentials(move |_url, _user, allowed| {
+            // Offered once: a refused credential must fail the fetch, not loop.
+            if offered || !allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                return Err(git2::Error::from_str("authentication failed"));
+            }
+            offered = true;
+            Cred::userpass_plaintext(&credentials.user, &credentials.password)
+        });
+    }
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks);
     options
 }
 
 fn refresh_mirror(url: &str, mirror: &Path, stop: &Arc<AtomicBool>) -> Result<(), CloneError> {
+    let (address, credentials) = split_credentials(url);
+    let fetch_options = || fetch_options(stop, credentials.clone());
     if mirror.exists() {
         let fetched = Repository::open_bare(mirror).and_then(|repo| {
+            // A mirror made before credentials were kept off disk: forget them.
+            if repo.find_remote("origin")?.url().ok() != Some(address.as_str()) {
+                repo.remote_set_url("origin", &address)?;
+            }
             let mut remote = repo.find_remote("origin")?;
             remote.fetch(
                 &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-                Some(&mut fetch_options(stop)),
+                Some(&mut fetch_options()),
                 None,
             )?;
             // Follow the remote's default branch if it changed.
@@ -110,8 +136,8 @@ fn refresh_mirror(url: &str, mirror: &Path, stop: &Arc<AtomicBool>) -> Result<()
     let _ = std::fs::remove_dir_all(&partial);
     RepoBuilder::new()
         .bare(true)
-        .fetch_options(fetch_options(stop))
-        .clone(url, &partial)
+        .fetch_options(fetch_options())
+        .clone(&address, &partial)
         .map_err(|e| {
             let _ = std::fs::remove_dir_all(&partial);
             CloneError(clean(&e, url))

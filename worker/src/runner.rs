@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::executor::{self, JobDir, Limits, RunEnd};
 use crate::repo::RepoCache;
+use crate::sandbox::{Sandbox, SandboxError};
 
 /// The outside systems a runner talks to.
 #[derive(Clone)]
@@ -64,6 +65,7 @@ pub struct JobRunner {
     settings: WorkerSettings,
     work_root: PathBuf,
     cache: RepoCache,
+    sandbox: Sandbox,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -96,29 +98,38 @@ pub fn event(
 }
 
 impl JobRunner {
-    /// A runner keeping its checkouts and repository cache under `work_root`.
-    pub fn new(
+    /// A runner keeping its checkouts and repository cache under `work_root` (outside every
+    /// job's sandbox). Fails when jobs cannot be sandboxed and `worker.sandbox` is not `off`.
+    pub async fn new(
         worker_id: String,
         ports: Ports,
         settings: WorkerSettings,
         work_root: PathBuf,
-    ) -> Self {
+    ) -> Result<Self, SandboxError> {
         let cache = RepoCache::new(work_root.join("repo-cache"));
-        // Jobs run as the same user: without this they could read the worker's environment
-        // (its secrets) from /proc/<pid>/environ.
+        // With the sandbox off, jobs run as the same user: without this they could read the
+        // worker's environment (its secrets) from /proc/<pid>/environ.
         if let Err(e) = nix::sys::prctl::set_dumpable(false) {
             tracing::warn!(error = %e, "cannot hide the worker's /proc entries from its jobs");
         }
         if !crate::shim::confinement_available() {
-            tracing::warn!("this kernel has no Landlock: jobs can write outside their folders");
+            tracing::warn!("this kernel has no Landlock: no second layer confines job writes");
         }
-        Self {
+        let sandbox = Sandbox::from_settings(&settings)?;
+        crate::probe::check(&sandbox, &work_root).await?;
+        if sandbox.enabled() {
+            tracing::info!(sandbox = %sandbox.describe(), "jobs run sandboxed");
+        } else {
+            tracing::warn!(sandbox = %sandbox.describe(), "worker.sandbox = off: jobs run unsandboxed and can read what the worker can");
+        }
+        Ok(Self {
             worker_id,
             ports,
             settings,
             work_root,
             cache,
-        }
+            sandbox,
+        })
     }
 
     pub fn ports(&self) -> &Ports {
@@ -153,7 +164,7 @@ impl JobRunner {
                 .join("jobs")
                 .join(format!("{}-{}", job.id, job.attempt)),
         };
-        let _ = tokio::fs::remove_dir_all(&dir.root).await;
+        executor::remove_job_dir(&dir.root).await;
         let stop = CancellationToken::new();
         let reason: Arc<std::sync::Mutex<Option<StopReason>>> = Arc::default();
         let renewer = {
@@ -206,7 +217,7 @@ impl JobRunner {
                 }
             }
         }
-        let _ = tokio::fs::remove_dir_all(&dir.root).await;
+        executor::remove_job_dir(&dir.root).await;
         metrics::gauge!("jobq_worker_busy_slots").decrement(1.0);
         metrics::histogram!("jobq_worker_job_duration_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -252,12 +263,20 @@ impl JobRunner {
             });
         }
         let argv = executor::prepare(dir, &job.spec.config, &job.spec.args).await?;
+        let name = format!("{}-{}-{}", self.worker_id, job.id, job.attempt);
         let limits = Limits {
+            name: &name,
             timeout,
             max_log_bytes: self.settings.max_log_bytes,
-            extra_writable_dirs: &self.settings.extra_writable_dirs,
+            max_output_mb: self.settings.max_output_mb,
+            max_job_dir_mb: self.settings.max_job_dir_mb,
+            memory_limit_mb: self.settings.memory_limit_mb,
+            max_processes: self.settings.max_processes,
         };
-        executor::run(dir, &argv, limits, stop)
+        if !self.sandbox.enabled() {
+            tracing::warn!("worker.sandbox = off: this job runs unsandboxed");
+        }
+        executor::run(dir, &argv, limits, stop, &self.sandbox)
             .await
             .map_err(|e| FailureReason::Internal {
                 detail: format!("cannot start npm: {e}"),
@@ -392,10 +411,18 @@ impl JobRunner {
             Err(reason) => (None, Some(reason)),
         };
         let deadline = Instant::now() + Duration::from_secs(self.settings.upload_retry_secs);
+        // Output over its limit is never stored, not even in part.
+        let keep_output = !matches!(
+            failure,
+            Some(FailureReason::OutputLimit { .. } | FailureReason::JobDirLimit { .. })
+        );
         let output = dir.output();
-        let files = tokio::task::spawn_blocking(move || executor::output_files(&output))
-            .await
-            .unwrap_or_default();
+        let files = match keep_output {
+            true => tokio::task::spawn_blocking(move || executor::output_files(&output))
+                .await
+                .unwrap_or_default(),
+            false => Vec::new(),
+        };
         let outputs = files.into_iter().filter_map(|file| {
             let key = artifact_keys::output(&job.id, &file)?;
             Some((dir.output().join(&file), key, Some(file)))

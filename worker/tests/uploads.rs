@@ -81,7 +81,7 @@ impl Drop for Setup {
 }
 
 /// A job repository that prints to stdout and writes `output/result.txt`, and a runner.
-fn setup(refusals: u32, upload_retry_secs: u64) -> Setup {
+async fn setup(refusals: u32, upload_retry_secs: u64) -> Setup {
     let dir = std::env::temp_dir().join(format!("jobq-uploads-{}", uuid::Uuid::new_v4().simple()));
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
@@ -130,12 +130,11 @@ fn setup(refusals: u32, upload_retry_secs: u64) -> Setup {
         job_timeout_secs: 60,
         ..WorkerSettings::default()
     };
-    let runner = Arc::new(JobRunner::new(
-        "w1".into(),
-        ports,
-        settings,
-        dir.join("work"),
-    ));
+    let runner = Arc::new(
+        JobRunner::new("w1".into(), ports, settings, dir.join("work"))
+            .await
+            .expect("a runner (the job sandbox must work here)"),
+    );
     Setup {
         url: format!("file://{}", repo.display()),
         dir,
@@ -176,7 +175,7 @@ async fn text(s: &Setup, key: &str) -> String {
 }
 
 async fn uploads_refused_for_a_while_are_retried_and_the_job_finishes_with_every_file() {
-    let s = setup(4, 30);
+    let s = setup(4, 30).await;
     let job = run_one(&s).await;
     assert_eq!(job.status, JobStatus::Finished, "{:?}", job.failure);
     assert!(s.artifacts.refused.load(Ordering::SeqCst) >= 4);
@@ -194,7 +193,7 @@ async fn uploads_refused_for_a_while_are_retried_and_the_job_finishes_with_every
 }
 
 async fn a_store_away_past_the_retry_time_hands_the_job_back_instead_of_ending_it() {
-    let s = setup(u32::MAX, 1);
+    let s = setup(u32::MAX, 1).await;
     let job = run_one(&s).await;
     assert_eq!(job.status, JobStatus::Queued, "handed back, not failed");
     assert_eq!(job.attempt, 2, "the next attempt");

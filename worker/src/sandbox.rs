@@ -1,0 +1,562 @@
+//! The job sandbox. A job is code from anybody's repository, so each one runs under
+//! bubblewrap (the sandbox Flatpak runs on) in namespaces of its own:
+//!
+//! - **mounts**: a new root holding a read-only toolchain (`/usr`, the `/bin` and `/lib*`
+//!   links, a few files of `/etc`: CA certificates, `resolv.conf`, `hosts`, a `passwd` and
+//!   `group` naming the job's user), the job's checkout read-write at `/job` (its working
+//!   directory and `HOME`), private size-bounded tmpfs at `/tmp`, `/var/tmp` and `/dev/shm`,
+//!   a minimal `/dev` and the `/proc` of its own PID namespace. Nothing of the worker's data
+//!   directory, repository cache, keys, databases, artifacts or other jobs exists there.
+//! - **PID**: bubblewrap's init is PID 1; when the job's command ends (or the worker kills
+//!   the sandbox) the kernel kills every process left in the namespace, `setsid` and
+//!   detached children included.
+//! - **user**: a root worker runs each job as a user id of its own (`worker.job_uid` and up,
+//!   one per running job) with every capability dropped; a non-root worker maps the job into
+//!   a user namespace of its own. `no_new_privs` either way.
+//! - **IPC, UTS, cgroup** namespaces, and the network namespace with `worker.job_network = none`.
+//!
+//! Memory and processes are capped per job by a cgroup where the kernel offers one
+//! ([`crate::cgroup`]), else by `RLIMIT_AS` and `RLIMIT_NPROC` per process. Landlock stays as a
+//! second layer inside (writes only below `/job`, the tmpfs and the configured extra folders).
+//! The process chain is `worker → job shim → bwrap → job init → npm`, see [`crate::shim`].
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use jobq_common::settings::{JobNetwork, SandboxMode, WorkerSettings};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::JobCgroups;
+use crate::executor::JobDir;
+
+/// Where the job's checkout is inside the sandbox.
+pub const JOB_DIR: &str = "/job";
+/// Where the worker's executable (the job init) is inside the sandbox.
+const INIT_PATH: &str = "/run/jobq/jobq";
+
+/// Why no sandbox can be built here.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SandboxError(pub String);
+
+/// What the job init applies inside the sandbox before it runs the command.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InitSpec {
+    /// Switch to this user and group (a root worker); `None` keeps the mapped user.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// `RLIMIT_FSIZE`: the largest file the job may write, bytes.
+    pub max_file_bytes: Option<u64>,
+    /// `RLIMIT_AS` per process when no cgroup caps the job's memory, bytes.
+    pub max_address_space: Option<u64>,
+    /// `RLIMIT_NPROC` when no cgroup caps the job's processes.
+    pub max_processes: Option<u64>,
+    /// Landlock: the only folders the job may write below (plus `/dev`).
+    pub writable: Vec<PathBuf>,
+}
+
+/// How a job is confined, decided once at worker start.
+#[derive(Debug)]
+pub struct Sandbox {
+    kind: Kind,
+    settings: WorkerSettings,
+    cgroups: Option<JobCgroups>,
+    /// User-id offsets of running jobs (root worker): each job runs as a user of its own.
+    uids: Arc<Mutex<BTreeSet<u32>>>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Bubblewrap {
+        bwrap: PathBuf,
+        /// The worker is root: bwrap runs privileged and the init drops to the job's user.
+        root: bool,
+        /// Read-only mounts of the toolchain: (host path, sandbox path) or a symlink.
+        toolchain: Vec<Mount>,
+    },
+    Off,
+}
+
+#[derive(Debug, Clone)]
+enum Mount {
+    ReadOnly(PathBuf),
+    ReadOnlyTry(PathBuf),
+    Symlink { target: PathBuf, at: PathBuf },
+}
+
+/// One job's confinement, held while it runs.
+#[derive(Debug)]
+pub struct JobSandbox {
+    pub cgroup: Option<crate::cgroup::JobCgroup>,
+    uid: Option<UidLease>,
+    /// The user id the job's processes have inside the sandbox.
+    pub inner_uid: u32,
+}
+
+#[derive(Debug)]
+struct UidLease {
+    offset: u32,
+    uids: Arc<Mutex<BTreeSet<u32>>>,
+}
+
+impl Drop for UidLease {
+    fn drop(&mut self) {
+        self.uids.lock().expect("uid set").remove(&self.offset);
+    }
+}
+
+impl Drop for JobSandbox {
+    fn drop(&mut self) {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all(std::time::Duration::from_secs(5));
+            cgroup.remove();
+        }
+    }
+}
+
+impl Sandbox {
+    /// Decides how jobs are confined on this host: bubblewrap, and a cgroup interface if
+    /// there is one. With `worker.sandbox = bubblewrap` a missing or unusable bwrap is an
+    /// error: the worker must not start.
+    pub fn from_settings(settings: &WorkerSettings) -> Result<Sandbox, SandboxError> {
+        let cgroups = JobCgroups::detect();
+        let kind = match settings.sandbox {
+            SandboxMode::Off => Kind::Off,
+            SandboxMode::Bubblewrap => {
+                let bwrap = find_program(&settings.bwrap).ok_or_else(|| {
+                    SandboxError(format!(
+                        "bubblewrap not found (`worker.bwrap` = {}): install it (Debian: apt-get install bubblewrap) or set worker.sandbox = off",
+                        settings.bwrap.display()
+                    ))
+                })?;
+                Kind::Bubblewrap {
+                    bwrap,
+                    root: nix::unistd::geteuid().is_root(),
+                    toolchain: toolchain(settings),
+                }
+            }
+        };
+        Ok(Sandbox {
+            kind,
+            settings: settings.clone(),
+            cgroups,
+            uids: Arc::default(),
+        })
+    }
+
+    /// Whether jobs run sandboxed.
+    pub fn enabled(&self) -> bool {
+        matches!(self.kind, Kind::Bubblewrap { .. })
+    }
+
+    /// One line for the worker's start-up log.
+    pub fn describe(&self) -> String {
+        let limits = match &self.cgroups {
+            Some(c) => c.describe().to_string(),
+            None => "per-process rlimits (no writable cgroup)".to_string(),
+        };
+        match &self.kind {
+            Kind::Bubblewrap { root: true, .. } => {
+                format!(
+                    "bubblewrap, a user id per job from {}, limits by {limits}",
+                    self.settings.job_uid
+                )
+            }
+            Kind::Bubblewrap { root: false, .. } => {
+                format!("bubblewrap in a user namespace, limits by {limits}")
+            }
+            Kind::Off => format!("off (jobs run as the worker's user), limits by {limits}"),
+        }
+    }
+
+    /// Prepares one job's confinement: a user id (root worker) and a cgroup. `name` must be
+    /// unique among running jobs of the host.
+    pub fn prepare(&self, name: &str) -> std::io::Result<JobSandbox> {
+        let cgroup = match &self.cgroups {
+            Some(c) => Some(c.create(
+                &sanitize(name),
+                self.settings.memory_limit_mb << 20,
+                self.settings.max_processes,
+            )?),
+            None => None,
+        };
+        let uid = match self.kind {
+            Kind::Bubblewrap { root: true, .. } => {
+                let mut used = self.uids.lock().expect("uid set");
+                let offset = (0..).find(|o| !used.contains(o)).expect("a free uid");
+                used.insert(offset);
+                Some(UidLease {
+                    offset,
+                    uids: self.uids.clone(),
+                })
+            }
+            _ => None,
+        };
+        let inner_uid = match &uid {
+            Some(lease) => self.settings.job_uid + lease.offset,
+            None => self.settings.job_uid,
+        };
+        Ok(JobSandbox {
+            cgroup,
+            uid,
+            inner_uid,
+        })
+    }
+
+    /// The user that must own the job's checkout so the job can write it (root worker only).
+    pub fn owner(&self, job: &JobSandbox) -> Option<u32> {
+        job.uid.as_ref().map(|_| job.inner_uid)
+    }
+
+    /// The program and arguments that run `command` confined: for bubblewrap,
+    /// `bwrap <mounts…> -- <init> <spec> -- command…`; without it, `<exe> <init> <spec> --
+    /// command…`. The checkout is `dir.repo()`; the generated `passwd`/`group` go to a folder
+    /// of `dir` outside it.
+    pub fn command(
+        &self,
+        job: &JobSandbox,
+        dir: &JobDir,
+        command: &[OsString],
+    ) -> std::io::Result<Vec<OsString>> {
+        let exe = std::env::current_exe()?;
+        let checkout = dir.repo();
+        let checkout = checkout.as_path();
+        let meta = dir.root.join("sandbox");
+        let extra: Vec<PathBuf> = std::env::split_paths(&self.settings.extra_writable_dirs)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        let no_cgroup = job.cgroup.is_none();
+        let mut spec = InitSpec {
+            uid: job.uid.as_ref().map(|_| job.inner_uid),
+            gid: job.uid.as_ref().map(|_| job.inner_uid),
+            // One byte over the output limit: a file that reaches it is over the limit.
+            max_file_bytes: Some((self.settings.max_output_mb << 20) + 1),
+            max_address_space: no_cgroup.then_some(self.settings.memory_limit_mb << 20),
+            max_processes: None,
+            writable: Vec::new(),
+        };
+        let mut argv: Vec<OsString> = Vec::new();
+        match &self.kind {
+            Kind::Off => {
+                spec.writable = std::iter::once(dir.root.clone()).chain(extra).collect();
+                argv.push(exe.into());
+            }
+            Kind::Bubblewrap {
+                bwrap,
+                root,
+                toolchain,
+            } => {
+                // A user of its own per job (root) or a user namespace of its own: a per-user
+                // process count is then the job's own.
+                spec.max_processes = no_cgroup.then_some(self.settings.max_processes);
+                spec.writable = [JOB_DIR, "/tmp", "/var/tmp", "/dev/shm"]
+                    .iter()
+                    .map(PathBuf::from)
+                    .chain(extra.iter().cloned())
+                    .collect();
+                write_identity(&meta, job.inner_uid)?;
+                argv.push(bwrap.into());
+                let mut arg = |a: &str| argv.push(a.into());
+                for flag in [
+                    "--die-with-parent",
+                    "--new-session",
+                    "--unshare-ipc",
+                    "--unshare-pid",
+                    "--unshare-uts",
+                    "--unshare-cgroup-try",
+                    "--hostname",
+                    "jobq-job",
+                ] {
+                    arg(flag);
+                }
+                if self.settings.job_network == JobNetwork::None {
+                    arg("--unshare-net");
+                }
+                if *root {
+                    // Privileged bwrap keeps no capability but the two the init needs to
+                    // become the job's user; it gives them up with the switch.
+                    for a in [
+                        "--cap-drop",
+                        "ALL",
+                        "--cap-add",
+                        "CAP_SETUID",
+                        "--cap-add",
+                        "CAP_SETGID",
+                    ] {
+                        arg(a);
+                    }
+                } else {
+                    let uid = job.inner_uid.to_string();
+                    for a in [
+                        "--unshare-user",
+                        "--disable-userns",
+                        "--uid",
+                        &uid,
+                        "--gid",
+                        &uid,
+                    ] {
+                        arg(a);
+                    }
+                }
+                // Folders bwrap would create on its own for a mount may come out 0700 and
+                // root's: make every one the job must pass through explicitly, 0755.
+                let mut made = BTreeSet::new();
+                for mount in toolchain {
+                    match mount {
+                        Mount::ReadOnly(p) => {
+                            parents(&mut argv, &mut made, p);
+                            push_all(&mut argv, ["--ro-bind".into(), p.into(), p.into()])
+                        }
+                        Mount::ReadOnlyTry(p) => {
+                            parents(&mut argv, &mut made, p);
+                            push_all(&mut argv, ["--ro-bind-try".into(), p.into(), p.into()])
+                        }
+                        Mount::Symlink { target, at } => {
+                            parents(&mut argv, &mut made, at);
+                            push_all(&mut argv, ["--symlink".into(), target.into(), at.into()])
+                        }
+                    }
+                }
+                parents(&mut argv, &mut made, Path::new("/var/tmp"));
+                push_all(
+                    &mut argv,
+                    [
+                        "--ro-bind".into(),
+                        meta.join("passwd").into(),
+                        "/etc/passwd".into(),
+                        "--ro-bind".into(),
+                        meta.join("group").into(),
+                        "/etc/group".into(),
+                        "--proc".into(),
+                        "/proc".into(),
+                        "--dev".into(),
+                        "/dev".into(),
+                    ],
+                );
+                let size = (self.settings.tmpfs_size_mb << 20).to_string();
+                for tmp in ["/tmp", "/var/tmp", "/dev/shm"] {
+                    push_all(
+                        &mut argv,
+                        [
+                            "--perms".into(),
+                            "1777".into(),
+                            "--size".into(),
+                            size.clone().into(),
+                            "--tmpfs".into(),
+                            tmp.into(),
+                        ],
+                    );
+                }
+                // Mounted now: never re-made (that would change their modes).
+                made.extend(["/tmp", "/var/tmp", "/dev", "/dev/shm", JOB_DIR].map(PathBuf::from));
+                push_all(
+                    &mut argv,
+                    [
+                        "--bind".into(),
+                        checkout.into(),
+                        JOB_DIR.into(),
+                        "--chdir".into(),
+                        JOB_DIR.into(),
+                    ],
+                );
+                for dir in &extra {
+                    parents(&mut argv, &mut made, dir);
+                    push_all(&mut argv, ["--bind".into(), dir.into(), dir.into()]);
+                }
+                parents(&mut argv, &mut made, Path::new(INIT_PATH));
+                push_all(
+                    &mut argv,
+                    [
+                        "--ro-bind".into(),
+                        exe.into(),
+                        INIT_PATH.into(),
+                        "--".into(),
+                        INIT_PATH.into(),
+                    ],
+                );
+            }
+        }
+        argv.push(crate::shim::INIT_ARG.into());
+        argv.push(serde_json::to_string(&spec).expect("init spec").into());
+        argv.push("--".into());
+        argv.extend(command.iter().cloned());
+        Ok(argv)
+    }
+}
+
+/// `--perms 0755 --dir` for each ancestor of `path` not made yet (the root excluded).
+fn parents(argv: &mut Vec<OsString>, made: &mut BTreeSet<PathBuf>, path: &Path) {
+    let mut ancestors: Vec<&Path> = path
+        .ancestors()
+        .skip(1)
+        .filter(|a| a.parent().is_some())
+        .collect();
+    ancestors.reverse();
+    for dir in ancestors {
+        if made.insert(dir.to_path_buf()) {
+            push_all(
+                argv,
+                ["--perms".into(), "0755".into(), "--dir".into(), dir.into()],
+            );
+        }
+    }
+}
+
+fn push_all<const N: usize>(argv: &mut Vec<OsString>, items: [OsString; N]) {
+    argv.extend(items);
+}
+
+/// `passwd` and `group` with root and the job's user, so tools that look the user up work.
+fn write_identity(meta: &Path, uid: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(meta)?;
+    std::fs::write(
+        meta.join("passwd"),
+        format!(
+            "root:x:0:0:root:/:/usr/sbin/nologin\njob:x:{uid}:{uid}:jobq job:{JOB_DIR}:/bin/sh\nnobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n"
+        ),
+    )?;
+    std::fs::write(
+        meta.join("group"),
+        format!("root:x:0:\njob:x:{uid}:\nnogroup:x:65534:\n"),
+    )
+}
+
+/// The read-only view of the host a job needs to run `npm`: `/usr`, the top-level links or
+/// folders of binaries and libraries, the files of `/etc` that name resolution and TLS read,
+/// a Node.js installed outside `/usr`, and `worker.sandbox_ro_paths`.
+fn toolchain(settings: &WorkerSettings) -> Vec<Mount> {
+    let mut mounts = vec![Mount::ReadOnly("/usr".into())];
+    for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        let path = Path::new(top);
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = std::fs::read_link(path) {
+                    mounts.push(Mount::Symlink {
+                        target,
+                        at: path.into(),
+                    });
+                }
+            }
+            Ok(m) if m.is_dir() => mounts.push(Mount::ReadOnly(path.into())),
+            _ => {}
+        }
+    }
+    for etc in [
+        "/etc/alternatives",
+        "/etc/ld.so.cache",
+        "/etc/ld.so.conf",
+        "/etc/ld.so.conf.d",
+        "/etc/ssl",
+        "/etc/ca-certificates",
+        "/etc/pki",
+        "/etc/resolv.conf",
+        "/etc/hosts",
+        "/etc/nsswitch.conf",
+        "/etc/host.conf",
+        "/etc/gai.conf",
+        "/etc/localtime",
+        "/etc/mime.types",
+    ] {
+        // resolv.conf is often a link into /run: bind what it points at.
+        let host = std::fs::canonicalize(etc).unwrap_or_else(|_| etc.into());
+        if host == Path::new(etc) {
+            mounts.push(Mount::ReadOnlyTry(etc.into()));
+        } else if host.exists() {
+            mounts.push(Mount::ReadOnly(host.clone()));
+            mounts.push(Mount::Symlink {
+                target: host,
+                at: etc.into(),
+            });
+        }
+    }
+    for program in ["node", "npm"] {
+        if let Some(found) = find_program(Path::new(program))
+            && let Ok(real) = std::fs::canonicalize(&found)
+            && !real.starts_with("/usr")
+            && let Some(prefix) = real.parent().and_then(Path::parent)
+        {
+            // e.g. ~/.nvm/versions/node/v20/bin/node: the whole install, read-only.
+            mounts.push(Mount::ReadOnly(prefix.to_path_buf()));
+            if found != real
+                && let Some(dir) = found.parent()
+                && !dir.starts_with("/usr")
+            {
+                mounts.push(Mount::ReadOnlyTry(dir.to_path_buf()));
+            }
+        }
+    }
+    for extra in std::env::split_paths(&settings.sandbox_ro_paths) {
+        if !extra.as_os_str().is_empty() {
+            mounts.push(Mount::ReadOnly(extra));
+        }
+    }
+    mounts
+}
+
+/// `program` if it is a path, else the first match on `PATH`.
+fn find_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A cgroup name from a job's name: letters, digits, `-`, `_`, `.` only.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_names_keep_only_safe_characters() {
+        assert_eq!(sanitize("w-1/../x y.z"), "w-1_.._x_y.z");
+    }
+
+    #[test]
+    fn the_init_spec_round_trips() {
+        let spec = InitSpec {
+            uid: Some(10001),
+            gid: Some(10001),
+            max_file_bytes: Some(5),
+            max_address_space: None,
+            max_processes: Some(3),
+            writable: vec!["/job".into()],
+        };
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<InitSpec>(&text).unwrap(), spec);
+    }
+
+    #[test]
+    fn the_toolchain_is_read_only_and_holds_no_worker_state() {
+        let mounts = toolchain(&WorkerSettings::default());
+        let work = std::env::temp_dir();
+        for mount in &mounts {
+            if let Mount::ReadOnly(p) | Mount::ReadOnlyTry(p) = mount {
+                for never in ["/", "/etc", "/var", "/run", "/home", "/root"] {
+                    assert_ne!(p, Path::new(never), "{never} is never bound whole");
+                }
+                for below in ["/proc", "/sys", "/dev"] {
+                    assert!(!p.starts_with(below), "{p:?}");
+                }
+                assert!(!p.starts_with(&work), "{p:?} holds job folders");
+            }
+        }
+        assert!(matches!(&mounts[0], Mount::ReadOnly(p) if p == Path::new("/usr")));
+    }
+}
