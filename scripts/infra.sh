@@ -7,7 +7,8 @@
 #   scripts/infra.sh install   only install (download, build) what is missing
 #   scripts/infra.sh up        install what is missing (cached), start what is not running, wait until healthy
 #   scripts/infra.sh down      stop everything and wipe the data dirs (logs are kept; Keycloak's
-#                              database is kept while the realm file is unchanged, --purge wipes it too)
+#                              database and home are kept while the realm file is unchanged, --purge
+#                              wipes them too)
 #   scripts/infra.sh status    healthy/unhealthy with version per server; exit 1 unless all are healthy
 #   scripts/infra.sh env       export lines for the jobq services and tests
 #   scripts/infra.sh stop|start|restart SERVER   one of: kafka keycloak mongo s3 (data is kept)
@@ -259,7 +260,11 @@ stop_server() {
   if group_alive "$pid"; then
     say "$name still running after ${STOP_GRACE}s: SIGKILL"
     kill -KILL -- "-$pid" 2>/dev/null || true
-    sleep 0.5
+    # A large JVM takes a moment to be reaped even after SIGKILL.
+    for ((i = 0; i < 50; i++)); do
+      group_alive "$pid" || break
+      sleep 0.1
+    done
   fi
   group_alive "$pid" && die "process group $pid of $name survived SIGKILL"
   rm -f "$(pid_file "$name")"
@@ -375,6 +380,13 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # Tests join and leave groups all the time; do not wait for more members.
 group.initial.rebalance.delay.ms=0
+# KIP-848 consumer groups (jobq's workers): a member silent for 6 s is gone, so a killed
+# worker's partitions move to the others before its lease (10 s) runs out; the defaults
+# (45 s session, 5 s heartbeat) would hold them four times as long.
+group.consumer.session.timeout.ms=6000
+group.consumer.min.session.timeout.ms=3000
+group.consumer.heartbeat.interval.ms=1000
+group.consumer.min.heartbeat.interval.ms=500
 EOF
   cat >"$dir/log4j2.properties" <<'EOF'
 status = warn
@@ -411,8 +423,29 @@ EOF
 keycloak_db() { echo "$RUN/keycloak-db"; }
 realm_file() { echo "$REPO/deploy/keycloak/realm-jobq.json"; }
 
+# Keycloak writes into its home (data/import, data/tmp, and lib/quarkus when it re-augments):
+# each runtime dir gets a home of its own, sharing only the read-only jars and themes of
+# the cached installation, so two instances (other ports, other JOBQ_INFRA_DIR) never meet.
+keycloak_home() { echo "$RUN/keycloak-home-$KEYCLOAK_VERSION"; }
+
+make_keycloak_home() {
+  local home part
+  home=$(keycloak_home)
+  [[ -f $home/.made ]] && return 0
+  rm -rf "$home"
+  mkdir -p "$home/lib"
+  cp -a "$KEYCLOAK_HOME/bin" "$KEYCLOAK_HOME/conf" "$KEYCLOAK_HOME/version.txt" "$home/"
+  for part in app quarkus quarkus-run.jar; do
+    cp -a "$KEYCLOAK_HOME/lib/$part" "$home/lib/"
+  done
+  ln -s "$KEYCLOAK_HOME/lib/lib" "$home/lib/lib"
+  ln -s "$KEYCLOAK_HOME/themes" "$home/themes"
+  ln -s "$KEYCLOAK_HOME/providers" "$home/providers"
+  touch "$home/.made"
+}
+
 start_keycloak() {
-  local dir=$RUN/keycloak db realm sum
+  local dir=$RUN/keycloak db realm sum home
   db=$(keycloak_db)
   realm=$(realm_file)
   [[ -f $realm ]] || die "missing $realm"
@@ -420,14 +453,16 @@ start_keycloak() {
   if [[ $(cat "$db/realm.sha256" 2>/dev/null) != "$sum" ]]; then
     rm -rf "$db"
   fi
-  mkdir -p "$dir" "$db/h2" "$KEYCLOAK_HOME/data/import"
-  # --import-realm reads data/import of the installation; a realm that exists is left alone.
-  cp "$realm" "$KEYCLOAK_HOME/data/import/realm-jobq.json"
-  echo "Keycloak $(tr -d '\n' <"$KEYCLOAK_HOME/version.txt" | sed 's/.*Version //')" >"$dir/version"
+  make_keycloak_home
+  home=$(keycloak_home)
+  mkdir -p "$dir" "$db/h2" "$home/data/import"
+  # --import-realm reads data/import of the home; a realm that exists is left alone.
+  cp "$realm" "$home/data/import/realm-jobq.json"
+  echo "Keycloak $(tr -d '\n' <"$home/version.txt" | sed 's/.*Version //')" >"$dir/version"
   launch keycloak "$LOGS/keycloak.log" env \
     KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD=admin \
     JAVA_OPTS_KC_HEAP="-Xms64m -Xmx768m" \
-    "$KEYCLOAK_HOME/bin/kc.sh" start-dev \
+    "$home/bin/kc.sh" start-dev \
     --http-host="$HOST" --http-port="$KEYCLOAK_PORT" \
     --http-management-port="$KEYCLOAK_MGMT_PORT" \
     --db-url="jdbc:h2:file:$db/h2/keycloakdb;NON_KEYWORDS=VALUE" \
@@ -638,7 +673,7 @@ cmd_down() {
     for name in "${SERVERS[@]}"; do
       rm -rf "${RUN:?}/$name"
     done
-    [[ ${1:-} == --purge ]] && rm -rf "$(keycloak_db)"
+    [[ ${1:-} == --purge ]] && rm -rf "$(keycloak_db)" "$(keycloak_home)"
   fi
   say "all servers stopped (logs kept in $LOGS)"
 }

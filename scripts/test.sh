@@ -6,6 +6,8 @@
 #   scripts/test.sh              everything
 #   JOBQ_KEEP_INFRA=1 scripts/test.sh   leave the servers running afterwards
 #   JOBQ_REQUIRE_INFRA=1 (CI)    a server that does not start fails the run
+#   JOBQ_SKIP_CHAOS=1            leave out the last step, the short chaos bench (it restarts
+#                                Kafka, MongoDB and S3 of the instance in use)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jobq/target}"
@@ -77,4 +79,19 @@ if scripts/infra.sh status >/dev/null 2>&1; then
     scripts/browser-test.sh services
 else
     echo "skipping the browser test against the real servers: they are not up"
+fi
+
+# Last, after every other suite: it restarts the servers (those this run uses, named by the
+# JOBQ_INFRA_* variables) and waits until they are healthy again.
+if [[ "${JOBQ_SKIP_CHAOS:-0}" == 1 ]]; then
+    echo "skipping the chaos bench: JOBQ_SKIP_CHAOS=1"
+elif scripts/infra.sh status >/dev/null 2>&1; then
+    step "chaos bench, short: 60 jobs, 2 worker kills, Kafka, MongoDB and S3 restarted (scripts/bench-chaos --short --check)"
+    scripts/bench-chaos --short --check --no-build
+    scripts/infra.sh status
+elif [[ "${JOBQ_REQUIRE_INFRA:-0}" == 1 ]]; then
+    echo "the servers are not up for the chaos bench and JOBQ_REQUIRE_INFRA=1" >&2
+    exit 1
+else
+    echo "skipping the chaos bench: the servers are not up"
 fi

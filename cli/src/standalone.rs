@@ -228,10 +228,11 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         events: bus.clone(),
         max_attempts: settings.worker.max_attempts,
         redispatch_after: Duration::from_secs(settings.worker.redispatch_after_secs),
+        undelivered: Default::default(),
     };
     let reaper_task = {
         let shutdown = shutdown.clone();
-        let every = Duration::from_millis((settings.worker.lease_secs * 1000 / 3).max(500));
+        let every = jobq_common::settings::sweep_interval(&settings.worker);
         tokio::spawn(async move { reaper.run(every, shutdown).await })
     };
 

@@ -16,6 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::domain::{Dispatch, JobEvent, Observation};
 use crate::error::{ErrorKind, PortError, PortResult};
 use crate::ports::{DispatchQueue, EventBus};
+pub use crate::settings::GroupProtocol;
 
 /// How long a metadata or admin request may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +31,9 @@ pub fn base_config(brokers: &str) -> ClientConfig {
     cfg.set("bootstrap.servers", brokers)
         // Loopback and containers: resolve once, fail fast on a wrong address.
         .set("socket.keepalive.enable", "true")
+        // After a broker restart, reconnect within a second (the default backs off to 10 s).
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "1000")
         .set("log_level", "4");
     cfg
 }
@@ -251,6 +255,8 @@ async fn assign_new_partitions(
 pub struct GroupConsumerOptions<'a> {
     pub brokers: &'a str,
     pub group: &'a str,
+    /// The rebalance protocol (`kafka.group_protocol`).
+    pub protocol: GroupProtocol,
     /// A static member id (`group.instance.id`) keeps rebalances short when a member restarts.
     pub instance_id: Option<&'a str>,
     /// Where a group with no committed offset starts.
@@ -258,8 +264,16 @@ pub struct GroupConsumerOptions<'a> {
 }
 
 /// A group consumer for long jobs: offsets are stored only when the caller says
-/// (`enable.auto.offset.store=false`) and committed in the background; cooperative-sticky
-/// assignment moves only the partitions that must move.
+/// (`enable.auto.offset.store=false`) and committed in the background; only the partitions
+/// that must move are moved.
+///
+/// With [`GroupProtocol::Consumer`] (KIP-848) the broker assigns partitions member by member
+/// and keeps the session: after a broker restart a live member heartbeats again and keeps
+/// consuming, while the classic protocol made every member time its session out on the
+/// client side (`SESSTMOUT`), rejoin under a new member id and wait in a group-wide rebalance
+/// for the members it left behind. The session and heartbeat times are then the broker's
+/// (`group.consumer.session.timeout.ms`, `group.consumer.heartbeat.interval.ms`; see
+/// docs/reliability.md for the values jobq expects).
 pub fn group_consumer<C: ConsumerContext + 'static>(
     options: &GroupConsumerOptions<'_>,
     context: C,
@@ -269,7 +283,6 @@ pub fn group_consumer<C: ConsumerContext + 'static>(
         .set("enable.auto.offset.store", "false")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set(
             "auto.offset.reset",
             if options.from_beginning {
@@ -278,12 +291,21 @@ pub fn group_consumer<C: ConsumerContext + 'static>(
                 "latest"
             },
         )
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
         // Jobs are few and latency matters: a resumed partition's next message should not
         // wait for the default 500 ms fetch round.
         .set("fetch.wait.max.ms", "100")
         .set("topic.metadata.refresh.interval.ms", "5000");
+    match options.protocol {
+        GroupProtocol::Consumer => {
+            cfg.set("group.protocol", "consumer");
+        }
+        GroupProtocol::Classic => {
+            cfg.set("group.protocol", "classic")
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "1000");
+        }
+    }
     if let Some(id) = options.instance_id {
         cfg.set("group.instance.id", id);
     }
@@ -471,20 +493,16 @@ impl KafkaAdmin {
     }
 
     /// Members of a consumer group now (0 for an unknown or empty group): for the worker
-    /// group, the number of live worker processes as the broker sees them.
+    /// group, the number of live worker processes as the broker sees them. Works for both
+    /// protocols (`DescribeConsumerGroups`; the classic `DescribeGroups` sees no member of a
+    /// KIP-848 group).
     pub async fn group_members(&self, group: &str) -> PortResult<u32> {
         let client = self.metadata.clone();
         let group = group.to_string();
         blocking(move || {
-            let list = client
-                .fetch_group_list(Some(&group), ADMIN_TIMEOUT)
-                .map_err(|e| kafka_error("describe group", e))?;
-            Ok(list
-                .groups()
-                .iter()
-                .filter(|g| g.name() == group)
-                .map(|g| g.members().len() as u32)
-                .sum())
+            describe::member_count(client.client(), &group, ADMIN_TIMEOUT).map_err(|e| {
+                PortError::unavailable(format!("cannot describe consumer group {group}: {e}"))
+            })
         })
         .await
     }
@@ -506,4 +524,97 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         PortError::with_source(ErrorKind::Internal, "blocking kafka call panicked", e)
     })?
+}
+
+/// `DescribeConsumerGroups` through librdkafka's C API, which rust-rdkafka 0.39 does not wrap.
+#[allow(unsafe_code)]
+mod describe {
+    use std::ffi::{CStr, CString, c_char};
+    use std::time::Duration;
+
+    use rdkafka::bindings as rd;
+    use rdkafka::client::{Client, ClientContext};
+
+    /// Members of `group` (0 for a group that does not exist or is empty), or why not.
+    pub fn member_count<C: ClientContext>(
+        client: &Client<C>,
+        group: &str,
+        timeout: Duration,
+    ) -> Result<u32, String> {
+        let name = CString::new(group).map_err(|e| e.to_string())?;
+        let ms = timeout.as_millis().min(i32::MAX as u128 - 1000) as i32;
+        let rk = client.native_ptr();
+        // SAFETY: `rk` is the live client borrowed for this call; the queue, options and event
+        // are created and destroyed here, and the result is read before its event is destroyed
+        // (the description pointers belong to the event).
+        unsafe {
+            let queue = rd::rd_kafka_queue_new(rk);
+            let options = rd::rd_kafka_AdminOptions_new(
+                rk,
+                rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS,
+            );
+            let mut errstr = [0 as c_char; 256];
+            rd::rd_kafka_AdminOptions_set_request_timeout(
+                options,
+                ms,
+                errstr.as_mut_ptr(),
+                errstr.len(),
+            );
+            let mut names = [name.as_ptr()];
+            rd::rd_kafka_DescribeConsumerGroups(rk, names.as_mut_ptr(), 1, options, queue);
+            let event = rd::rd_kafka_queue_poll(queue, ms + 1000);
+            let answer = if event.is_null() {
+                Err("no answer in time".to_string())
+            } else {
+                let answer = read(event);
+                rd::rd_kafka_event_destroy(event);
+                answer
+            };
+            rd::rd_kafka_AdminOptions_destroy(options);
+            rd::rd_kafka_queue_destroy(queue);
+            answer
+        }
+    }
+
+    /// # Safety
+    /// `event` must be a live event from `rd_kafka_DescribeConsumerGroups`.
+    unsafe fn read(event: *mut rd::rd_kafka_event_t) -> Result<u32, String> {
+        let text = |p: *const c_char| {
+            if p.is_null() {
+                "unknown error".to_string()
+            } else {
+                // SAFETY: librdkafka's error strings are NUL-terminated and live as long as
+                // the event.
+                unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+            }
+        };
+        // SAFETY: see the function's contract; every pointer read comes from this event.
+        unsafe {
+            if rd::rd_kafka_event_error(event)
+                != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            {
+                return Err(text(rd::rd_kafka_event_error_string(event)));
+            }
+            let result = rd::rd_kafka_event_DescribeConsumerGroups_result(event);
+            if result.is_null() {
+                return Err("not a DescribeConsumerGroups result".into());
+            }
+            let mut count = 0usize;
+            let groups = rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut count);
+            if count == 0 || groups.is_null() {
+                return Ok(0);
+            }
+            let group = *groups;
+            let error = rd::rd_kafka_ConsumerGroupDescription_error(group);
+            if !error.is_null() {
+                if rd::rd_kafka_error_code(error)
+                    == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND
+                {
+                    return Ok(0);
+                }
+                return Err(text(rd::rd_kafka_error_string(error)));
+            }
+            Ok(rd::rd_kafka_ConsumerGroupDescription_member_count(group) as u32)
+        }
+    }
 }

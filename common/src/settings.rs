@@ -45,6 +45,19 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     pub worker_group: String,
     pub observer_group: String,
+    /// Consumer-group rebalance protocol: `consumer` (KIP-848, Kafka 4.0+) or `classic`.
+    pub group_protocol: GroupProtocol,
+}
+
+/// Kafka's consumer-group rebalance protocols.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// KIP-848: the broker assigns partitions member by member, no group-wide barrier.
+    #[default]
+    Consumer,
+    /// JoinGroup/SyncGroup with cooperative-sticky assignment (brokers before 4.0).
+    Classic,
 }
 
 impl Default for KafkaSettings {
@@ -58,6 +71,7 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             worker_group: "jobq-workers".into(),
             observer_group: "jobq-observer".into(),
+            group_protocol: GroupProtocol::Consumer,
         }
     }
 }
@@ -151,6 +165,9 @@ pub struct FrontendSettings {
     pub max_body_bytes: usize,
     pub max_config_bytes: usize,
     pub max_args_bytes: usize,
+    /// How long a submission retries a job-store write that failed (a store restarting)
+    /// before it answers 503.
+    pub store_retry_ms: u64,
 }
 
 impl Default for FrontendSettings {
@@ -160,6 +177,7 @@ impl Default for FrontendSettings {
             max_body_bytes: 1024 * 1024,
             max_config_bytes: 512 * 1024,
             max_args_bytes: 8 * 1024,
+            store_retry_ms: 10_000,
         }
     }
 }
@@ -216,6 +234,9 @@ pub struct WorkerSettings {
     pub sandbox_ro_paths: String,
     /// The bubblewrap executable.
     pub bwrap: PathBuf,
+    /// How long a finished run's logs and outputs are retried while the artifact store is
+    /// unavailable; after that the job is handed back for another attempt.
+    pub upload_retry_secs: u64,
 }
 
 /// Whether jobs run in a sandbox.
@@ -242,8 +263,8 @@ impl Default for WorkerSettings {
             slots: 0,
             work_dir: PathBuf::new(),
             job_timeout_secs: 30 * 60,
-            lease_secs: 30,
-            renew_interval_ms: 2000,
+            lease_secs: 8,
+            renew_interval_ms: 1000,
             max_attempts: 3,
             allow_local_repos: false,
             max_log_bytes: 16 * 1024 * 1024,
@@ -261,8 +282,17 @@ impl Default for WorkerSettings {
             job_uid: 10001,
             sandbox_ro_paths: String::new(),
             bwrap: PathBuf::from("bwrap"),
+            upload_retry_secs: 60,
         }
     }
+}
+
+/// How often the lease reaper sweeps: a fifth of the lease, between 0.5 s and 2 s. A lost
+/// worker's job is then queued again at most lease + 2 s after its last renewal; the sweep is
+/// one indexed query per observer, whatever the number of running jobs.
+pub fn sweep_interval(worker: &WorkerSettings) -> std::time::Duration {
+    let ms = (worker.lease_secs * 1000 / 5).clamp(500, 2000);
+    std::time::Duration::from_millis(ms)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
@@ -457,12 +487,14 @@ impl Settings {
         if self.worker.lease_secs == 0 {
             return bad("worker.lease_secs", "must be at least 1");
         }
+        // A worker that cannot renew stops its job two intervals before the lease runs out,
+        // so the lease must hold more than two of them.
         if self.worker.renew_interval_ms == 0
-            || self.worker.renew_interval_ms >= self.worker.lease_secs * 1000
+            || 2 * self.worker.renew_interval_ms >= self.worker.lease_secs * 1000
         {
             return bad(
                 "worker.renew_interval_ms",
-                "must be above 0 and below the lease",
+                "must be above 0 and below half the lease",
             );
         }
         if self.worker.max_attempts == 0 {
@@ -577,6 +609,36 @@ mod tests {
         assert!(s.worker.allow_local_repos);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.s3.secret_key.expose_secret(), "hunter2");
+    }
+
+    #[test]
+    fn the_sweep_runs_every_fifth_of_the_lease_within_bounds() {
+        let lease = |secs| WorkerSettings {
+            lease_secs: secs,
+            ..WorkerSettings::default()
+        };
+        assert_eq!(sweep_interval(&lease(8)).as_millis(), 1600);
+        assert_eq!(sweep_interval(&lease(5)).as_millis(), 1000);
+        assert_eq!(sweep_interval(&lease(1)).as_millis(), 500);
+        assert_eq!(sweep_interval(&lease(600)).as_millis(), 2000);
+    }
+
+    #[test]
+    fn the_renewal_interval_must_fit_twice_in_the_lease() {
+        let err = Settings::load_from(env(&[
+            ("JOBQ_WORKER__LEASE_SECS", "4"),
+            ("JOBQ_WORKER__RENEW_INTERVAL_MS", "2000"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("worker.renew_interval_ms"),
+            "{err}"
+        );
+        Settings::load_from(env(&[
+            ("JOBQ_WORKER__LEASE_SECS", "5"),
+            ("JOBQ_WORKER__RENEW_INTERVAL_MS", "2000"),
+        ]))
+        .unwrap();
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //!   over `max_args_bytes`), 422 (well-formed JSON with a missing or wrong-typed field, a
 //!   refused URL, args that cannot be split into words).
 //! - A backing service that does not answer gives 503 `"<service> is unavailable, try
-//!   again"`; anything unexpected gives 500 `"internal error"`. The cause of every 5xx is
-//!   logged, never sent.
+//!   again"` and `Retry-After: 2`; anything unexpected gives 500 `"internal error"`. The
+//!   cause of every 5xx is logged, never sent.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -16,6 +16,9 @@ use axum::response::{IntoResponse, Response};
 use jobq_common::{ErrorKind, PortError};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+/// `Retry-After` of every 503 answer, in seconds.
+pub const RETRY_AFTER_SECS: &str = "2";
 
 /// The body of every error answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -114,11 +117,21 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = (status, Json(ErrorBody { error: message })).into_response();
-        if let ApiError::Unauthorized(_) = self {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"jobq\""),
-            );
+        match self {
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"jobq\""),
+                );
+            }
+            // A backing service is away (usually restarting): say when to come back.
+            ApiError::Unavailable(_) => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
         }
         response
     }

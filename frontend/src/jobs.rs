@@ -6,9 +6,12 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use jobq_common::domain::{Dispatch, Job, JobEvent, JobId, JobStatus, artifact_keys};
 use jobq_common::ports::{CancelResult, JobPage, Page, Principal};
-use jobq_common::{ErrorKind, domain};
+use jobq_common::{ErrorKind, PortResult, domain};
+use std::future::Future;
+use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
 
 use crate::AppState;
@@ -23,8 +26,36 @@ pub fn visible_to(state: &AppState, caller: &Principal, job: &Job) -> bool {
     job.owner == caller.username || caller.has_role(&state.admin_role)
 }
 
+/// Runs a store write again while the store is unavailable, pausing 100 ms, then twice as
+/// long each time (at most 1 s), until `deadline`; the last error is returned. A store
+/// restart then costs a submission some latency, not an answer.
+async fn retry_store<T, F, Fut>(deadline: Instant, what: &str, mut write: F) -> PortResult<T>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = PortResult<T>>,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut tries = 1;
+    loop {
+        match write(tries).await {
+            Err(e) if e.kind == ErrorKind::Unavailable && Instant::now() + pause < deadline => {
+                if tries == 1 {
+                    tracing::warn!(error = %e, what, "store write failed; retrying");
+                }
+                metrics::counter!("jobq_store_write_retries_total").increment(1);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Validates the request, stores the job as queued, hands it to the queue and announces
-/// it. If the queue refuses it, the job is cancelled so it never runs, and the answer is 503.
+/// it. A store write that fails is retried for `frontend.store_retry_ms`; if the store or
+/// the queue still refuses, the answer is 503 (with `Retry-After`) and the job is not
+/// accepted: a job the queue refused is cancelled so it never runs.
 pub async fn submit(
     state: &AppState,
     caller: &Principal,
@@ -32,7 +63,20 @@ pub async fn submit(
 ) -> Result<Job, ApiError> {
     let spec = request.into_spec(&state.limits, state.allow_local_repos)?;
     let job = Job::new(caller.username.clone(), spec, OffsetDateTime::now_utc());
-    state.jobs.insert(&job).await.or_api(STORE)?;
+    let deadline = Instant::now() + Duration::from_millis(state.limits.store_retry_ms);
+    retry_store(deadline, "insert", |tries| {
+        let job = &job;
+        async move {
+            match state.jobs.insert(job).await {
+                // An earlier try was stored but its answer lost: the id is new, so the
+                // stored job is this one.
+                Err(e) if e.kind == ErrorKind::AlreadyExists && tries > 1 => Ok(()),
+                other => other,
+            }
+        }
+    })
+    .await
+    .or_api(STORE)?;
     state.live.remember_owner(&job.id, &job.owner);
     let message = Dispatch {
         id: job.id.clone(),
@@ -41,7 +85,12 @@ pub async fn submit(
     if let Err(e) = state.dispatch.dispatch(&message).await {
         metrics::counter!("jobq_dispatch_failures_total").increment(1);
         tracing::error!(job_id = %job.id, error = %e, "dispatch failed; cancelling the job");
-        if let Err(e) = state.jobs.cancel(&job.id, OffsetDateTime::now_utc()).await {
+        let deadline = Instant::now() + Duration::from_millis(state.limits.store_retry_ms);
+        let cancelled = retry_store(deadline, "cancel", |_| {
+            state.jobs.cancel(&job.id, OffsetDateTime::now_utc())
+        })
+        .await;
+        if let Err(e) = cancelled {
             tracing::error!(job_id = %job.id, error = %e, "could not cancel the undispatched job");
         }
         return Err(ApiError::Unavailable(

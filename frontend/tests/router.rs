@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use jobq_common::ports::{
     ObservationStore, Page, PasswordLogin, Principal, TokenValidator,
 };
 use jobq_common::settings::FrontendSettings;
-use jobq_common::{PortError, PortResult};
+use jobq_common::{ErrorKind, PortError, PortResult};
 use jobq_frontend::openapi::ApiDoc;
 use jobq_frontend::{AppState, metrics_handle, router};
 use serde_json::{Value, json};
@@ -36,6 +36,11 @@ struct MemoryStore {
     jobs: Mutex<Vec<Job>>,
     observations: Mutex<Vec<Observation>>,
     unavailable: AtomicBool,
+    /// Inserts that fail as unavailable before the store answers again (a restart).
+    inserts_failing: AtomicU32,
+    /// Inserts that are stored but whose answer is lost (unavailable after the write).
+    inserts_answer_lost: AtomicU32,
+    inserts_tried: AtomicU32,
 }
 
 impl MemoryStore {
@@ -60,8 +65,23 @@ fn unused<T>() -> PortResult<T> {
 #[async_trait]
 impl JobStore for MemoryStore {
     async fn insert(&self, job: &Job) -> PortResult<()> {
+        self.inserts_tried.fetch_add(1, Ordering::SeqCst);
         self.check()?;
-        self.jobs.lock().unwrap().push(job.clone());
+        let take = |n: &AtomicU32| {
+            n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+                .is_ok()
+        };
+        if take(&self.inserts_failing) {
+            return Err(PortError::unavailable("mongo restarting"));
+        }
+        let mut jobs = self.jobs.lock().unwrap();
+        if jobs.iter().any(|j| j.id == job.id) {
+            return Err(PortError::new(ErrorKind::AlreadyExists, "duplicate id"));
+        }
+        jobs.push(job.clone());
+        if take(&self.inserts_answer_lost) {
+            return Err(PortError::unavailable("connection reset after the write"));
+        }
         Ok(())
     }
 
@@ -369,6 +389,7 @@ fn limits() -> FrontendSettings {
         max_body_bytes: 1024 * 1024,
         max_config_bytes: 64 * 1024,
         max_args_bytes: 1024,
+        store_retry_ms: 1500,
         ..FrontendSettings::default()
     }
 }
@@ -906,6 +927,49 @@ async fn a_store_that_is_down_gives_503() {
     h.get("/api/status", Some(ALICE))
         .await
         .assert_error(StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_store_restarting_during_a_submission_costs_latency_not_the_job() {
+    let h = harness();
+    h.store.inserts_failing.store(3, Ordering::SeqCst);
+    let a = h.add_job(ALICE, submit_body()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let id = a.json()["jobId"].as_str().unwrap().to_string();
+    assert_eq!(h.store.inserts_tried.load(Ordering::SeqCst), 4);
+    assert_eq!(h.store.job(&id).status, JobStatus::Queued);
+    let sent = h.queue.sent.lock().unwrap();
+    assert_eq!(sent.len(), 1, "dispatched once");
+    assert_eq!(sent[0].id.as_str(), id);
+}
+
+#[tokio::test]
+async fn an_insert_whose_answer_was_lost_is_stored_and_dispatched_once() {
+    let h = harness();
+    h.store.inserts_answer_lost.store(1, Ordering::SeqCst);
+    let a = h.add_job(ALICE, submit_body()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    assert_eq!(h.store.jobs.lock().unwrap().len(), 1);
+    assert_eq!(h.queue.sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_store_down_past_the_retry_time_gives_503_with_retry_after_and_nothing_accepted() {
+    let h = harness();
+    h.store.inserts_failing.store(u32::MAX, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let a = h.add_job(ALICE, submit_body()).await;
+    let waited = started.elapsed();
+    assert_eq!(a.header(header::RETRY_AFTER), "2");
+    let err = a.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(err, "the job store is unavailable, try again");
+    // Retried for about `store_retry_ms` (1.5 s here), then refused.
+    assert!(waited >= Duration::from_millis(700), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    assert!(h.store.inserts_tried.load(Ordering::SeqCst) > 2);
+    assert!(h.store.jobs.lock().unwrap().is_empty());
+    assert!(h.queue.sent.lock().unwrap().is_empty());
+    assert!(h.bus.events.lock().unwrap().is_empty());
 }
 
 // ---- status --------------------------------------------------------------------------

@@ -148,9 +148,10 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         events: events.clone(),
         max_attempts: settings.worker.max_attempts,
         redispatch_after: Duration::from_secs(settings.worker.redispatch_after_secs),
+        undelivered: Default::default(),
     };
     // Sweep several times per lease so a lost worker's job waits at most about one lease.
-    let every = Duration::from_millis((settings.worker.lease_secs * 1000 / 3).max(500));
+    let every = jobq_common::settings::sweep_interval(&settings.worker);
     let reaping = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { reaper.run(every, shutdown).await }
@@ -205,6 +206,7 @@ async fn observe(
         &GroupConsumerOptions {
             brokers: &kafka.brokers,
             group: &kafka.observer_group,
+            protocol: kafka.group_protocol,
             instance_id: None,
             from_beginning: true,
         },

@@ -11,6 +11,9 @@ use jobq_common::ports::{DispatchQueue, EventBus, JobStore};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+/// The longest one sweep may take before it is abandoned (and the next one starts).
+const SWEEP_LIMIT: Duration = Duration::from_secs(60);
+
 /// The lease reaper.
 #[derive(Clone)]
 pub struct LeaseReaper {
@@ -20,6 +23,10 @@ pub struct LeaseReaper {
     pub max_attempts: u32,
     /// Queued jobs not claimed this long after their dispatch are dispatched again.
     pub redispatch_after: Duration,
+    /// Messages of jobs this reaper queued again that the dispatch queue refused (Kafka
+    /// restarting): sent again at the next sweeps, so a re-queued job never waits for
+    /// `redispatch_after`.
+    pub undelivered: Arc<std::sync::Mutex<Vec<Dispatch>>>,
 }
 
 impl std::fmt::Debug for LeaseReaper {
@@ -57,6 +64,12 @@ impl LeaseReaper {
     /// Handles every lease expired at `now`.
     pub async fn sweep(&self, now: OffsetDateTime) -> PortResult<Sweep> {
         let mut done = Sweep::default();
+        let waiting = std::mem::take(&mut *self.undelivered.lock().expect("undelivered lock"));
+        for message in waiting {
+            if self.send(message).await {
+                done.redispatched += 1;
+            }
+        }
         for job in self.store.expired(now, 500).await? {
             if job.attempt < self.max_attempts {
                 let Some(requeued) = self
@@ -67,12 +80,12 @@ impl LeaseReaper {
                     continue; // renewed, finished, or another observer got there first
                 };
                 tracing::warn!(job_id = %job.id, attempt = requeued.attempt, "worker lost: job queued again");
-                self.dispatch
-                    .dispatch(&Dispatch {
-                        id: requeued.id.clone(),
-                        attempt: requeued.attempt,
-                    })
-                    .await?;
+                // The job is queued now; its message must follow even if the queue is away.
+                self.send(Dispatch {
+                    id: requeued.id.clone(),
+                    attempt: requeued.attempt,
+                })
+                .await;
                 self.publish(reaper_event(&requeued, JobStatus::Queued, now))
                     .await;
                 done.requeued += 1;
@@ -104,10 +117,26 @@ impl LeaseReaper {
         let stale_since = now - self.redispatch_after;
         for message in self.store.redispatch_stale(stale_since, now, 500).await? {
             tracing::warn!(job_id = %message.id, attempt = message.attempt, "queued job not claimed for long: dispatched again");
-            self.dispatch.dispatch(&message).await?;
-            done.redispatched += 1;
+            if self.send(message).await {
+                done.redispatched += 1;
+            }
         }
         Ok(done)
+    }
+
+    /// Dispatches `message`; one the queue refuses is kept and sent again at the next sweep.
+    async fn send(&self, message: Dispatch) -> bool {
+        match self.dispatch.dispatch(&message).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(job_id = %message.id, attempt = message.attempt, error = %e, "dispatch failed; sent again at the next sweep");
+                self.undelivered
+                    .lock()
+                    .expect("undelivered lock")
+                    .push(message);
+                false
+            }
+        }
     }
 
     async fn publish(&self, event: JobEvent) {
@@ -119,7 +148,14 @@ impl LeaseReaper {
     /// Sweeps every `every` until `shutdown`.
     pub async fn run(&self, every: Duration, shutdown: CancellationToken) {
         loop {
-            match self.sweep(OffsetDateTime::now_utc()).await {
+            // A sweep that hangs (a store or queue that accepts a request and never answers)
+            // must not stop the reaper for good.
+            let sweep = tokio::time::timeout(SWEEP_LIMIT, self.sweep(OffsetDateTime::now_utc()));
+            match sweep.await.unwrap_or_else(|_| {
+                Err(jobq_common::PortError::unavailable(
+                    "lease sweep took longer than a minute",
+                ))
+            }) {
                 Ok(s) if s != Sweep::default() => {
                     tracing::info!(
                         requeued = s.requeued,
@@ -136,5 +172,78 @@ impl LeaseReaper {
                 _ = tokio::time::sleep(every) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use async_trait::async_trait;
+    use jobq_common::domain::JobSpec;
+    use jobq_common::embedded::{InProcessBus, SqliteStore};
+
+    use super::*;
+
+    /// A dispatch queue that refuses the first `refusals` messages (Kafka restarting).
+    #[derive(Default)]
+    struct Queue {
+        refusals: AtomicU32,
+        sent: Mutex<Vec<Dispatch>>,
+    }
+
+    #[async_trait]
+    impl DispatchQueue for Queue {
+        async fn dispatch(&self, message: &Dispatch) -> PortResult<()> {
+            if self
+                .refusals
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(jobq_common::PortError::unavailable("kafka restarting"));
+            }
+            self.sent.lock().unwrap().push(message.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_requeued_job_whose_message_the_queue_refused_is_dispatched_at_the_next_sweep() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let queue = Arc::new(Queue::default());
+        let reaper = LeaseReaper {
+            store: store.clone(),
+            dispatch: queue.clone(),
+            events: Arc::new(InProcessBus::new()),
+            max_attempts: 3,
+            redispatch_after: Duration::from_secs(600),
+            undelivered: Default::default(),
+        };
+        let now = OffsetDateTime::now_utc();
+        let spec = JobSpec {
+            url: "https://example.com/x.git".into(),
+            args: String::new(),
+            config: String::new(),
+        };
+        let job = Job::new("alice", spec, now);
+        store.insert(&job).await.unwrap();
+        store
+            .claim(&job.id, 1, "lost-worker", Duration::from_secs(1), now)
+            .await
+            .unwrap()
+            .unwrap();
+        queue.refusals.store(1, Ordering::SeqCst);
+        let later = now + Duration::from_secs(2);
+        let first = reaper.sweep(later).await.unwrap();
+        assert_eq!(first.requeued, 1);
+        assert!(queue.sent.lock().unwrap().is_empty());
+        let queued = store.get(&job.id).await.unwrap().unwrap();
+        assert_eq!((queued.status, queued.attempt), (JobStatus::Queued, 2));
+        let second = reaper.sweep(later).await.unwrap();
+        assert_eq!(second.redispatched, 1);
+        let sent = queue.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!((sent[0].id.clone(), sent[0].attempt), (job.id.clone(), 2));
     }
 }

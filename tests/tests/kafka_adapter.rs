@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use jobq_common::kafka::{
-    GroupConsumerOptions, KafkaAdmin, KafkaProducer, group_consumer, pause_assigned,
+    GroupConsumerOptions, GroupProtocol, KafkaAdmin, KafkaProducer, group_consumer, pause_assigned,
     resume_assigned,
 };
 use jobq_tests::{infra_settings, unique_name};
@@ -20,11 +20,28 @@ async fn setup(partitions: i32) -> Option<(String, KafkaAdmin, KafkaProducer, St
     Some((brokers, admin, producer, topic))
 }
 
+/// The protocol the services use (`JOBQ_KAFKA__GROUP_PROTOCOL`, KIP-848 by default).
+fn settings_protocol() -> GroupProtocol {
+    jobq_common::settings::Settings::load()
+        .map(|s| s.kafka.group_protocol)
+        .unwrap_or_default()
+}
+
 fn consumer(brokers: &str, group: &str, topic: &str) -> StreamConsumer {
+    consumer_with(brokers, group, topic, settings_protocol())
+}
+
+fn consumer_with(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    protocol: GroupProtocol,
+) -> StreamConsumer {
     let c = group_consumer(
         &GroupConsumerOptions {
             brokers,
             group,
+            protocol,
             instance_id: None,
             from_beginning: true,
         },
@@ -255,6 +272,38 @@ async fn the_live_follower_sees_events_from_now_on_and_on_partitions_added_later
             .expect("events on every partition arrive")
             .unwrap();
         got += 1;
+    }
+    admin.delete_topics(&[&topic]).await.unwrap();
+}
+
+#[tokio::test]
+async fn group_members_counts_the_members_of_either_protocol() {
+    let Some((brokers, admin, _producer, topic)) = setup(4).await else {
+        return;
+    };
+    for protocol in [GroupProtocol::Consumer, GroupProtocol::Classic] {
+        let group = unique_name("g");
+        assert_eq!(
+            admin.group_members(&group).await.unwrap(),
+            0,
+            "unknown group"
+        );
+        let a = consumer_with(&brokers, &group, &topic, protocol);
+        let b = consumer_with(&brokers, &group, &topic, protocol);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            // Polling drives the group protocol.
+            let _ = recv_within(&a, Duration::from_millis(50)).await;
+            let _ = recv_within(&b, Duration::from_millis(50)).await;
+            let n = admin.group_members(&group).await.unwrap();
+            if n == 2 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{protocol:?}: {n} members after 30 s"
+            );
+        }
     }
     admin.delete_topics(&[&topic]).await.unwrap();
 }

@@ -77,6 +77,18 @@ pub async fn connect_ports(settings: &Settings) -> anyhow::Result<Ports> {
     })
 }
 
+/// Whether a start-up error may go away by itself (a server not answering yet), as opposed
+/// to a configuration it refuses (a bad URI, wrong credentials).
+fn retryable(e: &anyhow::Error) -> bool {
+    match e
+        .chain()
+        .find_map(|c| c.downcast_ref::<jobq_common::PortError>())
+    {
+        Some(port) => port.kind == jobq_common::ErrorKind::Unavailable,
+        None => false,
+    }
+}
+
 /// Makes the consumer fetch `message` again (asynchronously: a seek that waits for the
 /// fetcher would stall the loop while the partition is paused).
 fn rewind(consumer: &StreamConsumer, message: &OwnedMessage) {
@@ -152,16 +164,39 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let id = worker_id();
-    let ports = connect_ports(&settings).await?;
-    let admin = KafkaAdmin::new(&settings.kafka.brokers)?;
-    admin
-        .ensure_topic(
-            &settings.kafka.jobs_topic,
-            settings.kafka.partitions,
-            settings.kafka.replication_factor,
-        )
-        .await
-        .context("jobs topic")?;
+    // A worker started while a server restarts (a replacement for a lost one, say) waits for
+    // it instead of exiting; only a configuration the server refuses stops it.
+    let mut pause = Duration::from_millis(500);
+    let ports = loop {
+        let connected = async {
+            let ports = connect_ports(&settings).await?;
+            KafkaAdmin::new(&settings.kafka.brokers)?
+                .ensure_topic(
+                    &settings.kafka.jobs_topic,
+                    settings.kafka.partitions,
+                    settings.kafka.replication_factor,
+                )
+                .await
+                .context("jobs topic")?;
+            anyhow::Ok(ports)
+        };
+        match connected.await {
+            Ok(ports) => break ports,
+            Err(e) if !retryable(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = pause.as_millis() as u64,
+                    "cannot reach the servers yet"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
     let root = work_root(&settings, &id);
     tokio::fs::create_dir_all(&root)
         .await
@@ -175,6 +210,7 @@ pub async fn run(
         &GroupConsumerOptions {
             brokers: &settings.kafka.brokers,
             group: &settings.kafka.worker_group,
+            protocol: settings.kafka.group_protocol,
             instance_id: settings.worker.instance_id.as_deref(),
             from_beginning: true,
         },

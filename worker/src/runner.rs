@@ -1,7 +1,7 @@
 //! Running one claimed job end to end: fetch, prepare, run, upload, and the terminal
 //! transition, while a companion task renews the lease and notices cancellation.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use jobq_common::domain::{
 };
 use jobq_common::ports::{ArtifactStore, DispatchQueue, EventBus, JobStore};
 use jobq_common::settings::WorkerSettings;
+use jobq_common::{ErrorKind, PortResult};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -26,6 +27,26 @@ pub struct Ports {
     pub events: Arc<dyn EventBus>,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub dispatch: Arc<dyn DispatchQueue>,
+}
+
+/// Least time between two uploads of a running job's logs.
+const LOG_UPLOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// What storing a run's files came to.
+#[derive(Debug)]
+enum Finished {
+    /// Every file is stored (or was refused for good, which the outcome records as a failure).
+    Stored(Outcome),
+    /// The artifact store did not answer for `upload_retry_secs`.
+    StoreUnavailable,
+}
+
+/// A job's stdout and stderr files with their object keys.
+fn log_files(job: &Job, dir: &JobDir) -> [(PathBuf, String); 2] {
+    [
+        (dir.stdout(), artifact_keys::stdout(&job.id)),
+        (dir.stderr(), artifact_keys::stderr(&job.id)),
+    ]
 }
 
 /// Why a run stopped before its command ended on its own.
@@ -172,21 +193,28 @@ impl JobRunner {
         // The run itself is never dropped half-way: a stop reaches it through `stop`, and it
         // kills its process group before returning.
         let result = self.execute(&job, &dir, &stop).await;
-        renewer.abort();
         watcher.abort();
         let stopped_by = *reason.lock().expect("reason lock");
         match stopped_by {
             Some(StopReason::LeaseLost) => {
+                renewer.abort();
                 tracing::info!("job stopped: cancelled or lease lost");
                 self.upload_logs(&job, &dir).await;
             }
             Some(StopReason::HandBack) => {
+                renewer.abort();
                 self.upload_logs(&job, &dir).await;
                 self.hand_back(&job).await;
             }
             None => {
-                let outcome = self.finish(&job, &dir, result, started).await;
-                self.complete(&job, outcome).await;
+                // The lease is still renewed while the files are stored: uploads may wait
+                // for the artifact store for up to `upload_retry_secs`.
+                let finished = self.finish(&job, &dir, result, started).await;
+                renewer.abort();
+                match finished {
+                    Finished::Stored(outcome) => self.complete(&job, outcome).await,
+                    Finished::StoreUnavailable => self.hand_back(&job).await,
+                }
             }
         }
         executor::remove_job_dir(&dir.root).await;
@@ -255,9 +283,10 @@ impl JobRunner {
             })
     }
 
-    /// Renews the lease until the job ends; on a lost lease (or a store unreachable for a
-    /// whole lease) it stops the run. After each renewal it uploads the logs so far when
-    /// they grew, so `GET …/logs` shows a running job's output.
+    /// Renews the lease until the job ends; on a lost lease it stops the run, and on a store
+    /// that does not answer it stops the run *before* the lease can expire (so the reaper never
+    /// re-queues a job whose process may still run). After each renewal it uploads the logs so
+    /// far when they grew, so `GET …/logs` shows a running job's output.
     async fn keep_lease(
         &self,
         job: Job,
@@ -268,40 +297,52 @@ impl JobRunner {
         let every = Duration::from_millis(self.settings.renew_interval_ms);
         let mut last_ok = Instant::now();
         let mut uploaded_sizes = (0u64, 0u64);
+        // Logs go up at most every 2 s, however often the lease is renewed.
+        let mut uploaded_at = Instant::now();
         loop {
             tokio::time::sleep(every).await;
-            match self
-                .ports
-                .store
-                .renew(
+            // A renewal that hangs counts as failed after one interval, so the next check
+            // comes at most two intervals after this one.
+            let renewed = tokio::time::timeout(
+                every,
+                self.ports.store.renew(
                     &job.id,
                     job.attempt,
                     &self.worker_id,
                     self.lease(),
                     OffsetDateTime::now_utc(),
-                )
-                .await
-            {
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(jobq_common::PortError::unavailable(
+                    "lease renewal timed out",
+                ))
+            });
+            match renewed {
                 Ok(true) => {
                     last_ok = Instant::now();
                     let size =
                         |p: std::path::PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
                     let sizes = (size(dir.stdout()), size(dir.stderr()));
-                    if sizes != uploaded_sizes {
+                    if sizes != uploaded_sizes && uploaded_at.elapsed() >= LOG_UPLOAD_EVERY {
                         self.upload_logs(&job, &dir).await;
                         uploaded_sizes = sizes;
+                        uploaded_at = Instant::now();
                     }
                     continue;
                 }
                 Ok(false) => {
                     tracing::info!("lease lost: the job was cancelled or given to another worker")
                 }
-                Err(e) if last_ok.elapsed() < self.lease() => {
+                // The lease runs out `lease` after the last renewal at the latest; the next
+                // check is at most two intervals away, so stop while it still holds.
+                Err(e) if last_ok.elapsed() + 2 * every < self.lease() => {
                     tracing::warn!(error = %e, "lease renewal failed, retrying");
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "lease expired while the store was unreachable")
+                    tracing::warn!(error = %e, "store unreachable for most of the lease: stopping the job before the lease runs out")
                 }
             }
             reason
@@ -313,11 +354,10 @@ impl JobRunner {
         }
     }
 
+    /// The logs so far, once each (while the job runs, or when it was stopped): a failure
+    /// is logged, the next upload or the final one will carry the text.
     async fn upload_logs(&self, job: &Job, dir: &JobDir) {
-        for (path, key) in [
-            (dir.stdout(), artifact_keys::stdout(&job.id)),
-            (dir.stderr(), artifact_keys::stderr(&job.id)),
-        ] {
+        for (path, key) in log_files(job, dir) {
             if path.exists()
                 && let Err(e) = self.ports.artifacts.put_file(&key, &path).await
             {
@@ -326,14 +366,39 @@ impl JobRunner {
         }
     }
 
-    /// Uploads logs and outputs and decides the outcome.
+    /// Stores one file, retrying while the artifact store is unavailable, with a pause that
+    /// doubles from 200 ms up to 5 s, until `deadline`. Other errors are not retried.
+    async fn store_file(&self, key: &str, path: &Path, deadline: Instant) -> PortResult<()> {
+        let mut pause = Duration::from_millis(200);
+        let mut tries = 1u32;
+        loop {
+            match self.ports.artifacts.put_file(key, path).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind == ErrorKind::Unavailable && Instant::now() + pause < deadline => {
+                    if tries == 1 {
+                        tracing::warn!(error = %e, key, "upload failed; retrying until the store answers");
+                    }
+                    metrics::counter!("jobq_worker_upload_retries_total").increment(1);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    tries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Stores logs and outputs and decides the outcome. The outcome is returned only once
+    /// every file is stored (or refused for good, which fails the job); an artifact store
+    /// still unavailable after `upload_retry_secs` gives `StoreUnavailable`, and the job is
+    /// handed back for another attempt instead of ending without its files.
     async fn finish(
         &self,
         job: &Job,
         dir: &JobDir,
         result: Result<RunEnd, FailureReason>,
         started: Instant,
-    ) -> Outcome {
+    ) -> Finished {
         let timeout = Duration::from_secs(self.settings.job_timeout_secs);
         let (exit_code, mut failure) = match result {
             Ok(end) => (
@@ -345,7 +410,7 @@ impl JobRunner {
             ),
             Err(reason) => (None, Some(reason)),
         };
-        self.upload_logs(job, dir).await;
+        let deadline = Instant::now() + Duration::from_secs(self.settings.upload_retry_secs);
         // Output over its limit is never stored, not even in part.
         let keep_output = !matches!(
             failure,
@@ -358,27 +423,32 @@ impl JobRunner {
                 .unwrap_or_default(),
             false => Vec::new(),
         };
-        let mut uploaded = Vec::with_capacity(files.len());
-        for file in files {
-            let Some(key) = artifact_keys::output(&job.id, &file) else {
-                continue;
-            };
-            match self
-                .ports
-                .artifacts
-                .put_file(&key, &dir.output().join(&file))
-                .await
-            {
-                Ok(_) => uploaded.push(file),
+        let outputs = files.into_iter().filter_map(|file| {
+            let key = artifact_keys::output(&job.id, &file)?;
+            Some((dir.output().join(&file), key, Some(file)))
+        });
+        let logs = log_files(job, dir)
+            .into_iter()
+            .filter(|(path, _)| path.exists())
+            .map(|(path, key)| (path, key, None));
+        let mut uploaded = Vec::new();
+        for (path, key, file) in logs.chain(outputs).collect::<Vec<_>>() {
+            match self.store_file(&key, &path, deadline).await {
+                Ok(()) => uploaded.extend(file),
+                Err(e) if e.kind == ErrorKind::Unavailable => {
+                    tracing::warn!(error = %e, key, retry_secs = self.settings.upload_retry_secs,
+                        "the artifact store stayed unavailable: handing the job back");
+                    return Finished::StoreUnavailable;
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, file, "output upload failed");
+                    tracing::warn!(error = %e, key, "upload refused");
                     failure.get_or_insert(FailureReason::UploadFailed {
-                        detail: format!("{file}: {e}"),
+                        detail: format!("{}: {e}", file.as_deref().unwrap_or(&key)),
                     });
                 }
             }
         }
-        Outcome {
+        Finished::Stored(Outcome {
             status: if failure.is_some() {
                 JobStatus::Failed
             } else {
@@ -388,7 +458,7 @@ impl JobRunner {
             elapsed_ms: executor::elapsed_ms(started),
             output_files: uploaded,
             failure,
-        }
+        })
     }
 
     async fn complete(&self, job: &Job, outcome: Outcome) {

@@ -1,0 +1,247 @@
+//! A run's logs and outputs when the artifact store is away: the worker retries for
+//! `worker.upload_retry_secs`, records `finished` only once every file is stored, and hands
+//! the job back for another attempt when the store stays away. Real job runs (git, npm) on
+//! the embedded store and artifact folder, behind an artifact store that refuses writes for
+//! as long as the test says (what a restarting S3 server answers).
+//!
+//! Its own `main` (no libtest harness): the worker runs each job under its own executable as
+//! the job shim, so this test executable must be able to act as one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jobq_common::domain::{Job, JobSpec, JobStatus, artifact_keys};
+use jobq_common::embedded::{InProcessBus, LocalArtifactStore, SqliteStore};
+use jobq_common::ports::{Artifact, ArtifactStore, JobStore};
+use jobq_common::settings::WorkerSettings;
+use jobq_common::{PortError, PortResult};
+use jobq_worker::{JobRunner, Ports};
+use time::OffsetDateTime;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+/// The artifact folder, with writes refused as unavailable while `refusals` is above 0.
+struct Restarting {
+    inner: LocalArtifactStore,
+    refusals: AtomicU32,
+    refused: AtomicU32,
+}
+
+impl Restarting {
+    fn refuse(&self) -> PortResult<()> {
+        let refusing = self
+            .refusals
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if refusing {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(PortError::unavailable("connection refused (s3 restarting)"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for Restarting {
+    async fn put_file(&self, key: &str, path: &Path) -> PortResult<u64> {
+        self.refuse()?;
+        self.inner.put_file(key, path).await
+    }
+    async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> PortResult<()> {
+        self.refuse()?;
+        self.inner.put_bytes(key, bytes).await
+    }
+    async fn get(&self, key: &str) -> PortResult<Artifact> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> PortResult<Vec<String>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> PortResult<()> {
+        self.inner.delete(key).await
+    }
+}
+
+struct Setup {
+    dir: PathBuf,
+    store: SqliteStore,
+    artifacts: Arc<Restarting>,
+    runner: Arc<JobRunner>,
+    url: String,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A job repository that prints to stdout and writes `output/result.txt`, and a runner.
+async fn setup(refusals: u32, upload_retry_secs: u64) -> Setup {
+    let dir = std::env::temp_dir().join(format!("jobq-uploads-{}", uuid::Uuid::new_v4().simple()));
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(
+        repo.join("package.json"),
+        r#"{"name": "t", "version": "1.0.0", "scripts": {"start": "node index.js"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("index.js"),
+        "require('fs').mkdirSync('output', {recursive: true});\n\
+         require('fs').writeFileSync('output/result.txt', 'done\\n');\n\
+         console.log('the job ran');\n",
+    )
+    .unwrap();
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["commit", "-qm", "job"],
+    ] {
+        let ok = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(&repo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+    let store = SqliteStore::in_memory().unwrap();
+    let artifacts = Arc::new(Restarting {
+        inner: LocalArtifactStore::new(dir.join("artifacts")).unwrap(),
+        refusals: AtomicU32::new(refusals),
+        refused: AtomicU32::new(0),
+    });
+    let bus = Arc::new(InProcessBus::new());
+    let ports = Ports {
+        store: Arc::new(store.clone()),
+        events: bus.clone(),
+        artifacts: artifacts.clone(),
+        dispatch: bus,
+    };
+    let settings = WorkerSettings {
+        allow_local_repos: true,
+        upload_retry_secs,
+        job_timeout_secs: 60,
+        ..WorkerSettings::default()
+    };
+    let runner = Arc::new(
+        JobRunner::new("w1".into(), ports, settings, dir.join("work"))
+            .await
+            .expect("a runner (the job sandbox must work here)"),
+    );
+    Setup {
+        url: format!("file://{}", repo.display()),
+        dir,
+        store,
+        artifacts,
+        runner,
+    }
+}
+
+/// Submits, claims and runs one job to its end; returns it as stored afterwards.
+async fn run_one(s: &Setup) -> Job {
+    let spec = JobSpec {
+        url: s.url.clone(),
+        args: String::new(),
+        config: String::new(),
+    };
+    let now = OffsetDateTime::now_utc();
+    let job = Job::new("alice", spec, now);
+    s.store.insert(&job).await.unwrap();
+    let claimed = s
+        .store
+        .claim(&job.id, 1, "w1", Duration::from_secs(8), now)
+        .await
+        .unwrap()
+        .expect("claimed");
+    s.runner
+        .clone()
+        .run_claimed(claimed, CancellationToken::new())
+        .await;
+    s.store.get(&job.id).await.unwrap().unwrap()
+}
+
+async fn text(s: &Setup, key: &str) -> String {
+    let mut artifact = s.artifacts.get(key).await.expect(key);
+    let mut out = String::new();
+    artifact.body.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+async fn uploads_refused_for_a_while_are_retried_and_the_job_finishes_with_every_file() {
+    let s = setup(4, 30).await;
+    let job = run_one(&s).await;
+    assert_eq!(job.status, JobStatus::Finished, "{:?}", job.failure);
+    assert!(s.artifacts.refused.load(Ordering::SeqCst) >= 4);
+    let stdout = text(&s, &artifact_keys::stdout(&job.id)).await;
+    assert_eq!(job.output_files, ["result.txt"], "stdout: {stdout}");
+    assert_eq!(
+        text(&s, &artifact_keys::output(&job.id, "result.txt").unwrap()).await,
+        "done\n"
+    );
+    assert!(
+        text(&s, &artifact_keys::stdout(&job.id))
+            .await
+            .contains("the job ran")
+    );
+}
+
+async fn a_store_away_past_the_retry_time_hands_the_job_back_instead_of_ending_it() {
+    let s = setup(u32::MAX, 1).await;
+    let job = run_one(&s).await;
+    assert_eq!(job.status, JobStatus::Queued, "handed back, not failed");
+    assert_eq!(job.attempt, 2, "the next attempt");
+    assert!(job.lease_owner.is_none());
+    assert!(job.output_files.is_empty());
+    assert!(job.failure.is_none());
+    // Then the store comes back and the next attempt finishes with its files.
+    s.artifacts.refusals.store(0, Ordering::SeqCst);
+    let now = OffsetDateTime::now_utc();
+    let claimed = s
+        .store
+        .claim(&job.id, 2, "w1", Duration::from_secs(8), now)
+        .await
+        .unwrap()
+        .expect("attempt 2 claimed");
+    s.runner
+        .clone()
+        .run_claimed(claimed, CancellationToken::new())
+        .await;
+    let done = s.store.get(&job.id).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Finished, "{:?}", done.failure);
+    assert_eq!(done.attempt, 2);
+    assert_eq!(done.output_files, ["result.txt"]);
+}
+
+fn main() {
+    jobq_worker::shim::run_if_requested();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let chosen = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let mut ran = 0;
+    let name = "uploads_refused_for_a_while_are_retried_and_the_job_finishes_with_every_file";
+    if chosen(name) {
+        runtime.block_on(
+            uploads_refused_for_a_while_are_retried_and_the_job_finishes_with_every_file(),
+        );
+        println!("test {name} ... ok");
+        ran += 1;
+    }
+    let name = "a_store_away_past_the_retry_time_hands_the_job_back_instead_of_ending_it";
+    if chosen(name) {
+        runtime
+            .block_on(a_store_away_past_the_retry_time_hands_the_job_back_instead_of_ending_it());
+        println!("test {name} ... ok");
+        ran += 1;
+    }
+    println!("\ntest result: ok. {ran} passed; 0 failed");
+}
