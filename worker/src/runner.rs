@@ -199,7 +199,18 @@ impl JobRunner {
             Some(StopReason::LeaseLost) => {
                 renewer.abort();
                 tracing::info!("job stopped: cancelled or lease lost");
-                self.upload_logs(&job, &dir).await;
+                // The logs are the job's, not the attempt's: only while this attempt is
+                // still the job's last (cancelled) may they be stored, never over those of
+                // an attempt that took over after the lease expired.
+                match self.ports.store.get(&job.id).await {
+                    Ok(Some(now)) if now.attempt == job.attempt => {
+                        self.upload_logs(&job, &dir).await
+                    }
+                    Ok(_) => tracing::info!("logs of a superseded attempt not stored"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "logs not stored: the store is unreachable")
+                    }
+                }
             }
             Some(StopReason::HandBack) => {
                 renewer.abort();
