@@ -89,10 +89,14 @@ socket.on('error', (e) => done('ERR ' + e.code));
 setTimeout(() => done('timeout'), 5000);
 "#;
 
-async fn network_seen(network: &str) -> String {
+/// A `jobq standalone` with these `JOBQ_` variables, a git server and a token of `myuser`.
+async fn standalone_with(env: &[(&str, &str)]) -> (Stack, GitServer, String) {
     let options = StackOptions {
         backend: Backend::Standalone,
-        extra_env: vec![("JOBQ_WORKER__JOB_NETWORK".into(), network.into())],
+        extra_env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         ..StackOptions::default()
     };
     let stack = Stack::start(options)
@@ -100,6 +104,11 @@ async fn network_seen(network: &str) -> String {
         .expect("standalone needs no servers");
     let git = GitServer::start();
     let token = stack.token("myuser", "1234").await;
+    (stack, git, token)
+}
+
+async fn network_seen(network: &str) -> String {
+    let (stack, git, token) = standalone_with(&[("JOBQ_WORKER__JOB_NETWORK", network)]).await;
     let package = json!({"name": "n", "version": "1.0.0", "scripts": {"start": "node index.js"}});
     let url = git.repo(
         "net",
@@ -133,22 +142,12 @@ async fn job_network_none_leaves_a_job_no_network_and_host_keeps_it() {
 
 #[tokio::test]
 async fn with_the_sandbox_off_jobs_run_and_every_one_is_warned_about() {
-    let options = StackOptions {
-        backend: Backend::Standalone,
-        extra_env: [
-            ("JOBQ_WORKER__SANDBOX", "off"),
-            ("JOBQ_WORKER__BWRAP", "/nonexistent/bwrap"),
-            ("RUST_LOG", "warn"),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .to_vec(),
-        ..StackOptions::default()
-    };
-    let stack = Stack::start(options)
-        .await
-        .expect("standalone needs no servers");
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
+    let (stack, git, token) = standalone_with(&[
+        ("JOBQ_WORKER__SANDBOX", "off"),
+        ("JOBQ_WORKER__BWRAP", "/nonexistent/bwrap"),
+        ("RUST_LOG", "warn"),
+    ])
+    .await;
     let package = json!({"name": "o", "version": "1.0.0", "scripts": {"start": "node -e 1"}});
     let url = git.repo("off", &[("package.json", &package.to_string())]);
     for _ in 0..2 {

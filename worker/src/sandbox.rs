@@ -233,8 +233,8 @@ impl Sandbox {
             .collect();
         let no_cgroup = job.cgroup.is_none();
         let mut spec = InitSpec {
-            uid: job.uid.as_ref().map(|_| job.inner_uid),
-            gid: job.uid.as_ref().map(|_| job.inner_uid),
+            uid: self.owner(job),
+            gid: self.owner(job),
             // One byte over the output limit: a file that reaches it is over the limit.
             max_file_bytes: Some((self.settings.max_output_mb << 20) + 1),
             max_address_space: no_cgroup.then_some(self.settings.memory_limit_mb << 20),
