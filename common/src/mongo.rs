@@ -179,6 +179,10 @@ impl MongoJobStore {
                 .keys(doc! {"owner": 1, "created_ms": -1})
                 .build(),
             IndexModel::builder().keys(doc! {"created_ms": -1}).build(),
+            // A free slot's search for the oldest waiting job.
+            IndexModel::builder()
+                .keys(doc! {"status": 1, "created_ms": 1})
+                .build(),
             IndexModel::builder()
                 .keys(doc! {"status": 1, "lease_expires_ms": 1})
                 .build(),
@@ -288,6 +292,31 @@ impl JobStore for MongoJobStore {
             }},
         )
         .await
+    }
+
+    async fn claim_waiting(
+        &self,
+        worker: &str,
+        lease: Duration,
+        created_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> PortResult<Option<Job>> {
+        let found = self
+            .jobs
+            .find_one_and_update(
+                doc! {"status": "queued", "created_ms": {"$lt": to_ms(created_before)}},
+                doc! {"$set": {
+                    "status": "running",
+                    "lease_owner": worker,
+                    "lease_expires_ms": to_ms(now + lease),
+                    "started_ms": to_ms(now),
+                }},
+            )
+            .sort(doc! {"created_ms": 1, "_id": 1})
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(|e| db_error("claim a waiting job", e))?;
+        found.map(Job::try_from).transpose()
     }
 
     async fn renew(

@@ -107,6 +107,18 @@ pub trait JobStore: Send + Sync {
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>>;
 
+    /// `queued → running` for the oldest queued job created before `created_before`, whatever
+    /// its attempt: how a free slot takes a job whose dispatch message waits behind a busy
+    /// worker's partition. The message's owner later finds the job taken (its `claim` of that
+    /// attempt fails) and skips it. `None` when no job has waited that long.
+    async fn claim_waiting(
+        &self,
+        worker: &str,
+        lease: Duration,
+        created_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> PortResult<Option<Job>>;
+
     /// Extends the lease; `false` means the lease is lost (expired and re-queued, or cancelled).
     async fn renew(
         &self,

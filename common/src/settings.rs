@@ -205,6 +205,9 @@ pub struct WorkerSettings {
     /// A queued job whose dispatch message has not been claimed for this long is dispatched
     /// again (the message may have been lost in a crash); duplicates are harmless.
     pub redispatch_after_secs: u64,
+    /// A worker with a free slot and no message in hand claims from the store the oldest
+    /// queued job that has waited this long, wherever its message is (Kafka mode).
+    pub claim_waiting_after_ms: u64,
     /// Folders jobs may write besides their own, joined with `:` (e.g. a shared scratch
     /// volume): bound read-write into every sandbox at the same path.
     pub extra_writable_dirs: String,
@@ -271,6 +274,7 @@ impl Default for WorkerSettings {
             shutdown_grace_secs: 30,
             instance_id: None,
             redispatch_after_secs: 600,
+            claim_waiting_after_ms: 500,
             extra_writable_dirs: String::new(),
             sandbox: SandboxMode::Bubblewrap,
             job_network: JobNetwork::Host,

@@ -127,6 +127,16 @@ impl JobStore for MemoryStore {
         unused()
     }
 
+    async fn claim_waiting(
+        &self,
+        _: &str,
+        _: Duration,
+        _: OffsetDateTime,
+        _: OffsetDateTime,
+    ) -> PortResult<Option<Job>> {
+        unused()
+    }
+
     async fn renew(
         &self,
         _: &JobId,

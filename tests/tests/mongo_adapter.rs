@@ -478,3 +478,57 @@ async fn a_queued_job_whose_dispatch_went_stale_is_redispatched_once() {
     );
     store.drop_database().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_free_slot_claims_the_oldest_job_that_waited_long_enough_and_only_once() {
+    let Some(store) = store().await else { return };
+    let store = Arc::new(store);
+    let now = OffsetDateTime::now_utc();
+    let mut ids = Vec::new();
+    for age_secs in [30, 20, 10] {
+        let mut j = job("alice");
+        j.created_at = now - time::Duration::seconds(age_secs);
+        store.insert(&j).await.unwrap();
+        ids.push(j.id);
+    }
+    let fresh = job("alice");
+    store.insert(&fresh).await.unwrap();
+    // Oldest first, and only jobs older than the threshold.
+    let before = now - time::Duration::seconds(5);
+    let first = store
+        .claim_waiting("w1", LEASE, before, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.id, ids[0]);
+    assert_eq!(first.status, JobStatus::Running);
+    assert_eq!(first.lease_owner.as_deref(), Some("w1"));
+    // Its message's owner comes later and finds it taken.
+    assert!(
+        store
+            .claim(&first.id, 1, "w2", LEASE, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Eight claimers, two old jobs left: each is claimed exactly once, the fresh one not at all.
+    let claims = futures::future::join_all((0..8).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_waiting(&format!("c{i}"), LEASE, before, now)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let mut won: Vec<_> = claims.into_iter().flatten().map(|j| j.id).collect();
+    won.sort();
+    let mut expected = vec![ids[1].clone(), ids[2].clone()];
+    expected.sort();
+    assert_eq!(won, expected);
+    assert_eq!(
+        store.get(&fresh.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+}

@@ -1063,6 +1063,61 @@ async fn a_worker_stopped_with_sigterm_hands_its_job_back(backend: Backend) {
     );
 }
 
+/// Milliseconds from a job's creation to its start, from its view.
+fn wait_ms(job: &Value) -> i64 {
+    let at = |k: &str| {
+        time::OffsetDateTime::parse(
+            job[k].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    (at("startedAt") - at("createdAt")).whole_milliseconds() as i64
+}
+
+async fn short_jobs_never_wait_behind_a_long_one_while_a_slot_is_free(backend: Backend) {
+    // Two single-slot workers: one long job occupies one of them; short jobs then arrive
+    // one at a time. In Kafka mode about half of their messages land on the busy worker's
+    // partitions, yet the free worker must start every one of them.
+    let options = StackOptions {
+        backend,
+        workers: 2,
+        slots: 1,
+        ..StackOptions::default()
+    };
+    let Some((stack, git, token)) = start_with(options).await else {
+        return;
+    };
+    let pidfile = stack.shared.join("long-started");
+    let long = stack
+        .submit(
+            &token,
+            json!({"url": sleeper_repo(&git, "long"), "config": json!({"pidfile": pidfile, "seconds": 25}).to_string()}),
+        )
+        .await;
+    wait_file(&pidfile, Duration::from_secs(60)).await;
+    let url = git.repo(
+        "short",
+        &[(
+            "package.json",
+            &package("node -e \"setTimeout(() => {}, 300)\""),
+        )],
+    );
+    for _ in 0..8 {
+        let id = stack.submit(&token, json!({"url": url})).await;
+        let job = stack
+            .wait_for(&token, &id, Some("finished"), Duration::from_secs(60))
+            .await;
+        assert!(
+            wait_ms(&job) < 2500,
+            "a short job waited {} ms beside a free slot: {job}",
+            wait_ms(&job)
+        );
+    }
+    assert_eq!(stack.job(&token, &long).await["status"], "running");
+    stack.get(&token, &format!("/api/deleteJob/{long}")).await;
+}
+
 /// Runs a scenario against both backends, as `<scenario>::services` and `<scenario>::standalone`.
 macro_rules! on_both_backends {
     ($($scenario:ident),* $(,)?) => {$(
@@ -1083,6 +1138,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    short_jobs_never_wait_behind_a_long_one_while_a_slot_is_free,
     a_worker_stopped_with_sigterm_hands_its_job_back,
     a_hostile_job_sees_nothing_of_the_platform_and_hits_every_limit,
     a_running_job_shows_its_logs_so_far,

@@ -98,6 +98,39 @@ fn rewind(consumer: &StreamConsumer, message: &OwnedMessage) {
     }
 }
 
+/// Announces a job this worker claimed and runs it in a slot of its own.
+async fn start_claimed(
+    runner: &Arc<JobRunner>,
+    worker: &str,
+    job: jobq_common::domain::Job,
+    now: OffsetDateTime,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    hand_back: &CancellationToken,
+    running: &mut JoinSet<()>,
+) {
+    runner
+        .publish(runner::event(
+            &job,
+            JobStatus::Queued,
+            JobStatus::Running,
+            worker,
+            now,
+        ))
+        .await;
+    let (runner, hand_back) = (runner.clone(), hand_back.clone());
+    running.spawn(async move {
+        runner.run_claimed(job, hand_back).await;
+        drop(permit);
+    });
+}
+
+/// A free slot with no message in hand looks in the store for a job that has waited longer
+/// than `worker.claim_waiting_after_ms` (its message is behind a busy worker's partition, or
+/// was re-dispatched there), at first every `LOOK_MIN`, backing off to `LOOK_MAX` while none
+/// is found, and again at once after any sign of work (a message, a job ending, a find).
+const LOOK_MIN: Duration = Duration::from_millis(250);
+const LOOK_MAX: Duration = Duration::from_secs(1);
+
 /// Claims the job a dispatch message names and, if this worker won it, stores the offset
 /// (only now: from here on the store, not Kafka, tracks the job) and starts it.
 async fn take_job(
@@ -128,20 +161,7 @@ async fn take_job(
         Ok(Some(job)) => {
             let _ = consumer.store_offset(topic, partition, offset);
             tracing::info!(job_id = %job.id, attempt = job.attempt, partition, offset, "job claimed");
-            runner
-                .publish(runner::event(
-                    &job,
-                    JobStatus::Queued,
-                    JobStatus::Running,
-                    worker,
-                    now,
-                ))
-                .await;
-            let (runner, hand_back) = (runner.clone(), hand_back.clone());
-            running.spawn(async move {
-                runner.run_claimed(job, hand_back).await;
-                drop(permit);
-            });
+            start_claimed(runner, worker, job, now, permit, hand_back, running).await;
         }
         Ok(None) => {
             // Cancelled, already taken, or a stale attempt: nothing to run.
@@ -230,7 +250,37 @@ pub async fn run(
     // The next message, received while every slot was busy and held until one frees. Holding
     // it costs other workers nothing: only this worker consumes its partitions.
     let mut held: Option<OwnedMessage> = None;
+    let waited = Duration::from_millis(settings.worker.claim_waiting_after_ms);
+    let mut look_every = LOOK_MIN;
+    let mut next_look = tokio::time::Instant::now() + look_every;
     loop {
+        let free = held.is_none() && slots_sem.available_permits() > 0;
+        if free
+            && tokio::time::Instant::now() >= next_look
+            && let Ok(permit) = slots_sem.clone().try_acquire_owned()
+        {
+            let now = OffsetDateTime::now_utc();
+            match runner
+                .ports()
+                .store
+                .claim_waiting(&id, runner.lease(), now - waited, now)
+                .await
+            {
+                Ok(Some(job)) => {
+                    tracing::info!(job_id = %job.id, attempt = job.attempt, "waiting job claimed from the store");
+                    metrics::counter!("jobq_worker_waiting_claims_total").increment(1);
+                    start_claimed(&runner, &id, job, now, permit, &hand_back, &mut running).await;
+                    look_every = LOOK_MIN;
+                }
+                Ok(None) => look_every = (look_every * 2).min(LOOK_MAX),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look for waiting jobs");
+                    look_every = LOOK_MAX;
+                }
+            }
+            next_look = tokio::time::Instant::now() + look_every;
+            continue;
+        }
         if held.is_some()
             && let Ok(permit) = slots_sem.clone().try_acquire_owned()
             && let Some(message) = held.take()
@@ -262,11 +312,19 @@ pub async fn run(
             }
             paused = false;
         }
+        let idle = match free {
+            true => next_look.saturating_duration_since(tokio::time::Instant::now()),
+            false => Duration::from_millis(500),
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            Some(_) = running.join_next(), if !running.is_empty() => {
+                look_every = LOOK_MIN;
+                next_look = tokio::time::Instant::now();
+            }
+            _ = tokio::time::sleep(idle) => {}
             received = consumer.recv() => {
+                look_every = LOOK_MIN;
                 let message = match received {
                     Ok(m) => m.detach(),
                     Err(e) => {

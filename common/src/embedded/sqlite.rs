@@ -356,6 +356,29 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    async fn claim_waiting(
+        &self,
+        worker: &str,
+        lease: Duration,
+        created_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> PortResult<Option<Job>> {
+        self.transition(
+            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_expires_ms = ?2, started_ms = ?3
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND created_ms < ?4
+                         ORDER BY created_ms, id LIMIT 1)
+               AND status = 'queued'"
+                .into(),
+            vec![
+                worker.to_string().into(),
+                to_ms(now + lease).into(),
+                to_ms(now).into(),
+                to_ms(created_before).into(),
+            ],
+        )
+        .await
+    }
+
     async fn claim(
         &self,
         id: &JobId,
@@ -608,6 +631,60 @@ mod tests {
             config: String::new(),
         };
         Job::new(owner, spec, OffsetDateTime::now_utc())
+    }
+
+    #[tokio::test]
+    async fn a_free_slot_claims_the_oldest_job_that_waited_long_enough_and_only_once() {
+        let (store, dir) = store();
+        let store = std::sync::Arc::new(store);
+        let now = OffsetDateTime::now_utc();
+        let lease = Duration::from_secs(30);
+        let mut ids = Vec::new();
+        for age_secs in [30, 20, 10] {
+            let mut j = job("alice");
+            j.created_at = now - time::Duration::seconds(age_secs);
+            store.insert(&j).await.unwrap();
+            ids.push(j.id);
+        }
+        let fresh = job("alice");
+        store.insert(&fresh).await.unwrap();
+        let before = now - time::Duration::seconds(5);
+        let first = store
+            .claim_waiting("w1", lease, before, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (first.id.clone(), first.status),
+            (ids[0].clone(), JobStatus::Running)
+        );
+        assert!(
+            store
+                .claim(&first.id, 1, "w2", lease, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let claims = futures::future::join_all((0..8).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .claim_waiting(&format!("c{i}"), lease, before, now)
+                    .await
+                    .unwrap()
+            }
+        }))
+        .await;
+        let mut won: Vec<_> = claims.into_iter().flatten().map(|j| j.id).collect();
+        won.sort();
+        let mut expected = vec![ids[1].clone(), ids[2].clone()];
+        expected.sort();
+        assert_eq!(won, expected);
+        assert_eq!(
+            store.get(&fresh.id).await.unwrap().unwrap().status,
+            JobStatus::Queued
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
