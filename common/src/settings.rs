@@ -208,6 +208,10 @@ pub struct WorkerSettings {
     /// A worker with a free slot and no message in hand claims from the store the oldest
     /// queued job that has waited this long, wherever its message is (Kafka mode).
     pub claim_waiting_after_ms: u64,
+    /// The fleet's idle workers together look in the store about this many times a second
+    /// at most: an idle worker backs off to `members / budget` seconds between looks (never
+    /// less than 1 s), `members` being the group size it infers from its share of partitions.
+    pub claim_waiting_budget_per_sec: f64,
     /// Folders jobs may write besides their own, joined with `:` (e.g. a shared scratch
     /// volume): bound read-write into every sandbox at the same path.
     pub extra_writable_dirs: String,
@@ -275,6 +279,7 @@ impl Default for WorkerSettings {
             instance_id: None,
             redispatch_after_secs: 600,
             claim_waiting_after_ms: 500,
+            claim_waiting_budget_per_sec: 100.0,
             extra_writable_dirs: String::new(),
             sandbox: SandboxMode::Bubblewrap,
             job_network: JobNetwork::Host,
@@ -490,6 +495,13 @@ impl Settings {
         }
         if self.worker.lease_secs == 0 {
             return bad("worker.lease_secs", "must be at least 1");
+        }
+        let budget = self.worker.claim_waiting_budget_per_sec;
+        if budget.is_nan() || budget <= 0.0 {
+            return bad(
+                "worker.claim_waiting_budget_per_sec",
+                "must be a number above 0",
+            );
         }
         // A worker that cannot renew stops its job two intervals before the lease runs out,
         // so the lease must hold more than two of them.

@@ -276,6 +276,22 @@ async fn the_live_follower_sees_events_from_now_on_and_on_partitions_added_later
     admin.delete_topics(&[&topic]).await.unwrap();
 }
 
+/// The group's member count; a broker that has just started may answer "coordinator not
+/// available" for a few seconds (an `Unavailable` error the observer retries), so retry too.
+async fn members(admin: &KafkaAdmin, group: &str) -> u32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match admin.group_members(group).await {
+            Ok(n) => return n,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("describe group {group}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("describe group {group}: {e}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn group_members_counts_the_members_of_either_protocol() {
     let Some((brokers, admin, _producer, topic)) = setup(4).await else {
@@ -283,11 +299,7 @@ async fn group_members_counts_the_members_of_either_protocol() {
     };
     for protocol in [GroupProtocol::Consumer, GroupProtocol::Classic] {
         let group = unique_name("g");
-        assert_eq!(
-            admin.group_members(&group).await.unwrap(),
-            0,
-            "unknown group"
-        );
+        assert_eq!(members(&admin, &group).await, 0, "unknown group");
         let a = consumer_with(&brokers, &group, &topic, protocol);
         let b = consumer_with(&brokers, &group, &topic, protocol);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -295,7 +307,7 @@ async fn group_members_counts_the_members_of_either_protocol() {
             // Polling drives the group protocol.
             let _ = recv_within(&a, Duration::from_millis(50)).await;
             let _ = recv_within(&b, Duration::from_millis(50)).await;
-            let n = admin.group_members(&group).await.unwrap();
+            let n = members(&admin, &group).await;
             if n == 2 {
                 break;
             }

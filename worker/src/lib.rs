@@ -126,10 +126,22 @@ async fn start_claimed(
 
 /// A free slot with no message in hand looks in the store for a job that has waited longer
 /// than `worker.claim_waiting_after_ms` (its message is behind a busy worker's partition, or
-/// was re-dispatched there), at first every `LOOK_MIN`, backing off to `LOOK_MAX` while none
-/// is found, and again at once after any sign of work (a message, a job ending, a find).
+/// was re-dispatched there), at first every `LOOK_MIN`, backing off to [`look_max`] while
+/// none is found, and again at once after any sign of work (a message, a job ending, a find).
 const LOOK_MIN: Duration = Duration::from_millis(250);
-const LOOK_MAX: Duration = Duration::from_secs(1);
+
+/// The longest an idle worker waits between two looks: `members / budget` seconds, so that
+/// the whole fleet's idle workers look about `budget` times a second together, and never
+/// less than 1 s. `members` is inferred from this worker's share of the topic's partitions
+/// (the group spreads them evenly), which costs no call to Kafka; with none assigned the
+/// group has more members than partitions.
+fn look_max(partitions: usize, assigned: usize, budget_per_sec: f64) -> Duration {
+    let members = match assigned {
+        0 => partitions + 1,
+        n => partitions.max(n).div_ceil(n),
+    };
+    Duration::from_secs_f64((members as f64 / budget_per_sec).clamp(1.0, 30.0))
+}
 
 /// Claims the job a dispatch message names and, if this worker won it, stores the offset
 /// (only now: from here on the store, not Kafka, tracks the job) and starts it.
@@ -272,13 +284,21 @@ pub async fn run(
                     start_claimed(&runner, &id, job, now, permit, &hand_back, &mut running).await;
                     look_every = LOOK_MIN;
                 }
-                Ok(None) => look_every = (look_every * 2).min(LOOK_MAX),
+                Ok(None) => {
+                    let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+                    let partitions = settings.kafka.partitions.max(1) as usize;
+                    let budget = settings.worker.claim_waiting_budget_per_sec;
+                    look_every = (look_every * 2).min(look_max(partitions, assigned, budget));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot look for waiting jobs");
-                    look_every = LOOK_MAX;
+                    look_every = Duration::from_secs(1);
                 }
             }
-            next_look = tokio::time::Instant::now() + look_every;
+            metrics::counter!("jobq_worker_waiting_looks_total").increment(1);
+            // A little jitter keeps idle workers from looking in step.
+            let jitter = look_every.mul_f64(rand_fraction() * 0.2);
+            next_look = tokio::time::Instant::now() + look_every + jitter;
             continue;
         }
         if held.is_some()
@@ -375,8 +395,28 @@ pub async fn run(
     Ok(())
 }
 
+/// A random fraction in [0, 1) for jitter (a v4 uuid's random bits: no generator to keep).
+fn rand_fraction() -> f64 {
+    (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_looks_stay_within_the_fleet_budget() {
+        // A small fleet looks every second at most.
+        assert_eq!(look_max(16, 8, 100.0), Duration::from_secs(1));
+        assert_eq!(look_max(16, 2, 100.0), Duration::from_secs(1));
+        // 1,000 members on 2,000 partitions (2 each): 10 s apart, 100 looks/s together.
+        assert_eq!(look_max(2000, 2, 100.0), Duration::from_secs(10));
+        // More members than partitions: at least partitions + 1 of them.
+        assert_eq!(look_max(16, 0, 1.0), Duration::from_secs(17));
+        // Never longer than 30 s.
+        assert_eq!(look_max(100_000, 1, 100.0), Duration::from_secs(30));
+    }
+
     #[test]
     fn worker_gauges_reach_the_shared_recorder() {
         let handle = jobq_common::metrics::recorder();
