@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use jobq_common::domain::{JobId, JobStatus};
+use jobq_common::domain::JobId;
+use jobq_common::embedded::bus::BusIntake;
 use jobq_common::embedded::{
     BusMessage, InProcessBus, LocalArtifactStore, LocalIdentity, SqliteStore,
 };
@@ -31,11 +32,10 @@ pub struct Options {
     pub workers: Option<usize>,
 }
 
-/// In-process workers, each running one job at a time, taking the oldest queued job
-/// from the store.
+/// In-process workers, each running one job at a time through the same worker loop as
+/// `jobq worker`, on the in-process intake (they take the oldest queued job from the store).
 struct WorkerPool {
     runner: Arc<JobRunner>,
-    store: SqliteStore,
     bus: Arc<InProcessBus>,
     hand_back: CancellationToken,
     members: Vec<CancellationToken>,
@@ -55,14 +55,14 @@ impl WorkerPool {
             self.members.push(stop.clone());
             let name = format!("{}-{}", self.runner.worker_id, self.next_id);
             self.next_id += 1;
-            let (runner, store, bus, hand_back) = (
+            let (runner, intake, hand_back) = (
                 self.runner.clone(),
-                self.store.clone(),
-                self.bus.clone(),
+                BusIntake::new(self.bus.clone()),
                 self.hand_back.clone(),
             );
-            self.tasks
-                .spawn(work_loop(name, runner, store, bus, stop, hand_back));
+            self.tasks.spawn(async move {
+                jobq_worker::work(intake, runner, &name, 1, stop, hand_back).await
+            });
         }
         while self.members.len() > n {
             if let Some(stop) = self.members.pop() {
@@ -80,47 +80,6 @@ impl WorkerPool {
             tokio::select! {
                 joined = self.tasks.join_next() => if joined.is_none() { return },
                 _ = &mut deadline, if !self.hand_back.is_cancelled() => self.hand_back.cancel(),
-            }
-        }
-    }
-}
-
-async fn work_loop(
-    name: String,
-    runner: Arc<JobRunner>,
-    store: SqliteStore,
-    bus: Arc<InProcessBus>,
-    stop: CancellationToken,
-    hand_back: CancellationToken,
-) {
-    while !stop.is_cancelled() {
-        let now = OffsetDateTime::now_utc();
-        match store
-            .claim_next(&runner.worker_id, runner.lease(), now)
-            .await
-        {
-            Ok(Some(job)) => {
-                tracing::info!(worker = %name, job_id = %job.id, attempt = job.attempt, "job claimed");
-                let event = jobq_worker::runner::event(
-                    &job,
-                    JobStatus::Queued,
-                    JobStatus::Running,
-                    &name,
-                    now,
-                );
-                runner.publish(event).await;
-                runner.clone().run_claimed(job, hand_back.clone()).await;
-            }
-            Ok(None) => {
-                tokio::select! {
-                    _ = bus.work_available() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.cancelled() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "claim failed");
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
@@ -204,7 +163,6 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     );
     let mut pool = WorkerPool {
         runner,
-        store: store.clone(),
         bus: bus.clone(),
         hand_back: CancellationToken::new(),
         members: Vec::new(),

@@ -18,6 +18,9 @@ use crate::error::{ErrorKind, PortError, PortResult};
 use crate::ports::{DispatchQueue, EventBus};
 pub use crate::settings::GroupProtocol;
 
+mod intake;
+pub use intake::KafkaIntake;
+
 /// How long a metadata or admin request may take.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -304,7 +304,7 @@ impl JobStore for MongoJobStore {
         let found = self
             .jobs
             .find_one_and_update(
-                doc! {"status": "queued", "created_ms": {"$lt": to_ms(created_before)}},
+                doc! {"status": "queued", "created_ms": {"$lte": to_ms(created_before)}},
                 doc! {"$set": {
                     "status": "running",
                     "lease_owner": worker,

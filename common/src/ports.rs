@@ -107,7 +107,7 @@ pub trait JobStore: Send + Sync {
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>>;
 
-    /// `queued → running` for the oldest queued job created before `created_before`, whatever
+    /// `queued → running` for the oldest queued job created at or before `created_before`, whatever
     /// its attempt: how a free slot takes a job whose dispatch message waits behind a busy
     /// worker's partition. The message's owner later finds the job taken (its `claim` of that
     /// attempt fails) and skips it. `None` when no job has waited that long.
@@ -273,4 +273,50 @@ pub trait TokenValidator: Send + Sync {
 pub trait PasswordLogin: Send + Sync {
     /// `Unauthorized` for wrong credentials.
     async fn login(&self, username: &str, password: &str) -> PortResult<String>;
+}
+
+/// What an [`Intake`] offers a worker.
+#[derive(Debug)]
+pub enum Offer<T> {
+    /// A dispatch message naming one attempt of one job; `T` is the intake's handle on it.
+    Job(Dispatch, T),
+    /// A message that names no job (unreadable): settle it and move on.
+    Unreadable(T),
+    /// Work may be waiting in the store: a free slot should look now.
+    Wake,
+}
+
+/// The consumer side of dispatch: where a worker hears of jobs to claim. The store's
+/// conditional claim stays the fence; an intake only says which job to try and remembers
+/// which offers are done with.
+#[async_trait]
+pub trait Intake: Send {
+    /// The intake's handle on one offer (a Kafka message's partition and offset).
+    type Ticket: Send + Sync;
+
+    /// The next offer. Transport errors are the intake's to log and retry; it never ends.
+    /// Cancel-safe: dropping the future loses no offer.
+    async fn next(&mut self) -> Offer<Self::Ticket>;
+
+    /// Done with this offer: its job was claimed here, or needs nobody (cancelled, taken
+    /// by another worker, a stale attempt). Kafka stores the offset only now.
+    fn settle(&mut self, ticket: &Self::Ticket);
+
+    /// The offer could not be decided (the store did not answer) or comes after one held
+    /// back: offer it again later.
+    fn again(&mut self, ticket: &Self::Ticket);
+
+    /// `true` while every slot is busy and the next offer is already in hand: fetch no
+    /// more (called every round, so it may be re-applied); `false`: fetch again.
+    fn hold(&mut self, full: bool);
+
+    /// How long a queued job waits for its own offer before any free slot claims it from
+    /// the store (zero: at once).
+    fn claim_waiting_after(&self) -> Duration;
+
+    /// The longest an idle slot waits between two looks in the store.
+    fn look_max(&self) -> Duration;
+
+    /// Stopping: make what was settled durable.
+    fn close(&mut self);
 }

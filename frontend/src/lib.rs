@@ -1,4 +1,4 @@
-//! jobq-frontend: the REST API of jobq (see ../shared/DESIGN.md).
+//! jobq-frontend: the REST API of jobq (see the README and docs/).
 //!
 //! [`router`] builds the axum application from an [`AppState`] of ports, so tests drive it
 //! with in-memory doubles; [`serve`] connects the production adapters (Kafka, MongoDB,

@@ -1,10 +1,12 @@
-//! jobq-worker: takes jobs from the Kafka topic `jobs` as one consumer group, fences each in
-//! the store (a conditional `queued → running` claim with a lease and the attempt number),
-//! runs it, uploads its logs and outputs, and records how it ended.
+//! jobq-worker: takes jobs from an [`Intake`] (the Kafka topic `jobs` as one consumer group,
+//! or the in-process bus of `jobq standalone`), fences each in the store (a conditional
+//! `queued → running` claim with a lease and the attempt number), runs it, uploads its logs
+//! and outputs, and records how it ended. A free slot with nothing in hand also claims from
+//! the store a job that has waited past a short threshold, wherever its message is.
 //!
-//! Kafka rules for long jobs (see ../shared/DESIGN.md): the consumer keeps polling all the
-//! time; while every slot is busy its partitions are paused; an offset is stored only after
-//! the claim, so a worker that dies before it leaves the message to another worker, and one
+//! Kafka rules for long jobs (docs/dispatch.md): the consumer keeps polling all the time;
+//! while every slot is busy its partitions are paused; an offset is stored only after the
+//! claim, so a worker that dies before it leaves the message to another worker, and one
 //! that dies after it is covered by the lease.
 
 pub mod cgroup;
@@ -20,20 +22,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use jobq_common::domain::{Dispatch, JobStatus};
+use jobq_common::domain::{Dispatch, Job, JobStatus};
 use jobq_common::kafka::{
-    GroupConsumerOptions, KafkaAdmin, KafkaDispatch, KafkaEventBus, KafkaProducer, group_consumer,
-    pause_assigned, resume_assigned,
+    GroupConsumerOptions, KafkaAdmin, KafkaDispatch, KafkaEventBus, KafkaIntake, KafkaProducer,
+    group_consumer,
 };
 use jobq_common::mongo::MongoJobStore;
+use jobq_common::ports::{Intake, Offer};
 use jobq_common::s3::S3ArtifactStore;
 use jobq_common::settings::Settings;
-use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, DefaultConsumerContext, StreamConsumer};
-use rdkafka::message::OwnedMessage;
+use rdkafka::consumer::{Consumer, DefaultConsumerContext, StreamConsumer};
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use runner::{JobRunner, Ports};
@@ -89,22 +91,13 @@ fn retryable(e: &anyhow::Error) -> bool {
     }
 }
 
-/// Makes the consumer fetch `message` again (asynchronously: a seek that waits for the
-/// fetcher would stall the loop while the partition is paused).
-fn rewind(consumer: &StreamConsumer, message: &OwnedMessage) {
-    let offset = rdkafka::Offset::Offset(message.offset());
-    if let Err(e) = consumer.seek(message.topic(), message.partition(), offset, Duration::ZERO) {
-        tracing::warn!(error = %e, partition = message.partition(), offset = message.offset(), "cannot rewind a message");
-    }
-}
-
 /// Announces a job this worker claimed and runs it in a slot of its own.
 async fn start_claimed(
     runner: &Arc<JobRunner>,
-    worker: &str,
-    job: jobq_common::domain::Job,
+    name: &str,
+    job: Job,
     now: OffsetDateTime,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     hand_back: &CancellationToken,
     running: &mut JoinSet<()>,
 ) {
@@ -113,7 +106,7 @@ async fn start_claimed(
             &job,
             JobStatus::Queued,
             JobStatus::Running,
-            worker,
+            name,
             now,
         ))
         .await;
@@ -124,67 +117,217 @@ async fn start_claimed(
     });
 }
 
-/// A free slot with no message in hand looks in the store for a job that has waited longer
-/// than `worker.claim_waiting_after_ms` (its message is behind a busy worker's partition, or
-/// was re-dispatched there), at first every `LOOK_MIN`, backing off to [`look_max`] while
-/// none is found, and again at once after any sign of work (a message, a job ending, a find).
+/// A free slot with no offer in hand looks in the store for a job that has waited longer
+/// than the intake's [`Intake::claim_waiting_after`] (in Kafka mode its message is behind a
+/// busy worker's partition, or was re-dispatched there), at first every `LOOK_MIN`, backing
+/// off to [`Intake::look_max`] while none is found, and again at once after any sign of
+/// work (an offer, a job ending, a find).
 const LOOK_MIN: Duration = Duration::from_millis(250);
 
-/// The longest an idle worker waits between two looks: `members / budget` seconds, so that
-/// the whole fleet's idle workers look about `budget` times a second together, and never
-/// less than 1 s. `members` is inferred from this worker's share of the topic's partitions
-/// (the group spreads them evenly), which costs no call to Kafka; with none assigned the
-/// group has more members than partitions.
-fn look_max(partitions: usize, assigned: usize, budget_per_sec: f64) -> Duration {
-    let members = match assigned {
-        0 => partitions + 1,
-        n => partitions.max(n).div_ceil(n),
-    };
-    Duration::from_secs_f64((members as f64 / budget_per_sec).clamp(1.0, 30.0))
+/// When the next look in the store is due.
+struct Looks {
+    every: Duration,
+    next: Instant,
 }
 
-/// Claims the job a dispatch message names and, if this worker won it, stores the offset
-/// (only now: from here on the store, not Kafka, tracks the job) and starts it.
-async fn take_job(
-    consumer: &StreamConsumer,
+impl Looks {
+    fn new() -> Self {
+        Self {
+            every: LOOK_MIN,
+            next: Instant::now() + LOOK_MIN,
+        }
+    }
+
+    fn due(&self) -> bool {
+        Instant::now() >= self.next
+    }
+
+    fn until_due(&self) -> Duration {
+        self.next.saturating_duration_since(Instant::now())
+    }
+
+    /// A sign of work: look soon again.
+    fn reset(&mut self) {
+        self.every = LOOK_MIN;
+    }
+
+    /// Look now.
+    fn now(&mut self) {
+        self.every = LOOK_MIN;
+        self.next = Instant::now();
+    }
+
+    /// After a look: at once again if it found a job (more may wait), else after `every`
+    /// doubled up to `max`, with a little jitter so idle workers do not look in step.
+    fn after(&mut self, found: bool, max: Duration) {
+        if found {
+            self.now();
+            return;
+        }
+        self.every = (self.every * 2).min(max);
+        self.next = Instant::now() + self.every + self.every.mul_f64(rand_fraction() * 0.2);
+    }
+}
+
+/// Claims the job an offer names and, if this worker won it, settles the offer (only now:
+/// from here on the store, not the intake, tracks the job) and starts it.
+#[allow(clippy::too_many_arguments)]
+async fn take<I: Intake>(
+    intake: &mut I,
     runner: &Arc<JobRunner>,
-    worker: &str,
-    message: &OwnedMessage,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    name: &str,
+    dispatch: Dispatch,
+    ticket: I::Ticket,
+    permit: OwnedSemaphorePermit,
     hand_back: &CancellationToken,
     running: &mut JoinSet<()>,
 ) {
-    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-    let dispatch: Dispatch = match message.payload().map(serde_json::from_slice) {
-        Some(Ok(d)) => d,
-        _ => {
-            tracing::warn!(partition, offset, "unreadable dispatch message skipped");
-            let _ = consumer.store_offset(topic, partition, offset);
-            return;
-        }
-    };
     let now = OffsetDateTime::now_utc();
     match runner
         .ports()
         .store
-        .claim(&dispatch.id, dispatch.attempt, worker, runner.lease(), now)
+        .claim(
+            &dispatch.id,
+            dispatch.attempt,
+            &runner.worker_id,
+            runner.lease(),
+            now,
+        )
         .await
     {
         Ok(Some(job)) => {
-            let _ = consumer.store_offset(topic, partition, offset);
-            tracing::info!(job_id = %job.id, attempt = job.attempt, partition, offset, "job claimed");
-            start_claimed(runner, worker, job, now, permit, hand_back, running).await;
+            intake.settle(&ticket);
+            tracing::info!(worker = %name, job_id = %job.id, attempt = job.attempt, "job claimed");
+            start_claimed(runner, name, job, now, permit, hand_back, running).await;
         }
-        Ok(None) => {
-            // Cancelled, already taken, or a stale attempt: nothing to run.
-            let _ = consumer.store_offset(topic, partition, offset);
-        }
+        // Cancelled, already taken, or a stale attempt: nothing to run.
+        Ok(None) => intake.settle(&ticket),
         Err(e) => {
-            tracing::warn!(error = %e, job_id = %dispatch.id, "claim failed; the message will come again");
-            rewind(consumer, message);
+            tracing::warn!(error = %e, job_id = %dispatch.id, "claim failed; the offer will come again");
+            intake.again(&ticket);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// Looks in the store for the oldest queued job that has waited past the intake's
+/// threshold and, if found, starts it. Returns whether one was found.
+async fn claim_waiting<I: Intake>(
+    intake: &I,
+    runner: &Arc<JobRunner>,
+    name: &str,
+    permit: OwnedSemaphorePermit,
+    hand_back: &CancellationToken,
+    running: &mut JoinSet<()>,
+) -> bool {
+    let now = OffsetDateTime::now_utc();
+    metrics::counter!("jobq_worker_waiting_looks_total").increment(1);
+    match runner
+        .ports()
+        .store
+        .claim_waiting(
+            &runner.worker_id,
+            runner.lease(),
+            now - intake.claim_waiting_after(),
+            now,
+        )
+        .await
+    {
+        Ok(Some(job)) => {
+            tracing::info!(worker = %name, job_id = %job.id, attempt = job.attempt, "waiting job claimed from the store");
+            metrics::counter!("jobq_worker_waiting_claims_total").increment(1);
+            start_claimed(runner, name, job, now, permit, hand_back, running).await;
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for waiting jobs");
+            false
+        }
+    }
+}
+
+/// The worker loop, the same for `jobq worker` (Kafka intake, several slots) and for the
+/// in-process workers of `jobq standalone` (bus intake, one slot each): takes offers while
+/// a slot is free, holds the next one while every slot is busy, lets any free slot claim
+/// from the store a job that has waited past the intake's threshold. After `stop` it takes
+/// nothing more and returns once its running jobs have ended (`hand_back` makes them end
+/// early, handed back to the queue).
+pub async fn work<I: Intake>(
+    mut intake: I,
+    runner: Arc<JobRunner>,
+    name: &str,
+    slots: usize,
+    stop: CancellationToken,
+    hand_back: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(slots.max(1)));
+    let mut running = JoinSet::new();
+    // The next offer, received while every slot was busy and held until one frees. Holding
+    // it costs other workers nothing: they claim its job from the store if it waits long.
+    let mut held: Option<(Dispatch, I::Ticket)> = None;
+    let mut looks = Looks::new();
+    loop {
+        let free = held.is_none() && slots.available_permits() > 0;
+        if free
+            && looks.due()
+            && let Ok(permit) = slots.clone().try_acquire_owned()
+        {
+            let found =
+                claim_waiting(&intake, &runner, name, permit, &hand_back, &mut running).await;
+            looks.after(found, intake.look_max());
+            continue;
+        }
+        if held.is_some()
+            && let Ok(permit) = slots.clone().try_acquire_owned()
+            && let Some((dispatch, ticket)) = held.take()
+        {
+            take(
+                &mut intake,
+                &runner,
+                name,
+                dispatch,
+                ticket,
+                permit,
+                &hand_back,
+                &mut running,
+            )
+            .await;
+        }
+        intake.hold(slots.available_permits() == 0 && held.is_some());
+        let idle = match free {
+            true => looks.until_due(),
+            false => Duration::from_millis(500),
+        };
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(_) = running.join_next(), if !running.is_empty() => looks.now(),
+            _ = tokio::time::sleep(idle) => {}
+            offer = intake.next() => {
+                looks.reset();
+                match offer {
+                    Offer::Wake => looks.now(),
+                    Offer::Unreadable(ticket) => {
+                        tracing::warn!(worker = %name, "unreadable dispatch message skipped");
+                        intake.settle(&ticket);
+                    }
+                    // Taken after the held one, in order: their offsets are stored in order.
+                    Offer::Job(_, ticket) if held.is_some() => intake.again(&ticket),
+                    Offer::Job(dispatch, ticket) => match slots.clone().try_acquire_owned() {
+                        Ok(permit) => take(&mut intake, &runner, name, dispatch, ticket, permit, &hand_back, &mut running).await,
+                        Err(_) => held = Some((dispatch, ticket)),
+                    },
+                }
+            }
+        }
+    }
+    if let Some((_, ticket)) = held.take() {
+        intake.again(&ticket);
+    }
+    intake.hold(true);
+    tracing::info!(worker = %name, running = running.len(), "worker stopping: no new jobs");
+    while running.join_next().await.is_some() {}
+    intake.close();
 }
 
 /// Runs a Kafka worker with `slots` job slots until `shutdown` fires; then it stops taking
@@ -255,138 +398,33 @@ pub async fn run(
     metrics::gauge!("jobq_worker_slots").set(slots as f64);
     tracing::info!(worker = %id, slots, topic = %settings.kafka.jobs_topic, "worker started");
 
-    let slots_sem = Arc::new(Semaphore::new(slots.max(1)));
+    let intake = KafkaIntake::new(
+        consumer,
+        settings.kafka.partitions.max(1) as usize,
+        Duration::from_millis(settings.worker.claim_waiting_after_ms),
+        settings.worker.claim_waiting_budget_per_sec,
+    );
     let hand_back = CancellationToken::new();
-    let mut running = JoinSet::new();
-    let mut paused = false;
-    // The next message, received while every slot was busy and held until one frees. Holding
-    // it costs other workers nothing: only this worker consumes its partitions.
-    let mut held: Option<OwnedMessage> = None;
-    let waited = Duration::from_millis(settings.worker.claim_waiting_after_ms);
-    let mut look_every = LOOK_MIN;
-    let mut next_look = tokio::time::Instant::now() + look_every;
-    loop {
-        let free = held.is_none() && slots_sem.available_permits() > 0;
-        if free
-            && tokio::time::Instant::now() >= next_look
-            && let Ok(permit) = slots_sem.clone().try_acquire_owned()
-        {
-            let now = OffsetDateTime::now_utc();
-            match runner
-                .ports()
-                .store
-                .claim_waiting(&id, runner.lease(), now - waited, now)
-                .await
-            {
-                Ok(Some(job)) => {
-                    tracing::info!(job_id = %job.id, attempt = job.attempt, "waiting job claimed from the store");
-                    metrics::counter!("jobq_worker_waiting_claims_total").increment(1);
-                    start_claimed(&runner, &id, job, now, permit, &hand_back, &mut running).await;
-                    look_every = LOOK_MIN;
-                }
-                Ok(None) => {
-                    let assigned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-                    let partitions = settings.kafka.partitions.max(1) as usize;
-                    let budget = settings.worker.claim_waiting_budget_per_sec;
-                    look_every = (look_every * 2).min(look_max(partitions, assigned, budget));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot look for waiting jobs");
-                    look_every = Duration::from_secs(1);
-                }
-            }
-            metrics::counter!("jobq_worker_waiting_looks_total").increment(1);
-            // A little jitter keeps idle workers from looking in step.
-            let jitter = look_every.mul_f64(rand_fraction() * 0.2);
-            next_look = tokio::time::Instant::now() + look_every + jitter;
-            continue;
-        }
-        if held.is_some()
-            && let Ok(permit) = slots_sem.clone().try_acquire_owned()
-            && let Some(message) = held.take()
-        {
-            take_job(
-                &consumer,
-                &runner,
-                &id,
-                &message,
-                permit,
-                &hand_back,
-                &mut running,
-            )
-            .await;
-        }
-        // While every slot is busy and the next job is already in hand, keep the partitions
-        // paused (re-applied every round: a rebalance may hand us new, unpaused partitions).
-        // Until then keep fetching, so that a freed slot starts the next job at once instead
-        // of waiting for a resumed partition's first fetch.
-        let full = slots_sem.available_permits() == 0 && held.is_some();
-        if full {
-            if let Err(e) = pause_assigned(&consumer) {
-                tracing::warn!(error = %e, "pause failed");
-            }
-            paused = true;
-        } else if paused {
-            if let Err(e) = resume_assigned(&consumer) {
-                tracing::warn!(error = %e, "resume failed");
-            }
-            paused = false;
-        }
-        let idle = match free {
-            true => next_look.saturating_duration_since(tokio::time::Instant::now()),
-            false => Duration::from_millis(500),
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            Some(_) = running.join_next(), if !running.is_empty() => {
-                look_every = LOOK_MIN;
-                next_look = tokio::time::Instant::now();
-            }
-            _ = tokio::time::sleep(idle) => {}
-            received = consumer.recv() => {
-                look_every = LOOK_MIN;
-                let message = match received {
-                    Ok(m) => m.detach(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "kafka receive failed");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        continue;
-                    }
-                };
-                if held.is_some() {
-                    // Taken after the held one, in order: their offsets are stored in order.
-                    rewind(&consumer, &message);
-                } else {
-                    match slots_sem.clone().try_acquire_owned() {
-                        Ok(permit) => take_job(&consumer, &runner, &id, &message, permit, &hand_back, &mut running).await,
-                        Err(_) => held = Some(message),
-                    }
-                }
-            }
-        }
+    let working = work(
+        intake,
+        runner,
+        &id,
+        slots,
+        shutdown.clone(),
+        hand_back.clone(),
+    );
+    tokio::pin!(working);
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(settings.worker.shutdown_grace_secs)).await;
+        tracing::info!("grace period over: handing jobs back");
+        hand_back.cancel();
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = &mut working => {}
+        _ = grace => {}
     }
-    if let Some(message) = held.take() {
-        rewind(&consumer, &message);
-    }
-
-    tracing::info!(running = running.len(), "worker stopping: no new jobs");
-    let _ = pause_assigned(&consumer);
-    let grace = tokio::time::sleep(Duration::from_secs(settings.worker.shutdown_grace_secs));
-    tokio::pin!(grace);
-    loop {
-        tokio::select! {
-            joined = running.join_next() => if joined.is_none() { break },
-            _ = &mut grace, if !hand_back.is_cancelled() => {
-                tracing::info!(running = running.len(), "grace period over: handing jobs back");
-                hand_back.cancel();
-            }
-        }
-    }
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        // Nothing stored since the last commit is the usual reason.
-        tracing::debug!(error = %e, "final commit");
-    }
-    drop(consumer);
     let _ = tokio::fs::remove_dir_all(&root).await;
     if let Some(server) = serving {
         let _ = server.await;
@@ -402,21 +440,6 @@ fn rand_fraction() -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn idle_looks_stay_within_the_fleet_budget() {
-        // A small fleet looks every second at most.
-        assert_eq!(look_max(16, 8, 100.0), Duration::from_secs(1));
-        assert_eq!(look_max(16, 2, 100.0), Duration::from_secs(1));
-        // 1,000 members on 2,000 partitions (2 each): 10 s apart, 100 looks/s together.
-        assert_eq!(look_max(2000, 2, 100.0), Duration::from_secs(10));
-        // More members than partitions: at least partitions + 1 of them.
-        assert_eq!(look_max(16, 0, 1.0), Duration::from_secs(17));
-        // Never longer than 30 s.
-        assert_eq!(look_max(100_000, 1, 100.0), Duration::from_secs(30));
-    }
-
     #[test]
     fn worker_gauges_reach_the_shared_recorder() {
         let handle = jobq_common::metrics::recorder();

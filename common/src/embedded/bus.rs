@@ -2,12 +2,15 @@
 //! a broadcast channel (the observer and live views subscribe); a dispatch only wakes idle
 //! workers, because the store itself is the queue there.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{Dispatch, JobEvent, Observation};
 use crate::error::PortResult;
-use crate::ports::{DispatchQueue, EventBus};
+use crate::ports::{DispatchQueue, EventBus, Intake, Offer};
 
 /// What travels on the in-process bus.
 #[derive(Debug, Clone)]
@@ -76,4 +79,45 @@ impl DispatchQueue for InProcessBus {
         self.work.notify_one();
         Ok(())
     }
+}
+
+/// The in-process intake: a wake-up whenever a job is dispatched (and every second, in
+/// case one was missed); the worker then takes the oldest queued job from the store.
+pub struct BusIntake {
+    bus: Arc<InProcessBus>,
+}
+
+impl BusIntake {
+    pub fn new(bus: Arc<InProcessBus>) -> Self {
+        Self { bus }
+    }
+}
+
+#[async_trait]
+impl Intake for BusIntake {
+    type Ticket = ();
+
+    async fn next(&mut self) -> Offer<()> {
+        tokio::select! {
+            _ = self.bus.work_available() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        Offer::Wake
+    }
+
+    fn settle(&mut self, _: &()) {}
+
+    fn again(&mut self, _: &()) {}
+
+    fn hold(&mut self, _: bool) {}
+
+    fn claim_waiting_after(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn look_max(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn close(&mut self) {}
 }

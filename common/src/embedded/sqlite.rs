@@ -365,7 +365,7 @@ impl JobStore for SqliteStore {
     ) -> PortResult<Option<Job>> {
         self.transition(
             "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_expires_ms = ?2, started_ms = ?3
-             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND created_ms < ?4
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND created_ms <= ?4
                          ORDER BY created_ms, id LIMIT 1)
                AND status = 'queued'"
                 .into(),
