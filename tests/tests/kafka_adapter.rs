@@ -163,6 +163,41 @@ async fn only_stored_offsets_are_committed() {
 
 #[tokio::test]
 #[ignore = "needs the real servers: scripts/infra.sh up"]
+async fn every_service_creates_the_topics_with_the_partitions_of_the_settings() {
+    let mut kafka = infra_settings("kafka adapter").kafka;
+    let admin = KafkaAdmin::new(&kafka.brokers).unwrap();
+    let id = unique_name("layout");
+    kafka.jobs_topic = format!("{id}-jobs");
+    kafka.events_topic = format!("{id}-events");
+    kafka.observations_topic = format!("{id}-observations");
+    kafka.partitions = 5;
+    admin.ensure_topics(&kafka).await.unwrap();
+    let topics = [
+        kafka.jobs_topic.clone(),
+        kafka.events_topic.clone(),
+        kafka.observations_topic.clone(),
+    ];
+    let mut counts = Vec::new();
+    for topic in &topics {
+        counts.push(admin.partition_count(topic).await.unwrap());
+    }
+    assert_eq!(counts, [5, 5, 1]);
+    // The frontend, a worker and the observer all run it; the first one's topics stay.
+    kafka.partitions = 7;
+    admin.ensure_topics(&kafka).await.unwrap();
+    for (topic, expected) in topics.iter().zip([5, 5, 1]) {
+        assert_eq!(
+            admin.partition_count(topic).await.unwrap(),
+            expected,
+            "{topic}: an existing topic is left alone"
+        );
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    admin.delete_topics(&names).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn topics_are_created_once_and_grow() {
     let Some((_, admin, _, topic)) = setup(2).await else {
         return;
