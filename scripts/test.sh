@@ -61,6 +61,11 @@ if scripts/infra.sh status >/dev/null 2>&1; then
     real_servers=(--include-ignored)
 fi
 
+if [[ ${#real_servers[@]} -gt 0 ]]; then
+    step "nx-27017's correction still applies to the installed neosqlite (scripts/infra/nx27017_typed_check.py)"
+    scripts/infra.sh check-mongo-patch
+fi
+
 step "suites against real servers and jobq standalone (adapters, then the binaries end to end)"
 cargo build --workspace --bins --locked
 cargo test --locked -p jobq-tests -- --test-threads 3 "${real_servers[@]}"
