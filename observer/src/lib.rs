@@ -146,7 +146,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         async move { reaper.run(every, shutdown).await }
     });
     let serving = jobq_common::metrics::spawn_server(settings.metrics.listen, shutdown.clone());
-    let policy = policy::from_settings(&settings.observer).map_err(anyhow::Error::msg)?;
+    let policy = policy::from_settings(&settings.observer);
     let scaler = scaler::from_settings(&settings)?;
     tracing::info!(
         every_ms = every.as_millis() as u64,
