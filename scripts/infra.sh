@@ -12,6 +12,8 @@
 #   scripts/infra.sh status    healthy/unhealthy with version per server; exit 1 unless all are healthy
 #   scripts/infra.sh env       export lines for the jobq services and tests
 #   scripts/infra.sh stop|start|restart SERVER   one of: kafka keycloak mongo s3 (data is kept)
+#   scripts/infra.sh check-mongo-patch   fail unless nx-27017's correction (scripts/infra/nx27017_typed.py)
+#                              still applies to the installed neosqlite and keeps booleans and datetimes
 #
 # Installs are cached under JOBQ_CACHE (default ~/.cache/jobq); runtime state
 # (data, logs, pid files) lives under JOBQ_INFRA_DIR (default $JOBQ_CACHE/run).
@@ -478,42 +480,11 @@ start_mongo() {
   local dir=$RUN/mongo
   mkdir -p "$dir/data"
   echo "nx-27017 $NX_VERSION (MongoDB wire, reports 7.0 / wire 25; SQLite files)" >"$dir/version"
-  # nx-27017 0.8.1 (neosqlite 1.17.2) turns booleans into 1/0 and datetimes into text
-  # when an update ($set and friends) runs on its SQL fast path; its Python path keeps
-  # the BSON types. Send updates that carry such values down the Python path.
-  cat >"$dir/nx-27017-typed.py" <<'EOF2'
-"""nx-27017 whose updates keep booleans and datetimes (see scripts/infra.sh)."""
-import datetime
-import sys
-
-from neosqlite.collection.query_helper._sql_updates import SqlUpdatesMixin
-
-_sql_path_ok = SqlUpdatesMixin._can_use_sql_updates
-
-
-def _typed(value):
-    if isinstance(value, (bool, datetime.date)):
-        return True
-    if isinstance(value, dict):
-        return any(_typed(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_typed(v) for v in value)
-    return False
-
-
-def _can_use_sql_updates(self, update_spec, doc_id, original_doc=None):
-    return not _typed(update_spec) and _sql_path_ok(self, update_spec, doc_id, original_doc)
-
-
-SqlUpdatesMixin._can_use_sql_updates = _can_use_sql_updates
-
-from nx_27017.nx_27017 import main  # noqa: E402
-
-sys.argv[0] = "nx-27017"
-sys.exit(main())
-EOF2
+  # nx-27017 0.8.1 (neosqlite 1.17.2) turns booleans into 1/0 and datetimes into text when an
+  # update runs on its SQL fast path: the server runs through scripts/infra/nx27017_typed.py,
+  # which corrects that (checked by `check-mongo-patch`; docs/infra.md lists every quirk).
   # --data-dir: one SQLite file per logical database, so databases are isolated and survive restarts.
-  launch mongo "$LOGS/mongo.console.log" "$VENV/bin/python" "$dir/nx-27017-typed.py" \
+  launch mongo "$LOGS/mongo.console.log" "$VENV/bin/python" -B "$REPO/scripts/infra/nx27017_typed.py" \
     --data-dir "$dir/data" --host "$HOST" -p "$MONGO_PORT" \
     --log-file "$LOGS/mongo.log" --pid-file "$dir/nx-27017.pid"
 }
@@ -743,6 +714,10 @@ case ${1:-} in
     bring_up "$2"
     ;;
   install) cmd_install ;;
+  check-mongo-patch)
+    install_venv
+    "$VENV/bin/python" -B "$REPO/scripts/infra/nx27017_typed_check.py"
+    ;;
   __install)
     NAME=$2
     mkdir -p "$RUN/$2"

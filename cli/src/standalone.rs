@@ -197,7 +197,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     let observing = {
         let (shutdown, store, bus) = (shutdown.clone(), store.clone(), bus.clone());
         let controller = Controller::new(
-            policy::from_settings(&settings.observer).map_err(anyhow::Error::msg)?,
+            policy::from_settings(&settings.observer),
             Governor::from_settings(&settings.observer),
             1,
         );

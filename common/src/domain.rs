@@ -84,17 +84,10 @@ impl JobSpec {
     }
 }
 
-/// Removes `user:password@` from a URL-like string (`scheme://user:pw@host/...`).
+/// Removes `user:password@` from a URL-like string (`scheme://user:pw@host/...`); see
+/// [`crate::repo_url::redact`].
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
-        None => url.to_string(),
-    }
+    crate::repo_url::redact(url)
 }
 
 /// The states of a job.

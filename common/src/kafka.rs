@@ -17,6 +17,7 @@ use crate::domain::{Dispatch, JobEvent, Observation};
 use crate::error::{ErrorKind, PortError, PortResult};
 use crate::ports::{DispatchQueue, EventBus};
 pub use crate::settings::GroupProtocol;
+use crate::settings::KafkaSettings;
 
 mod intake;
 pub use intake::KafkaIntake;
@@ -342,6 +343,19 @@ pub fn resume_assigned<C: ConsumerContext>(consumer: &StreamConsumer<C>) -> Port
     Ok(())
 }
 
+/// The topics jobq uses, each with the partitions it is created with: `jobs` and
+/// `job-events` with `kafka.partitions` (the jobs topic bounds the workers' parallelism; events
+/// are keyed by job, so each job's transitions stay in order), `observations` with one (one
+/// observer writes it, and readers want the latest in order). The docker-compose `kafka-init`
+/// service creates the same layout.
+pub fn topic_layout(kafka: &KafkaSettings) -> [(&str, i32); 3] {
+    [
+        (kafka.jobs_topic.as_str(), kafka.partitions),
+        (kafka.events_topic.as_str(), kafka.partitions),
+        (kafka.observations_topic.as_str(), 1),
+    ]
+}
+
 /// Topic administration and lag reading.
 #[derive(Clone)]
 pub struct KafkaAdmin {
@@ -411,6 +425,17 @@ impl KafkaAdmin {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Creates every topic of [`topic_layout`] that is missing, with its partition count from
+    /// the settings. Every service runs this at start-up, so whichever starts first creates the
+    /// topics the same way; existing topics are left as they are.
+    pub async fn ensure_topics(&self, kafka: &KafkaSettings) -> PortResult<()> {
+        for (topic, partitions) in topic_layout(kafka) {
+            self.ensure_topic(topic, partitions, kafka.replication_factor)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Number of partitions of a topic; `NotFound` if it does not exist.

@@ -10,6 +10,12 @@
 //! worker's to refuse when it connects.
 //!
 //! Error messages never repeat the URL's user-info, which may be a credential.
+//!
+//! [`RepoUrl`] is a URL that passed the policy: the frontend parses a submitted URL into one
+//! (refusing it with the reason otherwise), the worker parses the URL it is given once more
+//! before it fetches, and the mirror cache takes only a `RepoUrl`. Everything that reads a
+//! repository URL — the policy, the credentials taken out for git, the redacted form for logs
+//! and answers — is in this module.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -21,8 +27,82 @@ pub const MAX_URL_LEN: usize = 2048;
 /// Schemes accepted in `scheme://` form (besides `file` when local repositories are allowed).
 pub const ALLOWED_SCHEMES: [&str; 4] = ["https", "http", "git", "ssh"];
 
+/// A repository URL that passed the policy (see the module documentation). Its `Debug`
+/// form is redacted; the full text (credentials included) only comes out of
+/// [`RepoUrl::as_str`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct RepoUrl(String);
+
+/// Why a repository URL was refused; the text never repeats its credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RepoUrlError(String);
+
+impl RepoUrl {
+    /// Parses `url` against the policy; `allow_local` admits `file://` URLs, paths and local
+    /// hosts (tests, standalone).
+    pub fn parse(url: &str, allow_local: bool) -> Result<Self, RepoUrlError> {
+        check_repo_url(url, allow_local).map_err(RepoUrlError)?;
+        Ok(Self(url.to_string()))
+    }
+
+    /// The URL as submitted, credentials included: for the store and for git only.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL as submitted, credentials included.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The URL with its user-info replaced by `***`, for logs and answers.
+    pub fn redacted(&self) -> String {
+        redact(&self.0)
+    }
+
+    /// The user-info (`user:password`) of a `scheme://` URL, if it has one.
+    pub fn userinfo(&self) -> Option<&str> {
+        userinfo(&self.0)
+    }
+
+    /// The address without its user-info and the credentials it carried; see
+    /// [`split_credentials`].
+    pub fn split_credentials(&self) -> (String, Option<UrlCredentials>) {
+        split_credentials(&self.0)
+    }
+}
+
+impl std::fmt::Debug for RepoUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RepoUrl").field(&self.redacted()).finish()
+    }
+}
+
+/// Removes `user:password@` from a URL-like string (`scheme://user:pw@host/...`); other
+/// text comes back unchanged. Works on any string, so that stored URLs are shown redacted
+/// whatever they hold.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// The user-info of a `scheme://` URL-like string.
+fn userinfo(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    authority.rfind('@').map(|at| &authority[..at])
+}
+
 /// Checks a repository URL against the policy; the error says why it was refused.
-pub fn check_repo_url(url: &str, allow_local: bool) -> Result<(), String> {
+fn check_repo_url(url: &str, allow_local: bool) -> Result<(), String> {
     if url.is_empty() {
         return Err("the repository url is empty".into());
     }
@@ -445,6 +525,30 @@ mod tests {
             let err = check_repo_url(url, false).unwrap_err();
             assert!(!err.contains("s3cret"), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn a_parsed_url_keeps_its_text_and_shows_only_its_redacted_form() {
+        let url = RepoUrl::parse("https://ada:t0ken@example.com/o/r.git", false).unwrap();
+        assert_eq!(url.as_str(), "https://ada:t0ken@example.com/o/r.git");
+        assert_eq!(url.redacted(), "https://***@example.com/o/r.git");
+        assert_eq!(url.userinfo(), Some("ada:t0ken"));
+        assert!(!format!("{url:?}").contains("t0ken"), "{url:?}");
+        assert_eq!(url.split_credentials().0, "https://example.com/o/r.git");
+        let err = RepoUrl::parse("https://ada:t0ken@10.0.0.1/r.git", false).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("local repositories are not allowed"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("t0ken"));
+        let local = RepoUrl::parse("file:///srv/r.git", true).unwrap();
+        assert_eq!(
+            (local.userinfo(), local.redacted().as_str()),
+            (None, "file:///srv/r.git")
+        );
+        assert_eq!(redact("git://h/a@b"), "git://h/a@b");
+        assert_eq!(redact("not a url"), "not a url");
     }
 
     #[test]

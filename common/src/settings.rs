@@ -212,9 +212,11 @@ pub struct WorkerSettings {
     /// at most: an idle worker backs off to `members / budget` seconds between looks (never
     /// less than 1 s), `members` being the group size it infers from its share of partitions.
     pub claim_waiting_budget_per_sec: f64,
-    /// Folders jobs may write besides their own, joined with `:` (e.g. a shared scratch
-    /// volume): bound read-write into every sandbox at the same path.
-    pub extra_writable_dirs: String,
+    /// Folders jobs may write besides their own (e.g. a shared scratch volume): bound
+    /// read-write into every sandbox at the same path. A list; in one string (an environment
+    /// variable) joined with `:`.
+    #[serde(with = "path_list")]
+    pub extra_writable_dirs: Vec<PathBuf>,
     /// `bubblewrap`: every job in its own sandbox (the worker refuses to start if it cannot
     /// build one); `off`: jobs run as the worker's user, seeing its files (a warning at start
     /// and on every job).
@@ -236,9 +238,10 @@ pub struct WorkerSettings {
     /// First of the user ids jobs run as when the worker is root (one per running job);
     /// for a non-root worker the id jobs see inside their user namespace.
     pub job_uid: u32,
-    /// Read-only paths bound into every sandbox beside the toolchain, joined with `:` (e.g. a
-    /// Node.js installed outside `/usr`).
-    pub sandbox_ro_paths: String,
+    /// Read-only paths bound into every sandbox beside the toolchain (e.g. a Node.js installed
+    /// outside `/usr`). A list; in one string (an environment variable) joined with `:`.
+    #[serde(with = "path_list")]
+    pub sandbox_ro_paths: Vec<PathBuf>,
     /// The bubblewrap executable.
     pub bwrap: PathBuf,
     /// How long a finished run's logs and outputs are retried while the artifact store is
@@ -280,7 +283,7 @@ impl Default for WorkerSettings {
             redispatch_after_secs: 600,
             claim_waiting_after_ms: 500,
             claim_waiting_budget_per_sec: 100.0,
-            extra_writable_dirs: String::new(),
+            extra_writable_dirs: Vec::new(),
             sandbox: SandboxMode::Bubblewrap,
             job_network: JobNetwork::Host,
             memory_limit_mb: 2048,
@@ -289,7 +292,7 @@ impl Default for WorkerSettings {
             max_job_dir_mb: 4096,
             tmpfs_size_mb: 256,
             job_uid: 10001,
-            sandbox_ro_paths: String::new(),
+            sandbox_ro_paths: Vec::new(),
             bwrap: PathBuf::from("bwrap"),
             upload_retry_secs: 60,
         }
@@ -315,8 +318,8 @@ pub struct MetricsSettings {
 #[serde(default)]
 pub struct ObserverSettings {
     pub refresh_rate_secs: f64,
-    pub policy: String,
-    pub scaler: String,
+    pub policy: PolicyKind,
+    pub scaler: ScalerKind,
     pub min_workers: u32,
     pub max_workers: u32,
     pub target_wait_secs: f64,
@@ -355,8 +358,8 @@ impl Default for ObserverSettings {
     fn default() -> Self {
         Self {
             refresh_rate_secs: 2.0,
-            policy: "queueing".into(),
-            scaler: "log".into(),
+            policy: PolicyKind::Queueing,
+            scaler: ScalerKind::Log,
             min_workers: 1,
             max_workers: 10,
             target_wait_secs: 10.0,
@@ -381,15 +384,116 @@ impl Default for ObserverSettings {
     }
 }
 
+/// `observer.policy`: how the observer decides the number of workers.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum PolicyKind {
+    /// The seed design's rule: queued jobs over slots, within min and max.
+    Seed,
+    /// KEDA's: queued messages over `observer.lag_threshold`.
+    Lag,
+    /// An M/M/c model: enough slots that at most `wait_fraction` of jobs wait longer than
+    /// `target_wait_secs`.
+    #[default]
+    Queueing,
+}
+
+impl PolicyKind {
+    /// The name as written in the settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Seed => "seed",
+            PolicyKind::Lag => "lag",
+            PolicyKind::Queueing => "queueing",
+        }
+    }
+}
+
+impl TryFrom<String> for PolicyKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Ok(match name.as_str() {
+            "seed" => PolicyKind::Seed,
+            "lag" => PolicyKind::Lag,
+            "queueing" => PolicyKind::Queueing,
+            other => return Err(format!("unknown policy {other:?} (seed, lag or queueing)")),
+        })
+    }
+}
+
+impl std::fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `observer.scaler`: what changes the number of workers.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum ScalerKind {
+    /// Only logs the decision.
+    #[default]
+    Log,
+    /// Starts and stops worker processes on this host.
+    Local,
+    /// Scales a Docker Compose service through the Docker API.
+    Docker,
+    /// Scales a Deployment through its scale subresource (`k8s` is accepted too).
+    Kubernetes,
+    /// Runs `observer.kumori_command` with the desired count.
+    Kumori,
+}
+
+impl ScalerKind {
+    /// The name as written in the settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScalerKind::Log => "log",
+            ScalerKind::Local => "local",
+            ScalerKind::Docker => "docker",
+            ScalerKind::Kubernetes => "kubernetes",
+            ScalerKind::Kumori => "kumori",
+        }
+    }
+}
+
+impl TryFrom<String> for ScalerKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Ok(match name.as_str() {
+            "log" => ScalerKind::Log,
+            "local" => ScalerKind::Local,
+            "docker" => ScalerKind::Docker,
+            "kubernetes" | "k8s" => ScalerKind::Kubernetes,
+            "kumori" => ScalerKind::Kumori,
+            other => {
+                return Err(format!(
+                    "unknown scaler {other:?} (log, local, docker, kubernetes or kumori)"
+                ));
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for ScalerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `jobq standalone`: everything in one process on embedded backends.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct StandaloneSettings {
     /// State (SQLite), artifacts and the token signing key live here.
     pub data_dir: PathBuf,
-    /// Users of the built-in issuer, separated by spaces: `name:password[:role,role]`; a
-    /// password may be an Argon2 PHC string instead of plain text.
-    pub users: String,
+    /// Users of the built-in issuer, each `name:password[:role,role]`; a password may be an
+    /// Argon2 PHC string instead of plain text. A list; in one string (an environment
+    /// variable) separated by spaces.
+    #[serde(with = "word_list")]
+    pub users: Vec<String>,
     /// Lifetime of issued tokens.
     pub token_lifetime_secs: u64,
     /// Accept `file://` URLs, paths and local git servers (the point of a local install).
@@ -400,10 +504,74 @@ impl Default for StandaloneSettings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("jobq-data"),
-            users: "myuser:1234 otheruser:abcd admin:admin:admin".into(),
+            users: ["myuser:1234", "otheruser:abcd", "admin:admin:admin"]
+                .map(String::from)
+                .to_vec(),
             token_lifetime_secs: 3600,
             allow_local_repos: true,
         }
+    }
+}
+
+/// A list setting, read from a TOML array or from one string (what an environment variable
+/// holds) split at a separator; empty items are dropped. It is written back as that one
+/// string, so [`Settings::env_defaults`] shows each default as its variable would hold it.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ListForm {
+    Joined(String),
+    Items(Vec<String>),
+}
+
+impl ListForm {
+    fn items(self, split: fn(&str) -> Vec<String>) -> Vec<String> {
+        match self {
+            ListForm::Joined(text) => split(&text),
+            ListForm::Items(items) => items.into_iter().filter(|i| !i.is_empty()).collect(),
+        }
+    }
+}
+
+/// Paths: a TOML array, or one string joined with `:` as in `PATH`.
+mod path_list {
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::ListForm;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+        let items = ListForm::deserialize(d)?.items(|text| {
+            text.split(':')
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect()
+        });
+        Ok(items.into_iter().map(PathBuf::from).collect())
+    }
+
+    pub fn serialize<S: Serializer>(paths: &[PathBuf], s: S) -> Result<S::Ok, S::Error> {
+        let joined: Vec<String> = paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        s.serialize_str(&joined.join(":"))
+    }
+}
+
+/// Words: a TOML array, or one string separated by whitespace.
+mod word_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::ListForm;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Ok(ListForm::deserialize(d)?
+            .items(|text| text.split_whitespace().map(String::from).collect()))
+    }
+
+    pub fn serialize<S: Serializer>(words: &[String], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&words.join(" "))
     }
 }
 
@@ -685,6 +853,70 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("observer.min_workers"), "{err}");
+    }
+
+    #[test]
+    fn the_policy_and_the_scaler_are_parsed_at_start_up_and_a_bad_one_names_its_key() {
+        let s = Settings::load_from(env(&[
+            ("JOBQ_OBSERVER__POLICY", "lag"),
+            ("JOBQ_OBSERVER__SCALER", "k8s"),
+        ]))
+        .unwrap();
+        assert_eq!(s.observer.policy, PolicyKind::Lag);
+        assert_eq!(s.observer.scaler, ScalerKind::Kubernetes);
+        let defaults = Settings::load_from(env(&[])).unwrap();
+        assert_eq!(defaults.observer.policy, PolicyKind::Queueing);
+        assert_eq!(defaults.observer.scaler, ScalerKind::Log);
+        let err = Settings::load_from(env(&[("JOBQ_OBSERVER__POLICY", "magic")])).unwrap_err();
+        assert!(err.to_string().contains("observer.policy"), "{err}");
+        assert!(
+            err.to_string().contains("queueing"),
+            "the choices are listed: {err}"
+        );
+        let err = Settings::load_from(env(&[("JOBQ_OBSERVER__SCALER", "nomad")])).unwrap_err();
+        assert!(err.to_string().contains("observer.scaler"), "{err}");
+        assert!(
+            err.to_string().contains("kubernetes"),
+            "the choices are listed: {err}"
+        );
+    }
+
+    #[test]
+    fn lists_are_lists_from_a_variable_or_a_file() {
+        let s = Settings::load_from(env(&[
+            ("JOBQ_WORKER__EXTRA_WRITABLE_DIRS", "/scratch:/shared/x:"),
+            ("JOBQ_STANDALONE__USERS", " a:1  b:2:admin "),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.worker.extra_writable_dirs,
+            [PathBuf::from("/scratch"), PathBuf::from("/shared/x")]
+        );
+        assert!(s.worker.sandbox_ro_paths.is_empty());
+        assert_eq!(s.standalone.users, ["a:1", "b:2:admin"]);
+        let dir = std::env::temp_dir().join(format!("jobq-settings-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("jobq.toml");
+        std::fs::write(
+            &file,
+            "[worker]\nsandbox_ro_paths = [\"/opt/node\", \"/opt/a:b\"]\n\
+             [standalone]\nusers = [\"c:3\"]\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(env(&[("JOBQ_CONFIG_FILE", file.to_str().unwrap())])).unwrap();
+        assert_eq!(
+            s.worker.sandbox_ro_paths,
+            [PathBuf::from("/opt/node"), PathBuf::from("/opt/a:b")]
+        );
+        assert_eq!(s.standalone.users, ["c:3"]);
+        std::fs::remove_dir_all(dir).unwrap();
+        let defaults: std::collections::HashMap<_, _> =
+            Settings::env_defaults().into_iter().collect();
+        assert_eq!(
+            defaults["JOBQ_STANDALONE__USERS"],
+            "myuser:1234 otheruser:abcd admin:admin:admin"
+        );
+        assert_eq!(defaults["JOBQ_WORKER__EXTRA_WRITABLE_DIRS"], "");
     }
 
     #[test]

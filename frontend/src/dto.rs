@@ -2,7 +2,7 @@
 //! from the domain types and never expose store documents or credentials.
 
 use jobq_common::domain::{Job, JobSpec, JobStatus, Observation};
-use jobq_common::repo_url::check_repo_url;
+use jobq_common::repo_url::RepoUrl;
 use jobq_common::settings::FrontendSettings;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -58,8 +58,9 @@ impl SubmitJob {
             Some(Value::String(url)) => url,
             Some(_) => return Err(ApiError::Unprocessable("url must be a string".into())),
         };
-        check_repo_url(&url, allow_local_repos)
-            .map_err(|why| ApiError::Unprocessable(format!("url refused: {why}")))?;
+        let url = RepoUrl::parse(&url, allow_local_repos)
+            .map_err(|why| ApiError::Unprocessable(format!("url refused: {why}")))?
+            .into_string();
         let args = match self.args {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(args)) => args,

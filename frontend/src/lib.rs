@@ -149,16 +149,10 @@ pub fn router(state: AppState) -> Router {
 pub async fn connect(settings: &Settings) -> anyhow::Result<AppState> {
     let kafka = &settings.kafka;
     let admin = KafkaAdmin::new(&kafka.brokers).context("kafka admin client")?;
-    for (topic, partitions) in [
-        (&kafka.jobs_topic, kafka.partitions),
-        (&kafka.events_topic, kafka.partitions),
-        (&kafka.observations_topic, 1),
-    ] {
-        admin
-            .ensure_topic(topic, partitions, kafka.replication_factor)
-            .await
-            .with_context(|| format!("cannot create kafka topic {topic}"))?;
-    }
+    admin
+        .ensure_topics(kafka)
+        .await
+        .context("cannot create the kafka topics")?;
     let producer = KafkaProducer::new(&kafka.brokers).context("kafka producer")?;
     let store = Arc::new(
         MongoJobStore::connect(&settings.mongo)

@@ -117,21 +117,10 @@ pub fn partitions_needed(workers: u32, slots_per_worker: u32, partitions: u32) -
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let producer = KafkaProducer::new(&settings.kafka.brokers).context("kafka")?;
     let admin = KafkaAdmin::new(&settings.kafka.brokers)?;
-    for topic in [
-        &settings.kafka.jobs_topic,
-        &settings.kafka.events_topic,
-        &settings.kafka.observations_topic,
-    ] {
-        let partitions = if *topic == settings.kafka.jobs_topic {
-            settings.kafka.partitions
-        } else {
-            1
-        };
-        admin
-            .ensure_topic(topic, partitions, settings.kafka.replication_factor)
-            .await
-            .context("topics")?;
-    }
+    admin
+        .ensure_topics(&settings.kafka)
+        .await
+        .context("topics")?;
     let store = Arc::new(
         MongoJobStore::connect(&settings.mongo)
             .await
@@ -157,7 +146,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         async move { reaper.run(every, shutdown).await }
     });
     let serving = jobq_common::metrics::spawn_server(settings.metrics.listen, shutdown.clone());
-    let policy = policy::from_settings(&settings.observer).map_err(anyhow::Error::msg)?;
+    let policy = policy::from_settings(&settings.observer);
     let scaler = scaler::from_settings(&settings)?;
     tracing::info!(
         every_ms = every.as_millis() as u64,

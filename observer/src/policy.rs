@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use jobq_common::domain::Observation;
-use jobq_common::settings::ObserverSettings;
+use jobq_common::settings::{ObserverSettings, PolicyKind};
 
 /// What a policy sees each period.
 #[derive(Debug, Clone, Copy)]
@@ -184,20 +184,14 @@ impl ScalingPolicy for QueueingPolicy {
     }
 }
 
-/// Builds the policy named by `observer.policy`.
-pub fn from_settings(s: &ObserverSettings) -> Result<Box<dyn ScalingPolicy>, String> {
-    match s.policy.as_str() {
-        "seed" => Ok(Box::new(SeedPolicy)),
-        "lag" => Ok(Box::new(LagPolicy {
+/// Builds the policy named by `observer.policy` (parsed, and so checked, with the settings).
+pub fn from_settings(s: &ObserverSettings) -> Box<dyn ScalingPolicy> {
+    match s.policy {
+        PolicyKind::Seed => Box::new(SeedPolicy),
+        PolicyKind::Lag => Box::new(LagPolicy {
             lag_threshold: s.lag_threshold,
-        })),
-        "queueing" => Ok(Box::new(QueueingPolicy::new(
-            s.target_wait_secs,
-            s.wait_fraction,
-        ))),
-        other => Err(format!(
-            "unknown observer.policy {other:?} (seed, lag or queueing)"
-        )),
+        }),
+        PolicyKind::Queueing => Box::new(QueueingPolicy::new(s.target_wait_secs, s.wait_fraction)),
     }
 }
 
@@ -402,11 +396,9 @@ mod tests {
     #[test]
     fn policies_are_chosen_by_name() {
         let mut s = ObserverSettings::default();
-        for name in ["seed", "lag", "queueing"] {
-            s.policy = name.into();
-            assert_eq!(from_settings(&s).unwrap().name(), name);
+        for kind in [PolicyKind::Seed, PolicyKind::Lag, PolicyKind::Queueing] {
+            s.policy = kind;
+            assert_eq!(from_settings(&s).name(), kind.as_str());
         }
-        s.policy = "magic".into();
-        assert!(from_settings(&s).is_err());
     }
 }

@@ -1,28 +1,32 @@
 //! jobq-tests: shared harness for the suites that run against real servers.
 //!
-//! The suites read the `JOBQ_` variables that `scripts/infra.sh env` prints. Without
-//! `JOBQ_TEST_INFRA=1` a suite says it is skipped and passes, unless
-//! `JOBQ_REQUIRE_INFRA=1` (CI) makes a missing server a failure.
+//! The suites read the `JOBQ_` variables that `scripts/infra.sh env` prints. Every test
+//! that needs those servers is marked `#[ignore = "needs the real servers: scripts/infra.sh up"]`,
+//! so a plain `cargo test` reports it *ignored*, never passed. `scripts/test.sh` runs them
+//! with `-- --include-ignored` once the servers are up; a test asked to run without them
+//! (`JOBQ_TEST_INFRA` unset) fails, it does not pass.
 
 pub mod stack;
 
 use jobq_common::settings::Settings;
 
-/// Settings for a suite, or `None` (after saying so) when the real servers are not set up.
-pub fn infra_settings(suite: &str) -> Option<Settings> {
+/// Fails the calling test unless the real servers are set up (`JOBQ_TEST_INFRA=1`, printed
+/// by `scripts/infra.sh env`): a real-server test runs only when asked for, and then it must
+/// not pass without having run.
+pub fn require_servers(suite: &str) {
     let ready = std::env::var("JOBQ_TEST_INFRA").is_ok_and(|v| v == "1");
-    let required = std::env::var("JOBQ_REQUIRE_INFRA").is_ok_and(|v| v == "1");
-    if !ready {
-        assert!(
-            !required,
-            "JOBQ_REQUIRE_INFRA=1 but the servers are not set up: run `scripts/infra.sh up` and `eval \"$(scripts/infra.sh env)\"`"
-        );
-        eprintln!(
-            "skipping {suite}: real servers not set up (scripts/infra.sh up; eval \"$(scripts/infra.sh env)\")"
-        );
-        return None;
-    }
-    Some(Settings::load().expect("settings from the environment"))
+    assert!(
+        ready,
+        "{suite} needs the real servers, which are not set up: run `scripts/infra.sh up` and \
+         `eval \"$(scripts/infra.sh env)\"` (without them, leave out `--include-ignored`: \
+         these tests are then reported as ignored)"
+    );
+}
+
+/// Settings for a real-server suite, from the environment; see [`require_servers`].
+pub fn infra_settings(suite: &str) -> Settings {
+    require_servers(suite);
+    Settings::load().expect("settings from the environment")
 }
 
 /// A name no other test uses: `prefix-<random>`, valid as a topic, database and bucket name.

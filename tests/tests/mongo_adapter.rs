@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 const LEASE: Duration = Duration::from_secs(30);
 
 async fn store() -> Option<MongoJobStore> {
-    let mut settings = infra_settings("mongo adapter")?;
+    let mut settings = infra_settings("mongo adapter");
     settings.mongo.database = unique_name("jobq-test");
     Some(
         MongoJobStore::connect(&settings.mongo)
@@ -45,6 +45,7 @@ fn finished(elapsed_ms: u64) -> Outcome {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_job_round_trips_with_every_field() {
     let Some(store) = store().await else { return };
     let j = job("alice");
@@ -68,6 +69,7 @@ async fn a_job_round_trips_with_every_field() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn the_id_is_unique() {
     let Some(store) = store().await else { return };
     let j = job("alice");
@@ -78,6 +80,7 @@ async fn the_id_is_unique() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn of_two_concurrent_claims_exactly_one_wins() {
     let Some(store) = store().await else { return };
     let store = Arc::new(store);
@@ -101,6 +104,7 @@ async fn of_two_concurrent_claims_exactly_one_wins() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_stale_attempt_cannot_be_claimed() {
     let Some(store) = store().await else { return };
     let j = job("alice");
@@ -132,6 +136,7 @@ async fn a_stale_attempt_cannot_be_claimed() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn an_expired_lease_is_found_and_requeued_with_the_next_attempt() {
     let Some(store) = store().await else { return };
     let j = job("alice");
@@ -176,6 +181,7 @@ async fn an_expired_lease_is_found_and_requeued_with_the_next_attempt() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_stale_lease_owner_cannot_finish_the_job() {
     let Some(store) = store().await else { return };
     let j = job("alice");
@@ -235,6 +241,7 @@ async fn a_stale_lease_owner_cannot_finish_the_job() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_worker_lost_after_the_last_attempt_fails_the_job() {
     let Some(store) = store().await else { return };
     let j = job("alice");
@@ -266,6 +273,7 @@ async fn a_worker_lost_after_the_last_attempt_fails_the_job() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn cancel_stops_queued_and_running_jobs_and_leaves_ended_ones() {
     let Some(store) = store().await else { return };
     let now = OffsetDateTime::now_utc();
@@ -314,6 +322,7 @@ async fn cancel_stops_queued_and_running_jobs_and_leaves_ended_ones() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn listing_is_per_owner_newest_first_and_paged() {
     let Some(store) = store().await else { return };
     let base = OffsetDateTime::now_utc();
@@ -365,6 +374,7 @@ async fn listing_is_per_owner_newest_first_and_paged() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn listing_in_one_status_counts_and_pages_only_those() {
     let Some(store) = store().await else { return };
     let now = OffsetDateTime::now_utc();
@@ -406,6 +416,7 @@ async fn listing_in_one_status_counts_and_pages_only_those() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn observation_history_is_oldest_first_after_since_and_limited() {
     use jobq_common::domain::Observation;
     use jobq_common::ports::ObservationStore;
@@ -436,6 +447,7 @@ async fn observation_history_is_oldest_first_after_since_and_limited() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_queued_job_whose_dispatch_went_stale_is_redispatched_once() {
     let Some(store) = store().await else { return };
     let now = OffsetDateTime::now_utc();
@@ -480,6 +492,7 @@ async fn a_queued_job_whose_dispatch_went_stale_is_redispatched_once() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_free_slot_claims_the_oldest_job_that_waited_long_enough_and_only_once() {
     let Some(store) = store().await else { return };
     let store = Arc::new(store);

@@ -51,6 +51,7 @@ async fn load(stack: &Stack, token: &str) -> Vec<Value> {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn the_local_scaler_starts_workers_under_load_and_stops_them_when_idle() {
     let env = [
         ("JOBQ_OBSERVER__SCALER", "local"),

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::SecretString;
 
 fn realm() -> Option<OidcSettings> {
-    Some(infra_settings("oidc adapter")?.oidc)
+    Some(infra_settings("oidc adapter").oidc)
 }
 
 /// The realm's short-lived test client: its tokens expire after one second and carry
@@ -39,6 +39,7 @@ async fn assert_refused(validator: &OidcClient, token: &str, why: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_password_grant_token_validates_with_its_user_and_roles() {
     let Some(settings) = realm() else { return };
     let client = OidcClient::new(settings);
@@ -57,6 +58,7 @@ async fn a_password_grant_token_validates_with_its_user_and_roles() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_wrong_password_is_refused() {
     let Some(settings) = realm() else { return };
     let client = OidcClient::new(settings);
@@ -67,6 +69,7 @@ async fn a_wrong_password_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn an_expired_token_is_refused() {
     let Some(settings) = realm() else { return };
     let client = OidcClient::new(short_lived(&settings));
@@ -82,6 +85,7 @@ async fn an_expired_token_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_token_for_another_audience_is_refused() {
     let Some(settings) = realm() else { return };
     let other = OidcClient::new(short_lived(&settings))
@@ -97,6 +101,7 @@ async fn a_token_for_another_audience_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn forged_and_unsigned_tokens_are_refused() {
     let Some(settings) = realm() else { return };
     let client = OidcClient::new(settings);

@@ -1128,6 +1128,7 @@ macro_rules! on_both_backends {
             use super::*;
 
             #[tokio::test]
+            #[ignore = "needs the real servers: scripts/infra.sh up"]
             async fn services() {
                 super::$scenario(Backend::Services).await
             }

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jobq_tests::stack::{binary, free_port};
-use jobq_tests::{infra_settings, unique_name};
+use jobq_tests::{require_servers, unique_name};
 
 /// Kills the worker if the test fails half-way.
 struct Reap(std::process::Child);
@@ -18,10 +18,9 @@ impl Drop for Reap {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_worker_serves_health_and_metrics_and_exits_cleanly_on_sigterm() {
-    if infra_settings("worker process").is_none() {
-        return;
-    }
+    require_servers("worker process");
     let id = unique_name("wp");
     let port = free_port();
     let work = std::env::temp_dir().join(&id);
@@ -82,10 +81,9 @@ async fn a_worker_serves_health_and_metrics_and_exits_cleanly_on_sigterm() {
 }
 
 #[tokio::test]
+#[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn a_worker_started_while_the_store_is_away_waits_for_it_and_still_stops_on_sigterm() {
-    if infra_settings("worker process").is_none() {
-        return;
-    }
+    require_servers("worker process");
     let id = unique_name("wp");
     let work = std::env::temp_dir().join(&id);
     // Nothing listens on this port: the store is away (a MongoDB restarting).

@@ -346,13 +346,9 @@ pub async fn run(
         let connected = async {
             let ports = connect_ports(&settings).await?;
             KafkaAdmin::new(&settings.kafka.brokers)?
-                .ensure_topic(
-                    &settings.kafka.jobs_topic,
-                    settings.kafka.partitions,
-                    settings.kafka.replication_factor,
-                )
+                .ensure_topics(&settings.kafka)
                 .await
-                .context("jobs topic")?;
+                .context("topics")?;
             anyhow::Ok(ports)
         };
         match connected.await {

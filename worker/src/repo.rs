@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use git2::build::RepoBuilder;
 use git2::{Cred, CredentialType};
 use git2::{FetchOptions, RemoteCallbacks, Repository};
-use jobq_common::domain::redact_url;
-use jobq_common::repo_url::{UrlCredentials, split_credentials};
+use jobq_common::repo_url::{RepoUrl, UrlCredentials};
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
@@ -44,13 +43,13 @@ impl RepoCache {
     /// transfer in progress (cancel, time limit).
     pub async fn checkout(
         &self,
-        url: &str,
+        url: &RepoUrl,
         dest: &Path,
         stop: Arc<AtomicBool>,
     ) -> Result<(), CloneError> {
         // The key covers the whole URL, credentials included: a user never gets a mirror
         // fetched with somebody else's credentials.
-        let key = hex::encode(Sha256::digest(url.as_bytes()));
+        let key = hex::encode(Sha256::digest(url.as_str().as_bytes()));
         let lock = self
             .locks
             .lock()
@@ -60,7 +59,7 @@ impl RepoCache {
             .clone();
         let _guard = lock.lock().await;
         let mirror = self.dir.join(format!("{key}.git"));
-        let url = url.to_string();
+        let url = url.clone();
         let dest = dest.to_path_buf();
         tokio::task::spawn_blocking(move || {
             refresh_mirror(&url, &mirror, &stop)?;
@@ -97,8 +96,8 @@ fn fetch_options(
     options
 }
 
-fn refresh_mirror(url: &str, mirror: &Path, stop: &Arc<AtomicBool>) -> Result<(), CloneError> {
-    let (address, credentials) = split_credentials(url);
+fn refresh_mirror(url: &RepoUrl, mirror: &Path, stop: &Arc<AtomicBool>) -> Result<(), CloneError> {
+    let (address, credentials) = url.split_credentials();
     let fetch_options = || fetch_options(stop, credentials.clone());
     if mirror.exists() {
         let fetched = Repository::open_bare(mirror).and_then(|repo| {
@@ -148,10 +147,9 @@ fn refresh_mirror(url: &str, mirror: &Path, stop: &Arc<AtomicBool>) -> Result<()
 }
 
 /// git2's message with any form of the URL replaced by its redacted form.
-fn clean(e: &git2::Error, url: &str) -> String {
-    let redacted = redact_url(url);
-    let mut text = e.message().replace(url, &redacted);
-    if let Some(userinfo) = userinfo(url) {
+fn clean(e: &git2::Error, url: &RepoUrl) -> String {
+    let mut text = e.message().replace(url.as_str(), &url.redacted());
+    if let Some(userinfo) = url.userinfo() {
         text = text.replace(userinfo, "***");
     }
     if text.is_empty() {
@@ -161,21 +159,18 @@ fn clean(e: &git2::Error, url: &str) -> String {
     }
 }
 
-fn userinfo(url: &str) -> Option<&str> {
-    let rest = &url[url.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    authority.rfind('@').map(|at| &authority[..at])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn credentials_never_reach_clone_errors() {
-        let url = "https://user:s3cret@example.invalid/r.git";
-        let e = git2::Error::from_str(&format!("failed to fetch {url}; user:s3cret rejected"));
-        let text = clean(&e, url);
+        let url = RepoUrl::parse("https://user:s3cret@example.invalid/r.git", false).unwrap();
+        let e = git2::Error::from_str(&format!(
+            "failed to fetch {}; user:s3cret rejected",
+            url.as_str()
+        ));
+        let text = clean(&e, &url);
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("example.invalid"));
     }

@@ -10,6 +10,7 @@ use jobq_common::domain::{
     Dispatch, FailureReason, Job, JobEvent, JobStatus, Outcome, artifact_keys,
 };
 use jobq_common::ports::{ArtifactStore, DispatchQueue, EventBus, JobStore};
+use jobq_common::repo_url::RepoUrl;
 use jobq_common::settings::WorkerSettings;
 use jobq_common::{ErrorKind, PortResult};
 use time::OffsetDateTime;
@@ -258,10 +259,15 @@ impl JobRunner {
                 abort.store(true, Ordering::Relaxed);
             })
         };
-        let cloned = self
-            .cache
-            .checkout(&job.spec.url, &dir.repo(), abort.clone())
-            .await;
+        // Parsed again at the worker's edge: the URL comes from the store, not from the
+        // frontend's check, and the same policy (`worker.allow_local_repos`) applies.
+        let url =
+            RepoUrl::parse(&job.spec.url, self.settings.allow_local_repos).map_err(|why| {
+                FailureReason::CloneFailed {
+                    detail: format!("url refused: {why}"),
+                }
+            })?;
+        let cloned = self.cache.checkout(&url, &dir.repo(), abort.clone()).await;
         abort_on_stop.abort();
         if let Err(e) = cloned {
             if abort.load(Ordering::Relaxed) && !stop.is_cancelled() {

@@ -228,9 +228,7 @@ impl Sandbox {
         let exe = std::env::current_exe()?;
         let checkout = dir.repo();
         let checkout = checkout.as_path();
-        let extra: Vec<PathBuf> = std::env::split_paths(&self.settings.extra_writable_dirs)
-            .filter(|p| !p.as_os_str().is_empty())
-            .collect();
+        let extra: Vec<PathBuf> = self.settings.extra_writable_dirs.clone();
         let no_cgroup = job.cgroup.is_none();
         let mut spec = InitSpec {
             uid: self.owner(job),
@@ -551,10 +549,8 @@ fn toolchain(settings: &WorkerSettings) -> Vec<Mount> {
             }
         }
     }
-    for extra in std::env::split_paths(&settings.sandbox_ro_paths) {
-        if !extra.as_os_str().is_empty() {
-            mounts.push(Mount::ReadOnly(extra));
-        }
+    for extra in &settings.sandbox_ro_paths {
+        mounts.push(Mount::ReadOnly(extra.clone()));
     }
     mounts
 }

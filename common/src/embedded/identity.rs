@@ -77,11 +77,11 @@ fn salt() -> PortResult<SaltString> {
     SaltString::encode_b64(&bytes).map_err(|_| PortError::internal("cannot encode a salt"))
 }
 
-/// Parses the user list: entries separated by whitespace, each `name:password[:roles]`.
-fn parse_users(spec: &str) -> PortResult<Vec<User>> {
+/// Parses the user list (`standalone.users`): each entry `name:password[:roles]`.
+fn parse_users(entries: &[impl AsRef<str>]) -> PortResult<Vec<User>> {
     let argon = Argon2::default();
     let mut users = Vec::new();
-    for entry in spec.split_whitespace() {
+    for entry in entries.iter().map(AsRef::as_ref) {
         let mut parts = entry.splitn(3, ':');
         let (Some(name), Some(secret)) = (parts.next(), parts.next()) else {
             return Err(invalid(format!(
@@ -169,7 +169,7 @@ fn signing_key(path: &Path) -> PortResult<Vec<u8>> {
 impl LocalIdentity {
     /// Users from `users` (see [`parse_users`]), key in `key_path`.
     pub fn new(
-        users: &str,
+        users: &[impl AsRef<str>],
         key_path: &Path,
         lifetime: Duration,
         leeway_secs: u64,
@@ -273,7 +273,7 @@ mod tests {
 
     fn identity(dir: &Path) -> LocalIdentity {
         LocalIdentity::new(
-            "myuser:1234 admin:admin:admin,ops",
+            &["myuser:1234", "admin:admin:admin,ops"],
             &dir.join("key"),
             Duration::from_secs(60),
             0,
@@ -325,8 +325,13 @@ mod tests {
         let refused =
             |r: PortResult<Principal>| assert_eq!(r.unwrap_err().kind, ErrorKind::Unauthorized);
         refused(id.validate(&other.issue("myuser").unwrap()).await);
-        let short =
-            LocalIdentity::new("myuser:1234", &dir.join("key"), Duration::from_secs(0), 0).unwrap();
+        let short = LocalIdentity::new(
+            &["myuser:1234"],
+            &dir.join("key"),
+            Duration::from_secs(0),
+            0,
+        )
+        .unwrap();
         let expired = short.issue("myuser").unwrap();
         tokio::time::sleep(Duration::from_millis(1100)).await;
         refused(id.validate(&expired).await);
@@ -348,15 +353,15 @@ mod tests {
             .hash_password(b"pw", &salt().unwrap())
             .unwrap()
             .to_string();
-        let users = parse_users(&format!("u:{hash}")).unwrap();
+        let users = parse_users(&[format!("u:{hash}")]).unwrap();
         assert_eq!(users[0].hash, hash);
         assert!(
-            parse_users("nopassword")
+            parse_users(&["nopassword"])
                 .unwrap_err()
                 .to_string()
                 .contains("nopassword")
         );
-        assert!(parse_users("").is_err());
-        assert!(parse_users("u:$argon2id$broken").is_err());
+        assert!(parse_users(&[] as &[&str]).is_err());
+        assert!(parse_users(&["u:$argon2id$broken"]).is_err());
     }
 }

@@ -112,8 +112,8 @@ pub struct PolicySettings {
 impl From<&ObserverSettings> for PolicySettings {
     fn from(o: &ObserverSettings) -> Self {
         PolicySettings {
-            policy: o.policy.clone(),
-            scaler: o.scaler.clone(),
+            policy: o.policy.to_string(),
+            scaler: o.scaler.to_string(),
             min_workers: o.min_workers,
             max_workers: o.max_workers,
             target_wait_secs: o.target_wait_secs,

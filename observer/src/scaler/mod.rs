@@ -13,7 +13,7 @@ pub mod local;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use jobq_common::settings::Settings;
+use jobq_common::settings::{ScalerKind, Settings};
 
 pub use docker::DockerScaler;
 pub use kubernetes::KubernetesScaler;
@@ -68,14 +68,11 @@ impl Scaler for LogScaler {
 /// Builds the scaler named by `observer.scaler`.
 pub fn from_settings(settings: &Settings) -> anyhow::Result<Box<dyn Scaler>> {
     let o = &settings.observer;
-    Ok(match o.scaler.as_str() {
-        "log" => Box::new(LogScaler::default()),
-        "local" => Box::new(LocalProcessScaler::from_settings(settings)?),
-        "docker" => Box::new(DockerScaler::from_settings(o)?),
-        "kubernetes" | "k8s" => Box::new(KubernetesScaler::from_settings(o)?),
-        "kumori" => Box::new(KumoriScaler::from_settings(o)?),
-        other => anyhow::bail!(
-            "unknown observer.scaler {other:?} (log, local, docker, kubernetes or kumori)"
-        ),
+    Ok(match o.scaler {
+        ScalerKind::Log => Box::new(LogScaler::default()),
+        ScalerKind::Local => Box::new(LocalProcessScaler::from_settings(settings)?),
+        ScalerKind::Docker => Box::new(DockerScaler::from_settings(o)?),
+        ScalerKind::Kubernetes => Box::new(KubernetesScaler::from_settings(o)?),
+        ScalerKind::Kumori => Box::new(KumoriScaler::from_settings(o)?),
     })
 }
