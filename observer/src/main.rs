@@ -109,6 +109,9 @@ struct Model {
     /// Each store look-up interval is multiplied by a uniform factor in [1 − j, 1 + j].
     #[arg(long)]
     claim_jitter: Option<f64>,
+    /// Seed of the jobs' keys (ids), hence their partitions, apart from the trace's `--seed`.
+    #[arg(long)]
+    key_seed: Option<u64>,
 }
 
 impl Model {
@@ -164,6 +167,7 @@ impl Model {
                 c.partitions = self.partitions.unwrap_or(c.partitions);
                 c.grow_partitions = !self.no_grow_partitions;
                 c.dispatch = *dispatch;
+                c.key_seed = self.key_seed;
                 out.push((label, c));
             }
         }
