@@ -550,7 +550,8 @@ impl<'a> Sim<'a> {
             self.status[job as usize] = STARTED;
         }
         self.update(w, |worker| worker.busy += 1);
-        let waited = t - arrived;
+        // The event clock counts whole microseconds: a job started on arrival waited 0.
+        let waited = (t - arrived).max(0.0);
         self.wait_sum += waited;
         self.result.max_wait_secs = self.result.max_wait_secs.max(waited);
         self.result.jobs += 1;
