@@ -347,8 +347,10 @@ pub struct SimResult {
     pub partitions: u32,
     /// The simulated dispatch; `None` for a real run.
     pub dispatch: Option<Dispatch>,
-    /// Periods that ended with no partition move pending but the partitions not spread
-    /// evenly over the members (some member with two more than another, or one unowned).
+    /// Periods that ended with no partition move pending (Kafka modes).
+    pub settled_periods: u64,
+    /// Settled periods with the partitions not spread evenly over the members (some member
+    /// with two more than another, or one unowned).
     pub uneven_periods: u64,
 }
 
@@ -695,11 +697,11 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Whether the assignment is settled and even: every partition owned by its target, and
-    /// the members' counts within one of each other. An unsettled one counts as even.
-    fn is_even(&self) -> bool {
+    /// `None` while partitions move; once every partition is owned by its target, whether
+    /// the members' counts are within one of each other and cover every partition.
+    fn settled_and_even(&self) -> Option<bool> {
         if self.owner.iter().zip(&self.target).any(|(o, t)| o != t) || self.rebalance_due {
-            return true;
+            return None;
         }
         let counts = self
             .alive
@@ -714,7 +716,7 @@ impl<'a> Sim<'a> {
             sum += c;
             n += 1;
         }
-        n == 0 || (max - min <= 1 && sum == self.owner.len())
+        Some(n == 0 || (max - min <= 1 && sum == self.owner.len()))
     }
 
     fn revoke(&mut self, p: u32, generation: u32, t: f64) {
@@ -891,8 +893,13 @@ impl<'a> Sim<'a> {
             .iter()
             .filter(|w| self.workers[**w as usize].state == State::Active)
             .count() as u32;
-        if self.partitioned() && !self.is_even() {
-            self.result.uneven_periods += 1;
+        if self.partitioned()
+            && let Some(even) = self.settled_and_even()
+        {
+            self.result.settled_periods += 1;
+            if !even {
+                self.result.uneven_periods += 1;
+            }
         }
         let (queue_depth, partitions) = if self.partitioned() {
             // The worker group's lag: messages not yet received, and those held in hand.
@@ -1076,6 +1083,7 @@ fn run_jobs(
             claim_queries: None,
             partitions,
             dispatch: Some(config.dispatch),
+            settled_periods: 0,
             uneven_periods: 0,
         },
         wait_sum: 0.0,
@@ -1223,6 +1231,7 @@ pub fn score(
         claim_queries: None,
         partitions: 0,
         dispatch: None,
+        settled_periods: 0,
         uneven_periods: 0,
     };
     let mut previous_ms = start_ms;
@@ -1548,6 +1557,8 @@ mod tests {
         let r = run(&c, "queueing").unwrap();
         assert!(r.max_workers_seen > 1, "{r:?}");
         assert!(r.scaling_actions > 4, "{r:?}");
+        // Settled within the 0–2 s of the heartbeats in most periods, and then even.
+        assert!(r.settled_periods as f64 > 0.8 * r.periods as f64, "{r:?}");
         assert_eq!(r.uneven_periods, 0, "{r:?}");
         // Nothing is lost when partitions move: every job of the trace started or waits.
         assert!(r.jobs as f64 >= 0.95 * jobs(&c).len() as f64, "{r:?}");
