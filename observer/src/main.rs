@@ -25,7 +25,7 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Replay the standard load trace under every policy in the discrete-event simulator
-    /// and print a Markdown table per scale.
+    /// and print a Markdown table per scale and dispatch.
     Simulate {
         #[command(flatten)]
         model: Model,
