@@ -112,6 +112,10 @@ struct Model {
     /// Seed of the jobs' keys (ids), hence their partitions, apart from the trace's `--seed`.
     #[arg(long)]
     key_seed: Option<u64>,
+    /// Model the lag's auto-commit delay: the consumer commits stored offsets every this
+    /// many seconds (jobq: 1); 0 (default) counts an offset as committed once stored.
+    #[arg(long)]
+    commit_secs: Option<f64>,
 }
 
 impl Model {
@@ -161,6 +165,7 @@ impl Model {
                     self.claim_waiting_budget_per_sec,
                 );
                 set(&mut c.claim_jitter, self.claim_jitter);
+                set(&mut c.commit_secs, self.commit_secs);
                 c.slots_per_worker = self.slots_per_worker.unwrap_or(c.slots_per_worker);
                 c.min_workers = self.min_workers.unwrap_or(c.min_workers);
                 c.max_workers = self.max_workers.unwrap_or(c.max_workers);

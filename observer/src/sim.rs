@@ -177,6 +177,10 @@ pub struct SimConfig {
     /// Seeds the jobs' keys (their ids), so their partitions, apart from the trace (`None`:
     /// `seed`): the same jobs, hashed to other partitions.
     pub key_seed: Option<u64>,
+    /// The consumer's auto-commit interval (`auto.commit.interval.ms`, 1 s in jobq), which
+    /// delays a stored offset's reaching the lag the observer reads; 0 counts an offset as
+    /// committed once stored (the default, as before this was modelled).
+    pub commit_secs: f64,
 }
 
 /// The store look-up interval of a free worker after activity (the worker's `LOOK_MIN`).
@@ -211,6 +215,7 @@ impl SimConfig {
             claim_budget_per_sec: 100.0,
             claim_jitter: 0.1,
             key_seed: None,
+            commit_secs: 0.0,
         }
     }
 
@@ -401,6 +406,8 @@ enum Kind {
     Look(u32, u32),
     /// The producer learns the topic's partition count.
     ProducerRefresh,
+    /// A worker's consumer commits the offsets it stored.
+    Commit(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,6 +431,9 @@ struct Worker {
     held: Option<(u64, u32)>,
     look_every: f64,
     look_gen: u32,
+    /// Offsets stored since its last commit, and whether a commit is scheduled.
+    uncommitted: u64,
+    commit_due: bool,
 }
 
 const US: f64 = 1_000_000.0;
@@ -486,6 +496,7 @@ struct Sim<'a> {
     producer_partitions: u32,
     unreceived: u64,
     held: u64,
+    uncommitted: u64,
     /// The group's membership or the topic changed: the assignor runs once every event of
     /// this instant is handled.
     rebalance_due: bool,
@@ -571,6 +582,30 @@ impl<'a> Sim<'a> {
         self.push(t + service, Kind::Done(w, job));
     }
 
+    /// `w` stored a message's offset (its job claimed or skipped); it reaches the lag at the
+    /// consumer's next auto-commit.
+    fn stored(&mut self, w: u32, t: f64) {
+        let every = self.config.commit_secs;
+        if every <= 0.0 {
+            return;
+        }
+        self.uncommitted += 1;
+        let worker = &mut self.workers[w as usize];
+        worker.uncommitted += 1;
+        if !worker.commit_due {
+            worker.commit_due = true;
+            let at = worker.joined + ((t - worker.joined) / every).floor() * every + every;
+            self.push(at, Kind::Commit(w));
+        }
+    }
+
+    fn commit(&mut self, w: u32) {
+        let worker = &mut self.workers[w as usize];
+        self.uncommitted -= worker.uncommitted;
+        worker.uncommitted = 0;
+        worker.commit_due = false;
+    }
+
     /// The next message of `w`'s partitions, taking them in turn.
     fn next_message(&mut self, w: u32) -> Option<(u64, u32)> {
         let worker = &mut self.workers[w as usize];
@@ -601,9 +636,11 @@ impl<'a> Sim<'a> {
             };
             self.workers[w as usize].look_every = LOOK_MIN_SECS;
             if self.status[job as usize] != QUEUED {
+                self.stored(w, t);
                 continue;
             }
             if self.workers[w as usize].busy < self.config.slots_per_worker {
+                self.stored(w, t);
                 self.start(w, job, t);
             } else {
                 self.update(w, |worker| worker.held = Some((job, p)));
@@ -831,6 +868,7 @@ impl<'a> Sim<'a> {
         if let Some((held, _)) = self.workers[w as usize].held {
             self.update(w, |worker| worker.held = None);
             self.held -= 1;
+            self.stored(w, t);
             if self.status[held as usize] == QUEUED {
                 self.start(w, held, t);
             }
@@ -870,6 +908,8 @@ impl<'a> Sim<'a> {
     fn stop(&mut self, w: u32, t: f64) {
         self.update(w, |worker| worker.state = State::Gone);
         self.worker_seconds += t - self.workers[w as usize].since;
+        // It commits on its way out.
+        self.commit(w);
         // It leaves the group on its way out: its partitions are free at once.
         let parts = std::mem::take(&mut self.workers[w as usize].parts);
         for p in parts {
@@ -902,8 +942,12 @@ impl<'a> Sim<'a> {
             }
         }
         let (queue_depth, partitions) = if self.partitioned() {
-            // The worker group's lag: messages not yet received, and those held in hand.
-            (self.unreceived + self.held, self.owner.len() as u32)
+            // The worker group's lag: messages not yet received, those held in hand, and
+            // those whose offsets are stored but not yet committed.
+            (
+                self.unreceived + self.held + self.uncommitted,
+                self.owner.len() as u32,
+            )
         } else {
             (self.queue.len() as u64, u32::MAX)
         };
@@ -949,6 +993,8 @@ impl<'a> Sim<'a> {
                     held: None,
                     look_every: LOOK_MIN_SECS,
                     look_gen: 0,
+                    uncommitted: 0,
+                    commit_due: false,
                 });
                 self.push(t + config.startup_secs, Kind::Ready(w));
             }
@@ -1107,6 +1153,7 @@ fn run_jobs(
         producer_partitions: partitions,
         unreceived: 0,
         held: 0,
+        uncommitted: 0,
         rebalance_due: false,
         looking: 0,
         idle_worker_secs: 0.0,
@@ -1155,6 +1202,7 @@ fn run_jobs(
                     sim.look(w, t);
                 }
             }
+            Kind::Commit(w) => sim.commit(w),
             Kind::ProducerRefresh => {
                 sim.producer_partitions = sim.owner.len() as u32;
                 sim.push(
