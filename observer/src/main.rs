@@ -25,7 +25,7 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Replay the standard load trace under every policy in the discrete-event simulator
-    /// and print a Markdown table per scale.
+    /// and print a Markdown table per scale and dispatch.
     Simulate {
         #[command(flatten)]
         model: Model,
@@ -80,6 +80,42 @@ struct Model {
     startup_secs: Option<f64>,
     #[arg(long)]
     stabilisation_secs: Option<f64>,
+    /// How a queued job reaches a slot, one table per value: `any-free` (standalone: any
+    /// free slot takes the oldest job), `partition-bound` (Kafka mode before issue 10: only
+    /// the owner of the job's partition takes it), `store-claim` (Kafka mode now: the owner,
+    /// or any free worker once the job has waited `--claim-waiting-after-ms`).
+    #[arg(long, value_delimiter = ',', default_value = "any-free")]
+    dispatch: Vec<String>,
+    /// Partitions of the `jobs` topic at the start (`kafka.partitions`).
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// Do not grow the topic as the observer does (`observer.grow_partitions = false`).
+    #[arg(long)]
+    no_grow_partitions: bool,
+    /// Consumer-group heartbeat interval, seconds (`group.consumer.heartbeat.interval.ms`).
+    #[arg(long)]
+    heartbeat_secs: Option<f64>,
+    /// How often the producer learns the topic's partition count, seconds (librdkafka's
+    /// `topic.metadata.refresh.interval.ms`, 300 s by default).
+    #[arg(long)]
+    producer_refresh_secs: Option<f64>,
+    /// `worker.claim_waiting_after_ms`.
+    #[arg(long)]
+    claim_waiting_after_ms: Option<f64>,
+    /// `worker.claim_waiting_budget_per_sec` (B): an idle worker's back-off ceiling is
+    /// clamp(members / B, 1 s, 30 s).
+    #[arg(long)]
+    claim_waiting_budget_per_sec: Option<f64>,
+    /// Each store look-up interval is multiplied by a uniform factor in [1 − j, 1 + j].
+    #[arg(long)]
+    claim_jitter: Option<f64>,
+    /// Seed of the jobs' keys (ids), hence their partitions, apart from the trace's `--seed`.
+    #[arg(long)]
+    key_seed: Option<u64>,
+    /// Model the lag's auto-commit delay: the consumer commits stored offsets every this
+    /// many seconds (jobq: 1); 0 (default) counts an offset as committed once stored.
+    #[arg(long)]
+    commit_secs: Option<f64>,
 }
 
 impl Model {
@@ -93,9 +129,21 @@ impl Model {
             ],
             other => anyhow::bail!("unknown scale {other:?} (small, large or both)"),
         };
-        Ok(scales
-            .into_iter()
-            .map(|(label, mut c)| {
+        let dispatches = self
+            .dispatch
+            .iter()
+            .map(|d| {
+                sim::Dispatch::parse(d).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown dispatch {d:?} (any-free, partition-bound or store-claim)"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut out = Vec::new();
+        for (label, base) in scales {
+            for dispatch in &dispatches {
+                let mut c = base.clone();
                 c.seed = self.seed;
                 if let Some(f) = self.compress {
                     c = c.compressed(f);
@@ -106,18 +154,38 @@ impl Model {
                 set(&mut c.mean_service_secs, self.mean_service_secs);
                 set(&mut c.startup_secs, self.startup_secs);
                 set(&mut c.stabilisation_secs, self.stabilisation_secs);
+                set(&mut c.heartbeat_secs, self.heartbeat_secs);
+                set(&mut c.producer_refresh_secs, self.producer_refresh_secs);
+                set(
+                    &mut c.claim_after_secs,
+                    self.claim_waiting_after_ms.map(|ms| ms / 1000.0),
+                );
+                set(
+                    &mut c.claim_budget_per_sec,
+                    self.claim_waiting_budget_per_sec,
+                );
+                set(&mut c.claim_jitter, self.claim_jitter);
+                set(&mut c.commit_secs, self.commit_secs);
                 c.slots_per_worker = self.slots_per_worker.unwrap_or(c.slots_per_worker);
                 c.min_workers = self.min_workers.unwrap_or(c.min_workers);
                 c.max_workers = self.max_workers.unwrap_or(c.max_workers);
-                (label, c)
-            })
-            .collect())
+                c.partitions = self.partitions.unwrap_or(c.partitions);
+                c.grow_partitions = !self.no_grow_partitions;
+                c.dispatch = *dispatch;
+                c.key_seed = self.key_seed;
+                out.push((label, c));
+            }
+        }
+        Ok(out)
     }
 
     /// The one configuration a single-scale command needs.
     fn config(&self) -> anyhow::Result<sim::SimConfig> {
         let mut configs = self.configs()?;
-        anyhow::ensure!(configs.len() == 1, "choose one --scale (small or large)");
+        anyhow::ensure!(
+            configs.len() == 1,
+            "choose one --scale (small or large) and one --dispatch"
+        );
         Ok(configs.remove(0).1)
     }
 }
@@ -145,7 +213,10 @@ fn simulate(model: &Model, policies: &[String], jobs_out: Option<&Path>) -> anyh
                     .ok_or_else(|| anyhow::anyhow!("unknown policy {name:?}"))?,
             );
         }
-        println!("### {label} scale\n");
+        match model.dispatch.len() {
+            1 => println!("### {label} scale\n"),
+            _ => println!("### {label} scale, {} dispatch\n", config.dispatch.name()),
+        }
         println!("{}", sim::table(&config, &results));
     }
     Ok(())

@@ -2,14 +2,24 @@
 //! (tracker, policies, governor) as the real observer, so policies can be compared on one
 //! load trace at any scale, thousands of times faster than real time.
 //!
-//! Model: jobs arrive as a Poisson process whose rate follows the trace; one FIFO queue
-//! (the `jobs` topic, partitions ignored); each worker has `slots` slots; a job takes a
-//! uniformly random time in `[0.25, 1.75] × mean`. Arrival times and durations are drawn
-//! before the run ([`jobs`], two seeded streams), so every policy sees exactly the same jobs
-//! and the real bench (`scripts/bench-elasticity-real`) can replay them. A started worker takes `startup_secs`
-//! before it takes jobs (process start, consumer-group join) and costs worker-seconds from
-//! the moment it is asked for; scale-down stops idle workers only (as the local-process
-//! scaler does), a busy worker is picked again next period.
+//! Model: jobs arrive as a Poisson process whose rate follows the trace; each worker has
+//! `slots` slots; a job takes a uniformly random time in `[0.25, 1.75] × mean`. Arrival times
+//! and durations are drawn before the run ([`jobs`], two seeded streams), so every policy sees
+//! exactly the same jobs and the real bench (`scripts/bench-elasticity-real`) can replay them.
+//! A started worker takes `startup_secs` before it joins (process start, connections) and
+//! costs worker-seconds from the moment it is asked for; scale-down stops idle workers only
+//! (as the local-process scaler does), a busy worker is picked again next period.
+//!
+//! How a job reaches a slot is the [`Dispatch`]. `AnyFree` is one FIFO queue (standalone).
+//! The Kafka modes model the `jobs` topic: a job's message goes to the partition its key
+//! hashes to among the partitions the producer knows of (it learns of added ones at its
+//! metadata refresh); the consumer group's uniform assignor spreads the partitions evenly
+//! over the members and moves them at the heartbeats (the old owner gives a partition up at
+//! its next heartbeat, the new one gets it at its next one after that); a worker receives
+//! only its partitions' messages, taking its partitions in turn, and with every slot busy
+//! holds one message and pauses. `StoreClaim` adds the worker's look-ups of waiting jobs
+//! (`claim_waiting`) with its back-off; the owner of a claimed job's message skips it later.
+//! The lag the policies see is the messages not yet received plus those held in hand.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -18,7 +28,7 @@ use std::time::Instant;
 use jobq_common::domain::{JobStatus, Observation};
 
 use crate::policy::{Governor, LagPolicy, PolicyInput, QueueingPolicy, ScalingPolicy, SeedPolicy};
-use crate::{Controller, FleetState};
+use crate::{Controller, FleetState, partitions_needed};
 
 /// SplitMix64: a small, seeded generator of our own, so a run is reproducible from its seed
 /// and as fast in a debug build as in a release one.
@@ -90,6 +100,44 @@ pub fn standard_trace() -> Vec<Phase> {
     ]
 }
 
+/// How a queued job reaches a free slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Any free slot takes the oldest waiting job at once: `jobq standalone` (one store, no
+    /// partitions), and what the simulator modelled before it knew partitions.
+    AnyFree,
+    /// Kafka mode before issue 10: a job reaches only the worker that owns its partition of
+    /// the `jobs` topic; a worker whose slots are all busy holds at most one message.
+    PartitionBound,
+    /// Kafka mode now: partition-bound, and besides a worker with a free slot and nothing in
+    /// hand claims from the store the oldest job that has waited past a threshold.
+    StoreClaim,
+}
+
+impl Dispatch {
+    pub const ALL: [Dispatch; 3] = [
+        Dispatch::AnyFree,
+        Dispatch::PartitionBound,
+        Dispatch::StoreClaim,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dispatch::AnyFree => "any-free",
+            Dispatch::PartitionBound => "partition-bound",
+            Dispatch::StoreClaim => "store-claim",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    fn partitioned(self) -> bool {
+        self != Dispatch::AnyFree
+    }
+}
+
 /// Everything a run depends on.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -99,6 +147,8 @@ pub struct SimConfig {
     pub mean_service_secs: f64,
     pub slots_per_worker: u32,
     pub period_secs: f64,
+    /// From the scaler's request to the worker's first consumer-group heartbeat (process
+    /// start, connections); the partition assignment comes after it (see `heartbeat_secs`).
     pub startup_secs: f64,
     pub target_wait_secs: f64,
     pub wait_fraction: f64,
@@ -107,7 +157,37 @@ pub struct SimConfig {
     pub stabilisation_secs: f64,
     pub lag_threshold: u64,
     pub seed: u64,
+    pub dispatch: Dispatch,
+    /// Partitions of the `jobs` topic at the start (`kafka.partitions`).
+    pub partitions: u32,
+    /// The observer grows the topic as it does (`observer.grow_partitions`).
+    pub grow_partitions: bool,
+    /// The consumer-group heartbeat interval (`group.consumer.heartbeat.interval.ms`).
+    pub heartbeat_secs: f64,
+    /// How often the frontend's producer refreshes the topic's metadata, so how late it
+    /// sends to partitions added since (librdkafka's `topic.metadata.refresh.interval.ms`).
+    pub producer_refresh_secs: f64,
+    /// `worker.claim_waiting_after_ms`, in seconds.
+    pub claim_after_secs: f64,
+    /// `worker.claim_waiting_budget_per_sec`: the fleet-wide rate of store look-ups the idle
+    /// back-off aims at.
+    pub claim_budget_per_sec: f64,
+    /// Each look-up interval is multiplied by a uniform factor in `[1 − j, 1 + j]`.
+    pub claim_jitter: f64,
+    /// Seeds the jobs' keys (their ids), so their partitions, apart from the trace (`None`:
+    /// `seed`): the same jobs, hashed to other partitions.
+    pub key_seed: Option<u64>,
+    /// The consumer's auto-commit interval (`auto.commit.interval.ms`, 1 s in jobq), which
+    /// delays a stored offset's reaching the lag the observer reads; 0 counts an offset as
+    /// committed once stored (the default, as before this was modelled).
+    pub commit_secs: f64,
 }
+
+/// The store look-up interval of a free worker after activity (the worker's `LOOK_MIN`).
+pub const LOOK_MIN_SECS: f64 = 0.25;
+/// Bounds of the idle back-off's ceiling: `LOOK_MAX = clamp(members / B, 1 s, 30 s)`.
+pub const LOOK_MAX_FLOOR_SECS: f64 = 1.0;
+pub const LOOK_MAX_CEILING_SECS: f64 = 30.0;
 
 impl SimConfig {
     /// The small scale of the real bench: ≤ 10 workers of 2 slots, 0.8 jobs/s at 1×.
@@ -126,6 +206,16 @@ impl SimConfig {
             stabilisation_secs: 30.0,
             lag_threshold: 5,
             seed: 42,
+            dispatch: Dispatch::AnyFree,
+            partitions: 16,
+            grow_partitions: true,
+            heartbeat_secs: 1.0,
+            producer_refresh_secs: 300.0,
+            claim_after_secs: 0.5,
+            claim_budget_per_sec: 100.0,
+            claim_jitter: 0.1,
+            key_seed: None,
+            commit_secs: 0.0,
         }
     }
 
@@ -186,6 +276,15 @@ impl SimConfig {
             * self.base_rate
     }
 
+    /// The idle back-off's ceiling of a worker that owns `own` of `partitions` partitions:
+    /// it estimates the group's size as `partitions / own` (as `partitions` when it owns
+    /// none: the group has at least that many members then) and spreads the fleet's budget.
+    pub fn look_max_secs(&self, partitions: u32, own: usize) -> f64 {
+        let members = partitions as f64 / own.max(1) as f64;
+        (members / self.claim_budget_per_sec.max(1e-9))
+            .clamp(LOOK_MAX_FLOOR_SECS, LOOK_MAX_CEILING_SECS)
+    }
+
     /// The policy under test by name, including `static-min` and `static-max`.
     pub fn policy(&self, name: &str) -> Option<(Box<dyn ScalingPolicy>, Governor)> {
         let governor = Governor::new(
@@ -242,8 +341,47 @@ pub struct SimResult {
     pub step_to_scale_up_secs: Option<f64>,
     pub jobs: u64,
     pub mean_wait_secs: f64,
+    /// The longest queue wait of a job that started.
+    pub max_wait_secs: f64,
     pub max_workers_seen: u32,
     pub wall_secs: f64,
+    /// The store look-ups of waiting jobs (`claim_waiting`), found or not; `None` when the
+    /// dispatch makes none (or for a real run, which does not count them).
+    pub claim_queries: Option<ClaimQueries>,
+    /// Partitions of the `jobs` topic at the end (0 when the dispatch ignores them).
+    pub partitions: u32,
+    /// The simulated dispatch; `None` for a real run.
+    pub dispatch: Option<Dispatch>,
+    /// Periods that ended with no partition move pending (Kafka modes).
+    pub settled_periods: u64,
+    /// Settled periods with the partitions not spread evenly over the members (some member
+    /// with two more than another, or one unowned).
+    pub uneven_periods: u64,
+}
+
+/// The store look-ups of a store-claim run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClaimQueries {
+    pub total: u64,
+    /// Look-ups that found a job and claimed it.
+    pub found: u64,
+    /// The largest count in one second of the trace.
+    pub peak_per_sec: u64,
+    /// Seconds workers spent ready with a free slot and no message in hand, summed.
+    pub idle_worker_secs: f64,
+}
+
+impl ClaimQueries {
+    /// Look-ups per second of idle worker: what one idle worker costs the store.
+    pub fn per_idle_worker_sec(&self) -> f64 {
+        self.total as f64 / self.idle_worker_secs.max(1e-9)
+    }
+
+    /// The same counting only the look-ups that found nothing: the cost of idling (a
+    /// look-up that finds a job does the claim the job needed anyway).
+    pub fn empty_per_idle_worker_sec(&self) -> f64 {
+        (self.total - self.found) as f64 / self.idle_worker_secs.max(1e-9)
+    }
 }
 
 impl SimResult {
@@ -260,6 +398,16 @@ enum Kind {
     Done(u32, u64),
     Arrival,
     Tick,
+    /// A partition's owner gives it up at its heartbeat (the partition, its generation).
+    Revoke(u32, u32),
+    /// A partition's new owner gets it at its heartbeat.
+    Assign(u32, u32),
+    /// A worker's next store look-up (the worker, its look generation).
+    Look(u32, u32),
+    /// The producer learns the topic's partition count.
+    ProducerRefresh,
+    /// A worker's consumer commits the offsets it stored.
+    Commit(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,6 +422,18 @@ struct Worker {
     state: State,
     busy: u32,
     since: f64,
+    /// When it joined the consumer group; it heartbeats every `heartbeat_secs` from then.
+    joined: f64,
+    /// Partitions it owns now, and where its round-robin over them stands.
+    parts: Vec<u32>,
+    cursor: usize,
+    /// The message received while every slot was busy (job, partition).
+    held: Option<(u64, u32)>,
+    look_every: f64,
+    look_gen: u32,
+    /// Offsets stored since its last commit, and whether a commit is scheduled.
+    uncommitted: u64,
+    commit_due: bool,
 }
 
 const US: f64 = 1_000_000.0;
@@ -306,179 +466,781 @@ pub fn jobs(config: &SimConfig) -> Vec<(f64, f64)> {
     }
 }
 
+const QUEUED: u8 = 1;
+const STARTED: u8 = 2;
+
+/// The state of one run.
+struct Sim<'a> {
+    config: &'a SimConfig,
+    trace: Vec<(f64, f64)>,
+    ctl: Controller<u64, u32>,
+    heap: BinaryHeap<Reverse<(u64, Kind)>>,
+    result: SimResult,
+    wait_sum: f64,
+    worker_seconds: f64,
+    workers: Vec<Worker>,
+    alive: Vec<u32>, // workers not gone, oldest first
+    // Any-free: one FIFO queue and the workers with a free slot (may hold stale entries).
+    free: Vec<u32>,
+    queue: VecDeque<(u64, f64)>,
+    // Partitioned: each job's key hash (its id), its state, the messages not yet received
+    // per partition, and who owns / is to own each partition.
+    status: Vec<u8>,
+    key_hash: Vec<u64>,
+    oldest: VecDeque<u64>, // queued jobs in arrival order (may hold started ones)
+    part_q: Vec<VecDeque<u64>>,
+    owner: Vec<Option<u32>>,
+    target: Vec<Option<u32>>,
+    part_gen: Vec<u32>,
+    revoking: Vec<bool>,
+    producer_partitions: u32,
+    unreceived: u64,
+    held: u64,
+    uncommitted: u64,
+    /// The group's membership or the topic changed: the assignor runs once every event of
+    /// this instant is handled.
+    rebalance_due: bool,
+    // Store look-ups.
+    looking: u64,
+    idle_worker_secs: f64,
+    last_t: f64,
+    queries: u64,
+    found: u64,
+    per_sec: Vec<u64>,
+    jitter: SplitMix64,
+}
+
+impl<'a> Sim<'a> {
+    fn at(t: f64) -> u64 {
+        (t * US) as u64
+    }
+
+    fn push(&mut self, t: f64, kind: Kind) {
+        self.heap.push(Reverse((Self::at(t), kind)));
+    }
+
+    fn partitioned(&self) -> bool {
+        self.config.dispatch.partitioned()
+    }
+
+    fn claims(&self) -> bool {
+        self.config.dispatch == Dispatch::StoreClaim
+    }
+
+    /// A worker that would look in the store: ready, a free slot, nothing in hand.
+    fn is_looking(&self, w: u32) -> bool {
+        let worker = &self.workers[w as usize];
+        worker.state == State::Active
+            && worker.held.is_none()
+            && worker.busy < self.config.slots_per_worker
+    }
+
+    /// Changes a worker and keeps the count of looking workers right.
+    fn update(&mut self, w: u32, change: impl FnOnce(&mut Worker)) {
+        let before = self.is_looking(w);
+        change(&mut self.workers[w as usize]);
+        let after = self.is_looking(w);
+        match (before, after) {
+            (false, true) => self.looking += 1,
+            (true, false) => self.looking -= 1,
+            _ => {}
+        }
+    }
+
+    /// The first heartbeat of `w` after `t` (at `t` itself when it joins then).
+    fn next_heartbeat(&self, w: u32, t: f64) -> f64 {
+        let joined = self.workers[w as usize].joined;
+        let hb = self.config.heartbeat_secs.max(1e-6);
+        if t - joined < 1e-9 {
+            return t;
+        }
+        joined + ((t - joined) / hb).floor() * hb + hb
+    }
+
+    fn start(&mut self, w: u32, job: u64, t: f64) {
+        let arrived = self.trace[job as usize].0;
+        if self.partitioned() {
+            self.status[job as usize] = STARTED;
+        }
+        self.update(w, |worker| worker.busy += 1);
+        // The event clock counts whole microseconds: a job started on arrival waited 0.
+        let waited = (t - arrived).max(0.0);
+        self.wait_sum += waited;
+        self.result.max_wait_secs = self.result.max_wait_secs.max(waited);
+        self.result.jobs += 1;
+        self.ctl.tracker.transition(
+            job,
+            Some(JobStatus::Queued),
+            JobStatus::Running,
+            (t * 1000.0) as i64,
+            Some(w),
+            Some((waited * 1000.0) as u64),
+            None,
+            true,
+        );
+        let service = self.trace[job as usize].1;
+        self.push(t + service, Kind::Done(w, job));
+    }
+
+    /// `w` stored a message's offset (its job claimed or skipped); it reaches the lag at the
+    /// consumer's next auto-commit.
+    fn stored(&mut self, w: u32, t: f64) {
+        let every = self.config.commit_secs;
+        if every <= 0.0 {
+            return;
+        }
+        self.uncommitted += 1;
+        let worker = &mut self.workers[w as usize];
+        worker.uncommitted += 1;
+        if !worker.commit_due {
+            worker.commit_due = true;
+            let at = worker.joined + ((t - worker.joined) / every).floor() * every + every;
+            self.push(at, Kind::Commit(w));
+        }
+    }
+
+    fn commit(&mut self, w: u32) {
+        let worker = &mut self.workers[w as usize];
+        self.uncommitted -= worker.uncommitted;
+        worker.uncommitted = 0;
+        worker.commit_due = false;
+    }
+
+    /// The next message of `w`'s partitions, taking them in turn.
+    fn next_message(&mut self, w: u32) -> Option<(u64, u32)> {
+        let worker = &mut self.workers[w as usize];
+        let n = worker.parts.len();
+        for i in 0..n {
+            let index = (worker.cursor + i) % n;
+            let p = worker.parts[index] as usize;
+            if let Some(job) = self.part_q[p].pop_front() {
+                worker.cursor = index + 1;
+                self.unreceived -= 1;
+                return Some((job, p as u32));
+            }
+        }
+        None
+    }
+
+    /// `w` receives messages of its partitions while it has nothing in hand: it starts each
+    /// in a free slot, skips one whose job another worker took (its claim fails), and holds
+    /// the first that finds every slot busy (its partitions then pause).
+    fn deliver(&mut self, w: u32, t: f64) {
+        loop {
+            let worker = &self.workers[w as usize];
+            if worker.state != State::Active || worker.held.is_some() || worker.parts.is_empty() {
+                return;
+            }
+            let Some((job, p)) = self.next_message(w) else {
+                return;
+            };
+            self.workers[w as usize].look_every = LOOK_MIN_SECS;
+            if self.status[job as usize] != QUEUED {
+                self.stored(w, t);
+                continue;
+            }
+            if self.workers[w as usize].busy < self.config.slots_per_worker {
+                self.stored(w, t);
+                self.start(w, job, t);
+            } else {
+                self.update(w, |worker| worker.held = Some((job, p)));
+                self.held += 1;
+                return;
+            }
+        }
+    }
+
+    /// A store look-up by `w`: the oldest queued job created before `t − threshold`.
+    fn look(&mut self, w: u32, t: f64) {
+        self.queries += 1;
+        if let Some(slot) = self.per_sec.get_mut(t as usize) {
+            *slot += 1;
+        }
+        while let Some(&job) = self.oldest.front() {
+            if self.status[job as usize] == QUEUED {
+                break;
+            }
+            self.oldest.pop_front();
+        }
+        let waiting = self
+            .oldest
+            .front()
+            .copied()
+            .filter(|job| self.trace[*job as usize].0 <= t - self.config.claim_after_secs);
+        let every = match waiting {
+            Some(job) => {
+                self.oldest.pop_front();
+                self.found += 1;
+                self.start(w, job, t);
+                LOOK_MIN_SECS
+            }
+            None => {
+                let worker = &self.workers[w as usize];
+                let max = self
+                    .config
+                    .look_max_secs(self.owner.len() as u32, worker.parts.len());
+                (worker.look_every * 2.0).min(max)
+            }
+        };
+        let j = self.config.claim_jitter;
+        let factor = 1.0 - j + 2.0 * j * self.jitter.unit();
+        let worker = &mut self.workers[w as usize];
+        worker.look_every = every;
+        worker.look_gen = worker.look_gen.wrapping_add(1);
+        let generation = worker.look_gen;
+        self.push(t + every * factor, Kind::Look(w, generation));
+    }
+
+    /// The uniform assignor of KIP-848: every member gets ⌊P/N⌋ or ⌈P/N⌉ partitions and
+    /// keeps as many of those it is to own as the balance allows. Moves are then made at the
+    /// heartbeats: the old owner gives a partition up at its next one, the new owner gets it
+    /// at its next one after that (at once when nobody owns it).
+    fn rebalance(&mut self, t: f64) {
+        let members: Vec<u32> = self
+            .alive
+            .iter()
+            .copied()
+            .filter(|w| self.workers[*w as usize].state == State::Active)
+            .collect();
+        let new_target = uniform_assignment(&members, &self.target);
+        for (p, to) in new_target.into_iter().enumerate() {
+            if self.target[p] == to {
+                continue;
+            }
+            self.target[p] = to;
+            match self.owner[p] {
+                Some(from) if Some(from) == to => {
+                    if self.revoking[p] {
+                        self.revoking[p] = false;
+                        self.part_gen[p] += 1;
+                    }
+                }
+                Some(from) => {
+                    if !self.revoking[p] {
+                        self.revoking[p] = true;
+                        self.part_gen[p] += 1;
+                        let at = self.next_heartbeat(from, t);
+                        self.push(at, Kind::Revoke(p as u32, self.part_gen[p]));
+                    }
+                }
+                None => {
+                    self.part_gen[p] += 1;
+                    if let Some(to) = to {
+                        let at = self.next_heartbeat(to, t);
+                        self.push(at, Kind::Assign(p as u32, self.part_gen[p]));
+                    }
+                }
+            }
+        }
+    }
+
+    /// `None` while partitions move; once every partition is owned by its target, whether
+    /// the members' counts are within one of each other and cover every partition.
+    fn settled_and_even(&self) -> Option<bool> {
+        if self.owner.iter().zip(&self.target).any(|(o, t)| o != t) || self.rebalance_due {
+            return None;
+        }
+        let counts = self
+            .alive
+            .iter()
+            .map(|w| &self.workers[*w as usize])
+            .filter(|w| w.state == State::Active)
+            .map(|w| w.parts.len());
+        let (mut min, mut max, mut sum, mut n) = (usize::MAX, 0, 0, 0);
+        for c in counts {
+            min = min.min(c);
+            max = max.max(c);
+            sum += c;
+            n += 1;
+        }
+        Some(n == 0 || (max - min <= 1 && sum == self.owner.len()))
+    }
+
+    fn revoke(&mut self, p: u32, generation: u32, t: f64) {
+        let pi = p as usize;
+        if self.part_gen[pi] != generation || !self.revoking[pi] {
+            return;
+        }
+        self.revoking[pi] = false;
+        let Some(from) = self.owner[pi].take() else {
+            return;
+        };
+        let held = self.workers[from as usize].held;
+        self.update(from, |worker| {
+            worker.parts.retain(|q| *q != p);
+            worker.cursor = 0;
+            // Its message in hand is not committed: the partition's next owner gets it again.
+            if matches!(worker.held, Some((_, q)) if q == p) {
+                worker.held = None;
+            }
+        });
+        if let Some((job, q)) = held
+            && q == p
+        {
+            self.held -= 1;
+            self.part_q[pi].push_front(job);
+            self.unreceived += 1;
+        }
+        self.deliver(from, t);
+        if let Some(to) = self.target[pi] {
+            self.part_gen[pi] += 1;
+            let at = self.next_heartbeat(to, t + 1e-6);
+            self.push(at, Kind::Assign(p, self.part_gen[pi]));
+        }
+    }
+
+    fn assign(&mut self, p: u32, generation: u32, t: f64) {
+        let pi = p as usize;
+        if self.part_gen[pi] != generation || self.owner[pi].is_some() {
+            return;
+        }
+        let Some(to) = self.target[pi] else { return };
+        if self.workers[to as usize].state != State::Active {
+            return;
+        }
+        self.owner[pi] = Some(to);
+        self.workers[to as usize].parts.push(p);
+        self.deliver(to, t);
+    }
+
+    fn grow(&mut self, total: u32) {
+        let now = self.owner.len() as u32;
+        if total <= now {
+            return;
+        }
+        for _ in now..total {
+            self.part_q.push(VecDeque::new());
+            self.owner.push(None);
+            self.target.push(None);
+            self.part_gen.push(0);
+            self.revoking.push(false);
+        }
+        self.rebalance_due = true;
+    }
+
+    fn arrival(&mut self, job: u64, t: f64) {
+        self.ctl.tracker.transition(
+            job,
+            None,
+            JobStatus::Queued,
+            (t * 1000.0) as i64,
+            None,
+            None,
+            None,
+            true,
+        );
+        if !self.partitioned() {
+            self.queue.push_back((job, t));
+            return;
+        }
+        self.status[job as usize] = QUEUED;
+        if self.claims() {
+            self.oldest.push_back(job);
+        }
+        // The producer hashes the key (the job id) over the partitions it knows of.
+        let p = (self.key_hash[job as usize] % self.producer_partitions as u64) as usize;
+        self.part_q[p].push_back(job);
+        self.unreceived += 1;
+        if let Some(w) = self.owner[p] {
+            self.deliver(w, t);
+        }
+    }
+
+    fn done(&mut self, w: u32, job: u64, t: f64) {
+        self.ctl.tracker.transition(
+            job,
+            Some(JobStatus::Running),
+            JobStatus::Finished,
+            (t * 1000.0) as i64,
+            Some(w),
+            None,
+            None,
+            true,
+        );
+        self.update(w, |worker| worker.busy -= 1);
+        if self.workers[w as usize].state != State::Active {
+            return;
+        }
+        if !self.partitioned() {
+            self.free.push(w);
+            return;
+        }
+        if let Some((held, _)) = self.workers[w as usize].held {
+            self.update(w, |worker| worker.held = None);
+            self.held -= 1;
+            self.stored(w, t);
+            if self.status[held as usize] == QUEUED {
+                self.start(w, held, t);
+            }
+        }
+        if self.claims() {
+            self.workers[w as usize].look_every = LOOK_MIN_SECS;
+            if self.is_looking(w) {
+                self.look(w, t);
+            }
+        }
+        self.deliver(w, t);
+    }
+
+    fn ready(&mut self, w: u32, t: f64) {
+        if self.workers[w as usize].state != State::Starting {
+            return;
+        }
+        self.update(w, |worker| {
+            worker.state = State::Active;
+            worker.joined = t;
+        });
+        if !self.partitioned() {
+            for _ in 0..self.config.slots_per_worker {
+                self.free.push(w);
+            }
+            return;
+        }
+        self.rebalance_due = true;
+        if self.claims() {
+            let worker = &mut self.workers[w as usize];
+            worker.look_gen += 1;
+            let generation = worker.look_gen;
+            self.push(t + LOOK_MIN_SECS, Kind::Look(w, generation));
+        }
+    }
+
+    fn stop(&mut self, w: u32, t: f64) {
+        self.update(w, |worker| worker.state = State::Gone);
+        self.worker_seconds += t - self.workers[w as usize].since;
+        // It commits on its way out.
+        self.commit(w);
+        // It leaves the group on its way out: its partitions are free at once.
+        let parts = std::mem::take(&mut self.workers[w as usize].parts);
+        for p in parts {
+            let pi = p as usize;
+            self.owner[pi] = None;
+            if self.revoking[pi] {
+                self.revoking[pi] = false;
+                self.part_gen[pi] += 1;
+            }
+        }
+    }
+
+    fn tick(&mut self, t: f64) {
+        let config = self.config;
+        let workers = &self.workers;
+        self.alive
+            .retain(|w| workers[*w as usize].state != State::Gone);
+        let live = self.alive.len() as u32;
+        let active = self
+            .alive
+            .iter()
+            .filter(|w| self.workers[**w as usize].state == State::Active)
+            .count() as u32;
+        if self.partitioned()
+            && let Some(even) = self.settled_and_even()
+        {
+            self.result.settled_periods += 1;
+            if !even {
+                self.result.uneven_periods += 1;
+            }
+        }
+        let (queue_depth, partitions) = if self.partitioned() {
+            // The worker group's lag: messages not yet received, those held in hand, and
+            // those whose offsets are stored but not yet committed.
+            (
+                self.unreceived + self.held + self.uncommitted,
+                self.owner.len() as u32,
+            )
+        } else {
+            (self.queue.len() as u64, u32::MAX)
+        };
+        let observation = self.ctl.step(FleetState {
+            now_ms: (t * 1000.0) as i64,
+            period_secs: config.period_secs,
+            queue_depth: Some(queue_depth),
+            workers: active,
+            current: live,
+            partitions,
+        });
+        if t > 0.0 {
+            self.result.periods += 1;
+            if observation.queue_wait_p95 <= config.target_wait_secs {
+                self.result.periods_met += 1;
+            }
+        }
+        let desired = observation.desired_workers;
+        if desired != live {
+            self.result.scaling_actions += 1;
+        }
+        if self.partitioned()
+            && config.grow_partitions
+            && let Some(total) =
+                partitions_needed(desired, config.slots_per_worker, self.owner.len() as u32)
+        {
+            self.grow(total);
+        }
+        if desired > live {
+            if t >= config.step_at() && self.result.step_to_scale_up_secs.is_none() {
+                self.result.step_to_scale_up_secs = Some(t - config.step_at());
+            }
+            for _ in live..desired {
+                let w = self.workers.len() as u32;
+                self.alive.push(w);
+                self.workers.push(Worker {
+                    state: State::Starting,
+                    busy: 0,
+                    since: t,
+                    joined: t,
+                    parts: Vec::new(),
+                    cursor: 0,
+                    held: None,
+                    look_every: LOOK_MIN_SECS,
+                    look_gen: 0,
+                    uncommitted: 0,
+                    commit_due: false,
+                });
+                self.push(t + config.startup_secs, Kind::Ready(w));
+            }
+        } else if desired < live {
+            let mut excess = live - desired;
+            let mut left = false;
+            // Starting workers first (they run nothing), then idle ones, newest first.
+            for state in [State::Starting, State::Active] {
+                for i in (0..self.alive.len()).rev() {
+                    if excess == 0 {
+                        break;
+                    }
+                    let w = self.alive[i];
+                    let worker = &self.workers[w as usize];
+                    if worker.state == state && worker.busy == 0 && worker.held.is_none() {
+                        left |= state == State::Active;
+                        self.stop(w, t);
+                        excess -= 1;
+                    }
+                }
+            }
+            if left && self.partitioned() {
+                self.rebalance_due = true;
+            }
+        }
+        self.result.max_workers_seen = self.result.max_workers_seen.max(desired);
+        self.push(t + config.period_secs, Kind::Tick);
+    }
+
+    /// Any-free: hand queued jobs to free slots.
+    fn hand_out(&mut self, t: f64) {
+        while !self.queue.is_empty() {
+            let Some(w) = self.free.pop() else { break };
+            let worker = &self.workers[w as usize];
+            if worker.state != State::Active || worker.busy >= self.config.slots_per_worker {
+                continue;
+            }
+            let (job, _) = self.queue.pop_front().expect("queue not empty");
+            self.start(w, job, t);
+        }
+    }
+}
+
+/// The uniform assignor of KIP-848 (sticky): every member gets ⌊P/N⌋ or ⌈P/N⌉ of the P
+/// partitions (the ⌈⌉ ones to those that hold most now), keeps as many of its current ones
+/// as that allows, and the rest go to the members below their share, lowest partition first.
+fn uniform_assignment(members: &[u32], current: &[Option<u32>]) -> Vec<Option<u32>> {
+    let total = current.len();
+    let mut assignment: Vec<Option<u32>> = vec![None; total];
+    if members.is_empty() {
+        return assignment;
+    }
+    let size = members.iter().map(|w| *w as usize + 1).max().unwrap_or(0);
+    let mut index = vec![usize::MAX; size];
+    for (i, w) in members.iter().enumerate() {
+        index[*w as usize] = i;
+    }
+    let n = members.len();
+    let mut mine: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut pool = Vec::new();
+    for (p, owner) in current.iter().enumerate() {
+        match owner.and_then(|w| index.get(w as usize).copied()) {
+            Some(i) if i != usize::MAX => mine[i].push(p as u32),
+            _ => pool.push(p as u32),
+        }
+    }
+    let (base, extra) = (total / n, total % n);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|i| Reverse(mine[*i].len()));
+    let mut quota = vec![base; n];
+    for i in order.iter().take(extra) {
+        quota[*i] += 1;
+    }
+    for i in 0..n {
+        let keep = mine[i].len().min(quota[i]);
+        pool.extend(mine[i].drain(keep..));
+    }
+    pool.sort_unstable_by(|a, b| b.cmp(a));
+    for i in 0..n {
+        while mine[i].len() < quota[i] {
+            let Some(p) = pool.pop() else { break };
+            mine[i].push(p);
+        }
+        for p in &mine[i] {
+            assignment[*p as usize] = Some(members[i]);
+        }
+    }
+    assignment
+}
+
 /// Replays the trace under one policy.
 pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
+    let trace = jobs(config);
+    // A job's key is its id (a UUIDv7, random bits): its hash is uniform.
+    let mut keys = SplitMix64::new(config.key_seed.unwrap_or(config.seed) ^ 0x6A09_E667_F3BC_C908);
+    let key_hash = trace.iter().map(|_| keys.next_u64()).collect();
+    run_jobs(config, policy_name, trace, key_hash)
+}
+
+/// Replays the given jobs (arrival, duration) with the given key hashes under one policy.
+fn run_jobs(
+    config: &SimConfig,
+    policy_name: &str,
+    trace: Vec<(f64, f64)>,
+    key_hash: Vec<u64>,
+) -> Option<SimResult> {
     let wall = Instant::now();
     let (policy, governor) = config.policy(policy_name)?;
-    let mut ctl: Controller<u64, u32> = Controller::new(policy, governor, config.slots_per_worker);
-    let mut heap: BinaryHeap<Reverse<(u64, Kind)>> = BinaryHeap::new();
-    let at = |t: f64| (t * US) as u64;
     let end = config.duration();
-    let slots = config.slots_per_worker;
-
-    let mut workers: Vec<Worker> = Vec::new();
-    let mut alive: Vec<u32> = Vec::new(); // workers not gone, oldest first
-    let mut free: Vec<u32> = Vec::new(); // workers with a free slot (may hold stale entries)
-    let mut queue: VecDeque<(u64, f64)> = VecDeque::new();
-    let mut next_job = 0u64;
-    let mut worker_seconds = 0.0;
-    let mut result = SimResult {
-        policy: policy_name.to_string(),
-        periods: 0,
-        periods_met: 0,
-        worker_seconds: 0.0,
-        scaling_actions: 0,
-        step_to_scale_up_secs: None,
-        jobs: 0,
-        mean_wait_secs: 0.0,
-        max_workers_seen: 0,
-        wall_secs: 0.0,
+    let partitioned = config.dispatch.partitioned();
+    let partitions = if partitioned {
+        config.partitions.max(1)
+    } else {
+        0
     };
-    let mut wait_sum = 0.0;
-    let step_at = config.step_at();
-
-    let trace = jobs(config);
-    if let Some((first, _)) = trace.first() {
-        heap.push(Reverse((at(*first), Kind::Arrival)));
+    let mut sim = Sim {
+        config,
+        ctl: Controller::new(policy, governor, config.slots_per_worker),
+        heap: BinaryHeap::new(),
+        result: SimResult {
+            policy: policy_name.to_string(),
+            periods: 0,
+            periods_met: 0,
+            worker_seconds: 0.0,
+            scaling_actions: 0,
+            step_to_scale_up_secs: None,
+            jobs: 0,
+            mean_wait_secs: 0.0,
+            max_wait_secs: 0.0,
+            max_workers_seen: 0,
+            wall_secs: 0.0,
+            claim_queries: None,
+            partitions,
+            dispatch: Some(config.dispatch),
+            settled_periods: 0,
+            uneven_periods: 0,
+        },
+        wait_sum: 0.0,
+        worker_seconds: 0.0,
+        workers: Vec::new(),
+        alive: Vec::new(),
+        free: Vec::new(),
+        queue: VecDeque::new(),
+        status: if partitioned {
+            vec![0; trace.len()]
+        } else {
+            Vec::new()
+        },
+        key_hash,
+        oldest: VecDeque::new(),
+        part_q: (0..partitions).map(|_| VecDeque::new()).collect(),
+        owner: vec![None; partitions as usize],
+        target: vec![None; partitions as usize],
+        part_gen: vec![0; partitions as usize],
+        revoking: vec![false; partitions as usize],
+        producer_partitions: partitions,
+        unreceived: 0,
+        held: 0,
+        uncommitted: 0,
+        rebalance_due: false,
+        looking: 0,
+        idle_worker_secs: 0.0,
+        last_t: 0.0,
+        queries: 0,
+        found: 0,
+        per_sec: vec![0; end.ceil() as usize + 1],
+        jitter: SplitMix64::new(config.seed ^ 0xBB67_AE85_84CA_A73B),
+        trace,
+    };
+    if let Some((first, _)) = sim.trace.first() {
+        let first = *first;
+        sim.push(first, Kind::Arrival);
     }
-    heap.push(Reverse((at(0.0), Kind::Tick)));
-
-    while let Some(Reverse((t_us, kind))) = heap.pop() {
+    sim.push(0.0, Kind::Tick);
+    if partitioned {
+        // The producer's metadata refreshes at a phase of its own.
+        let phase = sim.jitter.unit() * config.producer_refresh_secs;
+        sim.push(phase, Kind::ProducerRefresh);
+    }
+    let mut next_job = 0u64;
+    while let Some(Reverse((t_us, kind))) = sim.heap.pop() {
         let t = t_us as f64 / US;
         if t > end {
             break;
         }
-        let t_ms = (t * 1000.0) as i64;
+        sim.idle_worker_secs += sim.looking as f64 * (t - sim.last_t);
+        sim.last_t = t;
         match kind {
             Kind::Arrival => {
                 let job = next_job;
                 next_job += 1;
-                ctl.tracker
-                    .transition(job, None, JobStatus::Queued, t_ms, None, None, None, true);
-                queue.push_back((job, t));
-                if let Some((n, _)) = trace.get(next_job as usize) {
-                    heap.push(Reverse((at(*n), Kind::Arrival)));
+                sim.arrival(job, t);
+                if let Some((n, _)) = sim.trace.get(next_job as usize) {
+                    let n = *n;
+                    sim.push(n, Kind::Arrival);
                 }
             }
-            Kind::Done(w, job) => {
-                ctl.tracker.transition(
-                    job,
-                    Some(JobStatus::Running),
-                    JobStatus::Finished,
-                    t_ms,
-                    Some(w),
-                    None,
-                    None,
-                    true,
+            Kind::Done(w, job) => sim.done(w, job, t),
+            Kind::Ready(w) => sim.ready(w, t),
+            Kind::Tick => sim.tick(t),
+            Kind::Revoke(p, generation) => sim.revoke(p, generation, t),
+            Kind::Assign(p, generation) => sim.assign(p, generation, t),
+            Kind::Look(w, generation) => {
+                if sim.workers[w as usize].look_gen == generation && sim.is_looking(w) {
+                    sim.look(w, t);
+                }
+            }
+            Kind::Commit(w) => sim.commit(w),
+            Kind::ProducerRefresh => {
+                sim.producer_partitions = sim.owner.len() as u32;
+                sim.push(
+                    t + config.producer_refresh_secs.max(1.0),
+                    Kind::ProducerRefresh,
                 );
-                let worker = &mut workers[w as usize];
-                worker.busy -= 1;
-                if worker.state == State::Active {
-                    free.push(w);
-                }
-            }
-            Kind::Ready(w) => {
-                let worker = &mut workers[w as usize];
-                if worker.state == State::Starting {
-                    worker.state = State::Active;
-                    for _ in 0..slots {
-                        free.push(w);
-                    }
-                }
-            }
-            Kind::Tick => {
-                alive.retain(|w| workers[*w as usize].state != State::Gone);
-                let live = alive.len() as u32;
-                let active = alive
-                    .iter()
-                    .filter(|w| workers[**w as usize].state == State::Active)
-                    .count() as u32;
-                let observation = ctl.step(FleetState {
-                    now_ms: t_ms,
-                    period_secs: config.period_secs,
-                    queue_depth: Some(queue.len() as u64),
-                    workers: active,
-                    current: live,
-                    partitions: u32::MAX,
-                });
-                if t > 0.0 {
-                    result.periods += 1;
-                    if observation.queue_wait_p95 <= config.target_wait_secs {
-                        result.periods_met += 1;
-                    }
-                }
-                let desired = observation.desired_workers;
-                if desired != live {
-                    result.scaling_actions += 1;
-                }
-                if desired > live {
-                    if t >= step_at && result.step_to_scale_up_secs.is_none() {
-                        result.step_to_scale_up_secs = Some(t - step_at);
-                    }
-                    for _ in live..desired {
-                        let w = workers.len() as u32;
-                        alive.push(w);
-                        workers.push(Worker {
-                            state: State::Starting,
-                            busy: 0,
-                            since: t,
-                        });
-                        heap.push(Reverse((at(t + config.startup_secs), Kind::Ready(w))));
-                    }
-                } else if desired < live {
-                    let mut excess = live - desired;
-                    // Starting workers first (they run nothing), then idle ones, newest first.
-                    for state in [State::Starting, State::Active] {
-                        for w in alive.iter().rev() {
-                            if excess == 0 {
-                                break;
-                            }
-                            let worker = &mut workers[*w as usize];
-                            if worker.state == state && worker.busy == 0 {
-                                worker.state = State::Gone;
-                                worker_seconds += t - worker.since;
-                                excess -= 1;
-                            }
-                        }
-                    }
-                }
-                result.max_workers_seen = result.max_workers_seen.max(desired);
-                heap.push(Reverse((at(t + config.period_secs), Kind::Tick)));
             }
         }
-        // Hand queued jobs to free slots.
-        while !queue.is_empty() {
-            let Some(w) = free.pop() else { break };
-            let worker = &mut workers[w as usize];
-            if worker.state != State::Active || worker.busy >= slots {
-                continue;
-            }
-            let (job, arrived) = queue.pop_front().expect("queue not empty");
-            worker.busy += 1;
-            let waited = t - arrived;
-            wait_sum += waited;
-            result.jobs += 1;
-            ctl.tracker.transition(
-                job,
-                Some(JobStatus::Queued),
-                JobStatus::Running,
-                t_ms,
-                Some(w),
-                Some((waited * 1000.0) as u64),
-                None,
-                true,
-            );
-            let service = trace[job as usize].1;
-            heap.push(Reverse((at(t + service), Kind::Done(w, job))));
+        if !partitioned {
+            sim.hand_out(t);
+        } else if sim.rebalance_due
+            && sim
+                .heap
+                .peek()
+                .is_none_or(|Reverse((next, _))| *next > t_us)
+        {
+            sim.rebalance_due = false;
+            sim.rebalance(t);
         }
     }
-    for worker in &workers {
+    sim.idle_worker_secs += sim.looking as f64 * (end - sim.last_t).max(0.0);
+    for worker in &sim.workers {
         if worker.state != State::Gone {
-            worker_seconds += end - worker.since;
+            sim.worker_seconds += end - worker.since;
         }
     }
-    result.worker_seconds = worker_seconds;
-    result.mean_wait_secs = wait_sum / result.jobs.max(1) as f64;
+    let mut result = sim.result;
+    result.worker_seconds = sim.worker_seconds;
+    result.mean_wait_secs = sim.wait_sum / result.jobs.max(1) as f64;
+    result.partitions = sim.owner.len() as u32;
+    if config.dispatch == Dispatch::StoreClaim {
+        result.claim_queries = Some(ClaimQueries {
+            total: sim.queries,
+            found: sim.found,
+            peak_per_sec: sim.per_sec.iter().copied().max().unwrap_or(0),
+            idle_worker_secs: sim.idle_worker_secs,
+        });
+    }
     result.wall_secs = wall.elapsed().as_secs_f64();
     Some(result)
 }
@@ -511,8 +1273,14 @@ pub fn score(
         step_to_scale_up_secs: None,
         jobs: waits.len() as u64,
         mean_wait_secs: waits.iter().sum::<f64>() / waits.len().max(1) as f64,
+        max_wait_secs: waits.iter().copied().fold(0.0, f64::max),
         max_workers_seen: 0,
         wall_secs: config.duration(),
+        claim_queries: None,
+        partitions: 0,
+        dispatch: None,
+        settled_periods: 0,
+        uneven_periods: 0,
     };
     let mut previous_ms = start_ms;
     for o in observations {
@@ -541,9 +1309,37 @@ pub const POLICIES: [&str; 5] = ["static-min", "static-max", "seed", "lag", "que
 /// A Markdown table of the results.
 pub fn table(config: &SimConfig, results: &[SimResult]) -> String {
     let mut out = String::new();
+    let dispatch = match results.first().and_then(|r| r.dispatch) {
+        None => String::new(),
+        Some(Dispatch::AnyFree) => "any-free (any free slot takes the oldest job)".to_string(),
+        Some(d) => {
+            let grown = results.iter().map(|r| r.partitions).max().unwrap_or(0);
+            let mut text = format!(
+                "{}, {} partitions at the start{}, heartbeat {:.1} s",
+                d.name(),
+                config.partitions,
+                if !config.grow_partitions {
+                    " (not grown)".to_string()
+                } else if grown > config.partitions {
+                    format!(" (grown to {grown} at most)")
+                } else {
+                    String::new()
+                },
+                config.heartbeat_secs,
+            );
+            if d == Dispatch::StoreClaim {
+                text.push_str(&format!(
+                    ", claim after {:.0} ms, B = {:.0} look-ups/s",
+                    config.claim_after_secs * 1000.0,
+                    config.claim_budget_per_sec
+                ));
+            }
+            text
+        }
+    };
     out.push_str(&format!(
         "trace {:.0} s, base {:.2} jobs/s (step {:.0} jobs/h), mean job {:.1} s, {} slot(s)/worker, \
-         {}–{} workers, target p95 wait ≤ {:.0} s per {:.0} s period, seed {}\n\n",
+         {}–{} workers, target p95 wait ≤ {:.0} s per {:.0} s period, seed {}{}\n\n",
         config.duration(),
         config.base_rate,
         config.base_rate * 5.0 * 3600.0,
@@ -554,12 +1350,33 @@ pub fn table(config: &SimConfig, results: &[SimResult]) -> String {
         config.target_wait_secs,
         config.period_secs,
         config.seed,
+        if dispatch.is_empty() {
+            String::new()
+        } else {
+            format!("; dispatch: {dispatch}")
+        },
     ));
-    out.push_str("| policy | periods meeting target | worker-seconds | scaling actions | step → first scale-up | jobs | mean wait | speed-up |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| policy | periods meeting target | worker-seconds | scaling actions | step → first scale-up | jobs | mean wait | store look-ups (found) | look-ups/s mean / peak | per idle worker-s: all / empty | speed-up |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in results {
+        let (queries, rate, idle) = match &r.claim_queries {
+            Some(q) => (
+                format!("{} ({})", q.total, q.found),
+                format!(
+                    "{:.1} / {}",
+                    q.total as f64 / config.duration().max(1e-9),
+                    q.peak_per_sec
+                ),
+                format!(
+                    "{:.3} / {:.3}",
+                    q.per_idle_worker_sec(),
+                    q.empty_per_idle_worker_sec()
+                ),
+            ),
+            None => ("—".into(), "—".into(), "—".into()),
+        };
         out.push_str(&format!(
-            "| {} | {:.1} % | {:.0} | {} | {} | {} | {:.2} s | {:.0}× |\n",
+            "| {} | {:.1} % | {:.0} | {} | {} | {} | {:.2} s | {} | {} | {} | {:.0}× |\n",
             r.policy,
             100.0 * r.met_share(),
             r.worker_seconds,
@@ -569,6 +1386,9 @@ pub fn table(config: &SimConfig, results: &[SimResult]) -> String {
                 .unwrap_or_else(|| "—".into()),
             r.jobs,
             r.mean_wait_secs,
+            queries,
+            rate,
+            idle,
             config.duration() / r.wall_secs.max(1e-9),
         ));
     }
@@ -678,6 +1498,168 @@ mod tests {
         let b = run(&c.clone().compressed(1.0), "seed").unwrap();
         assert_eq!(a.jobs, jobs(&c).len() as u64);
         assert!(b.jobs <= a.jobs);
+    }
+
+    /// Two single-slot workers, one partition each: a 25 s job on partition 0 at 10 s, then
+    /// a 1 s job every 2 s, alternately on partition 0 and 1 (the issue's long-job scenario).
+    fn long_job(dispatch: Dispatch) -> SimResult {
+        let config = SimConfig {
+            trace: vec![Phase {
+                name: "quiet",
+                secs: 60.0,
+                from: 0.0,
+                to: 0.0,
+            }],
+            min_workers: 2,
+            max_workers: 2,
+            slots_per_worker: 1,
+            partitions: 2,
+            grow_partitions: false,
+            dispatch,
+            ..SimConfig::small()
+        };
+        let mut trace = vec![(10.0, 25.0)];
+        let mut keys = vec![0];
+        for i in 0..10u64 {
+            trace.push((11.0 + 2.0 * i as f64, 1.0));
+            keys.push(i % 2);
+        }
+        run_jobs(&config, "static-max", trace, keys).unwrap()
+    }
+
+    #[test]
+    fn a_job_behind_a_busy_workers_partition_waits_under_partition_bound_only() {
+        let bound = long_job(Dispatch::PartitionBound);
+        let claimed = long_job(Dispatch::StoreClaim);
+        let free = long_job(Dispatch::AnyFree);
+        assert_eq!((bound.jobs, claimed.jobs, free.jobs), (11, 11, 11));
+        // The short jobs of partition 0 wait for the long job to end (at 35 s).
+        assert!(bound.max_wait_secs > 20.0, "{bound:?}");
+        // Every short job starts within 2 s: after the 0.5 s threshold, at the next look-up.
+        assert!(claimed.max_wait_secs <= 2.0, "{claimed:?}");
+        assert!(claimed.max_wait_secs >= 0.5, "{claimed:?}");
+        assert!(free.max_wait_secs < 0.01, "{free:?}");
+        let q = claimed.claim_queries.unwrap();
+        assert_eq!(q.found, 5, "{q:?}");
+        assert!(bound.claim_queries.is_none() && free.claim_queries.is_none());
+    }
+
+    #[test]
+    fn the_uniform_assignor_stays_even_and_sticky_as_the_fleet_grows_and_shrinks() {
+        let partitions = 16;
+        let mut current: Vec<Option<u32>> = vec![None; partitions];
+        let mut members: Vec<u32> = Vec::new();
+        let sizes = [1, 2, 3, 5, 8, 13, 20, 7, 4, 1, 6];
+        let mut next = 0u32;
+        for size in sizes {
+            while members.len() < size {
+                members.push(next);
+                next += 1;
+            }
+            // The newest leave first, as the scaler stops them.
+            members.truncate(size);
+            let assignment = uniform_assignment(&members, &current);
+            assert!(
+                assignment
+                    .iter()
+                    .all(|o| o.is_some_and(|w| members.contains(&w)))
+            );
+            let counts: Vec<usize> = members
+                .iter()
+                .map(|m| assignment.iter().filter(|o| **o == Some(*m)).count())
+                .collect();
+            let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+            assert!(max - min <= 1, "{size} members: {counts:?}");
+            assert_eq!(counts.iter().sum::<usize>(), partitions);
+            // Sticky: a partition moves only if its owner left or holds more than its share.
+            let moved = assignment
+                .iter()
+                .zip(&current)
+                .filter(|(a, c)| c.is_some() && a != c)
+                .count();
+            let must = current
+                .iter()
+                .filter(|c| c.is_some_and(|w| !members.contains(&w)))
+                .count();
+            let share = partitions.div_ceil(members.len());
+            let surplus: usize = members
+                .iter()
+                .map(|m| {
+                    let held = current.iter().filter(|c| **c == Some(*m)).count();
+                    held.saturating_sub(share.saturating_sub(1))
+                })
+                .sum();
+            assert!(moved <= must + surplus, "{size}: moved {moved}");
+            current = assignment;
+        }
+    }
+
+    #[test]
+    fn partitions_stay_even_over_a_run_that_grows_and_shrinks() {
+        let c = SimConfig {
+            slots_per_worker: 1,
+            max_workers: 8,
+            dispatch: Dispatch::PartitionBound,
+            ..short()
+        };
+        let r = run(&c, "queueing").unwrap();
+        assert!(r.max_workers_seen > 1, "{r:?}");
+        assert!(r.scaling_actions > 4, "{r:?}");
+        // Settled within the 0–2 s of the heartbeats in most periods, and then even.
+        assert!(r.settled_periods as f64 > 0.8 * r.periods as f64, "{r:?}");
+        assert_eq!(r.uneven_periods, 0, "{r:?}");
+        // Nothing is lost when partitions move: every job of the trace started or waits.
+        assert!(r.jobs as f64 >= 0.95 * jobs(&c).len() as f64, "{r:?}");
+    }
+
+    #[test]
+    fn store_look_ups_stay_within_the_budget_at_a_thousand_idle_workers() {
+        let quiet = |secs: f64| Phase {
+            name: "quiet",
+            secs,
+            from: 1.0,
+            to: 1.0,
+        };
+        let c = SimConfig {
+            trace: vec![quiet(600.0)],
+            base_rate: 0.01,
+            dispatch: Dispatch::StoreClaim,
+            ..SimConfig::large()
+        };
+        let r = run(&c, "static-max").unwrap();
+        let q = r.claim_queries.unwrap();
+        assert_eq!(r.partitions, 2000);
+        // Each idle worker owns 2 of 2,000 partitions: it estimates 1,000 members and backs
+        // off to 1,000 / B = 10 s, so the fleet makes about B = 100 look-ups per second.
+        assert_eq!(c.look_max_secs(2000, 2), 10.0);
+        let per_worker = q.per_idle_worker_sec();
+        assert!(per_worker < 0.13, "{q:?}");
+        assert!(per_worker > 0.08, "{q:?}");
+        // The fleet's rate: the budget, plus the first back-off steps of 1,000 workers.
+        let per_sec = q.total as f64 / c.duration();
+        assert!(per_sec < 1.3 * c.claim_budget_per_sec, "{per_sec}");
+
+        let small = SimConfig {
+            min_workers: 10,
+            max_workers: 10,
+            ..c
+        };
+        let q = run(&small, "static-max").unwrap().claim_queries.unwrap();
+        // Ten workers: 10 / B is under the 1 s floor, so one look-up per second each.
+        assert!(q.per_idle_worker_sec() <= 1.1, "{q:?}");
+        assert!(q.per_idle_worker_sec() >= 0.9, "{q:?}");
+    }
+
+    #[test]
+    fn store_claim_runs_are_reproducible() {
+        let c = SimConfig {
+            dispatch: Dispatch::StoreClaim,
+            ..short()
+        };
+        let a = run(&c, "queueing").unwrap();
+        let b = run(&c, "queueing").unwrap();
+        assert_eq!(a.claim_queries, b.claim_queries);
+        assert_eq!(a.worker_seconds, b.worker_seconds);
     }
 
     #[test]
