@@ -634,7 +634,6 @@ impl<'a> Sim<'a> {
             let Some((job, p)) = self.next_message(w) else {
                 return;
             };
-            self.workers[w as usize].look_every = LOOK_MIN_SECS;
             if self.status[job as usize] != QUEUED {
                 self.stored(w, t);
                 continue;
@@ -672,7 +671,14 @@ impl<'a> Sim<'a> {
                 self.oldest.pop_front();
                 self.found += 1;
                 self.start(w, job, t);
-                LOOK_MIN_SECS
+                // More may wait: look again at once while a slot is free, then back off
+                // afresh from `LOOK_MIN`.
+                let worker = &mut self.workers[w as usize];
+                worker.look_every = LOOK_MIN_SECS;
+                worker.look_gen = worker.look_gen.wrapping_add(1);
+                let generation = worker.look_gen;
+                self.push(t, Kind::Look(w, generation));
+                return;
             }
             None => {
                 let worker = &self.workers[w as usize];
@@ -873,11 +879,10 @@ impl<'a> Sim<'a> {
                 self.start(w, held, t);
             }
         }
-        if self.claims() {
-            self.workers[w as usize].look_every = LOOK_MIN_SECS;
-            if self.is_looking(w) {
-                self.look(w, t);
-            }
+        // A freed slot looks once at once; the back-off itself goes on (a busy fleet's job
+        // ends cost one look each, not a fresh run of 250 ms looks).
+        if self.claims() && self.is_looking(w) {
+            self.look(w, t);
         }
         self.deliver(w, t);
     }

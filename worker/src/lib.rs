@@ -120,8 +120,8 @@ async fn start_claimed(
 /// A free slot with no offer in hand looks in the store for a job that has waited longer
 /// than the intake's [`Intake::claim_waiting_after`] (in Kafka mode its message is behind a
 /// busy worker's partition, or was re-dispatched there), at first every `LOOK_MIN`, backing
-/// off to [`Intake::look_max`] while none is found, and again at once after any sign of
-/// work (an offer, a job ending, a find).
+/// off to [`Intake::look_max`] while none is found; once more at once when one of its jobs
+/// ends or a wake-up comes, and again and again while looks find jobs.
 const LOOK_MIN: Duration = Duration::from_millis(250);
 
 /// When the next look in the store is due.
@@ -146,22 +146,19 @@ impl Looks {
         self.next.saturating_duration_since(Instant::now())
     }
 
-    /// A sign of work: look soon again.
-    fn reset(&mut self) {
-        self.every = LOOK_MIN;
-    }
-
-    /// Look now.
+    /// Look once now (a slot freed, a wake-up); the back-off goes on from where it was, so
+    /// a busy fleet's job ends cost one look each, not a fresh run of quick ones.
     fn now(&mut self) {
-        self.every = LOOK_MIN;
         self.next = Instant::now();
     }
 
-    /// After a look: at once again if it found a job (more may wait), else after `every`
-    /// doubled up to `max`, with a little jitter so idle workers do not look in step.
+    /// After a look: at once again if it found a job (more may wait; the back-off starts
+    /// afresh from `LOOK_MIN`), else after `every` doubled up to `max`, with a little jitter
+    /// so idle workers do not look in step.
     fn after(&mut self, found: bool, max: Duration) {
         if found {
-            self.now();
+            self.every = LOOK_MIN;
+            self.next = Instant::now();
             return;
         }
         self.every = (self.every * 2).min(max);
@@ -304,7 +301,6 @@ pub async fn work<I: Intake>(
             Some(_) = running.join_next(), if !running.is_empty() => looks.now(),
             _ = tokio::time::sleep(idle) => {}
             offer = intake.next() => {
-                looks.reset();
                 match offer {
                     Offer::Wake => looks.now(),
                     Offer::Unreadable(ticket) => {

@@ -45,10 +45,10 @@ impl KafkaIntake {
 /// the whole fleet's idle workers look about `budget` times a second together, and never
 /// less than 1 s nor more than 30 s. `members` is inferred from this worker's share of the
 /// topic's partitions (the group spreads them evenly), which costs no call to Kafka; with
-/// none assigned the group has more members than partitions.
+/// none assigned the group has at least as many members as partitions.
 pub fn look_max(partitions: usize, assigned: usize, budget_per_sec: f64) -> Duration {
     let members = match assigned {
-        0 => partitions + 1,
+        0 => partitions,
         n => partitions.max(n).div_ceil(n),
     };
     Duration::from_secs_f64((members as f64 / budget_per_sec).clamp(1.0, 30.0))
@@ -142,8 +142,8 @@ mod tests {
         assert_eq!(look_max(16, 2, 100.0), Duration::from_secs(1));
         // 1,000 members on 2,000 partitions (2 each): 10 s apart, 100 looks/s together.
         assert_eq!(look_max(2000, 2, 100.0), Duration::from_secs(10));
-        // More members than partitions: at least partitions + 1 of them.
-        assert_eq!(look_max(16, 0, 1.0), Duration::from_secs(17));
+        // None assigned: at least as many members as partitions.
+        assert_eq!(look_max(16, 0, 1.0), Duration::from_secs(16));
         // Never longer than 30 s.
         assert_eq!(look_max(100_000, 1, 100.0), Duration::from_secs(30));
     }
