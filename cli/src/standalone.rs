@@ -10,13 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use jobq_common::domain::JobId;
 use jobq_common::embedded::bus::BusIntake;
-use jobq_common::embedded::{
-    BusMessage, InProcessBus, LocalArtifactStore, LocalIdentity, SqliteStore,
-};
-use jobq_common::ports::{EventBus, ObservationStore};
+use jobq_common::embedded::{InProcessBus, LocalArtifactStore, LocalIdentity, SqliteStore};
 use jobq_common::settings::Settings;
 use jobq_frontend::AppState;
-use jobq_observer::{Controller, FleetState, Governor, LeaseReaper, policy};
+use jobq_observer::observe::{BusEvents, Fleet, Sensed};
+use jobq_observer::scaler::BusyWorkers;
+use jobq_observer::{Controller, Governor, LeaseReaper, policy};
 use jobq_worker::{JobRunner, Ports};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
@@ -234,55 +233,60 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     served
 }
 
-/// The observer of the standalone process: job events from the in-process bus, one
-/// observation per period (stored for `/health/load`, published, exported as gauges), and
-/// the in-process pool sized to the policy's decision. Returns the pool at shutdown.
+/// The standalone fleet: the in-process pool, its queue the store's queued jobs.
+struct PoolFleet {
+    pool: WorkerPool,
+    store: SqliteStore,
+}
+
+#[async_trait::async_trait]
+impl Fleet for PoolFleet {
+    async fn sense(&mut self) -> Sensed {
+        let workers = self.pool.len() as u32;
+        Sensed {
+            queue_depth: self.store.queued().await.ok(),
+            workers,
+            current: workers,
+            partitions: u32::MAX,
+        }
+    }
+
+    async fn scale(&mut self, desired: u32, _slots_per_worker: u32, _busy: &BusyWorkers) {
+        let workers = self.pool.len() as u32;
+        if desired != workers {
+            tracing::info!(from = workers, to = desired, "scaling in-process workers");
+            self.pool.resize(desired as usize);
+        }
+    }
+}
+
+/// The observer of the standalone process: the shared observe loop on the in-process bus
+/// and pool (observations stored for `/health/load`, published, exported as gauges).
+/// Returns the pool at shutdown.
 async fn observe(
     mut controller: Controller<JobId, String>,
     period: Duration,
-    mut pool: WorkerPool,
+    pool: WorkerPool,
     store: SqliteStore,
     bus: Arc<InProcessBus>,
     shutdown: CancellationToken,
 ) -> WorkerPool {
-    let mut events = bus.subscribe();
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return pool,
-            received = events.recv() => match received {
-                Ok(BusMessage::Job(event)) => controller.tracker.record(&event, true),
-                Ok(BusMessage::Observation(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "observer fell behind the event bus");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return pool,
-            },
-            _ = tick.tick() => {
-                let queued = store.queued().await.ok();
-                let workers = pool.len() as u32;
-                let observation = controller.step(FleetState {
-                    now_ms: (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64,
-                    period_secs: period.as_secs_f64(),
-                    queue_depth: queued,
-                    workers,
-                    current: workers,
-                    partitions: u32::MAX,
-                });
-                jobq_observer::metrics::export(&observation);
-                if let Err(e) = store.record(&observation).await {
-                    tracing::warn!(error = %e, "observation not stored");
-                }
-                let _ = bus.publish_observation(&observation).await;
-                if observation.desired_workers != workers {
-                    tracing::info!(from = workers, to = observation.desired_workers, policy = %observation.policy, "scaling in-process workers");
-                    pool.resize(observation.desired_workers as usize);
-                }
-            }
-        }
-    }
+    let mut feed = BusEvents(bus.subscribe());
+    let mut fleet = PoolFleet {
+        pool,
+        store: store.clone(),
+    };
+    jobq_observer::observe::observe(
+        &mut controller,
+        period,
+        &mut fleet,
+        &mut feed,
+        &store,
+        bus.as_ref(),
+        &shutdown,
+    )
+    .await;
+    fleet.pool
 }
 
 fn print_banner(

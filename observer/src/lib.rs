@@ -10,6 +10,7 @@
 
 pub mod metrics;
 pub mod observation;
+pub mod observe;
 pub mod policy;
 pub mod reaper;
 pub mod scaler;
@@ -20,16 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use jobq_common::domain::{JobEvent, JobId, Observation};
+use jobq_common::domain::{JobId, Observation};
 use jobq_common::kafka::{
     GroupConsumerOptions, KafkaAdmin, KafkaDispatch, KafkaEventBus, KafkaProducer, group_consumer,
 };
 use jobq_common::mongo::MongoJobStore;
 use jobq_common::ports::{EventBus, ObservationStore};
 use jobq_common::settings::Settings;
-use rdkafka::Message;
 use rdkafka::consumer::{Consumer, DefaultConsumerContext, StreamConsumer};
-use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 pub use observation::Tracker;
@@ -102,10 +101,6 @@ impl<J: Hash + Eq + Ord + Clone, W: Hash + Eq + Clone> Controller<J, W> {
     }
 }
 
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// The partitions the jobs topic needs for `workers`: grow before the fleet's slots exceed
 /// half of them (the original partition factor of 2). `None` when it has enough.
 pub fn partitions_needed(workers: u32, slots_per_worker: u32, partitions: u32) -> Option<u32> {
@@ -159,7 +154,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         Governor::from_settings(&settings.observer),
         settings.observer_slots_per_worker(),
     );
-    let result = observe(
+    let result = observe_kafka(
         &settings,
         controller,
         scaler.as_ref(),
@@ -178,8 +173,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     result
 }
 
-/// The observation loop: events in, one observation and decision per period.
-async fn observe(
+/// The observer's event feed and fleet on Kafka, run by the shared [`observe::observe`] loop.
+async fn observe_kafka(
     settings: &Settings,
     mut controller: Controller<JobId, String>,
     scaler: &dyn Scaler,
@@ -205,82 +200,20 @@ async fn observe(
         .subscribe(&[&kafka.events_topic])
         .context("subscribe to job events")?;
     let period = Duration::from_secs_f64(settings.observer.refresh_rate_secs);
-    let started_ms = now_ms() - period.as_millis() as i64;
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    let mut last_close = tokio::time::Instant::now();
-    let slots = controller.slots_per_worker;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            received = consumer.recv() => match received {
-                Ok(message) => {
-                    match message.payload().map(serde_json::from_slice::<JobEvent>) {
-                        Some(Ok(event)) => {
-                            let at_ms = (event.at.unix_timestamp_nanos() / 1_000_000) as i64;
-                            controller.tracker.record(&event, at_ms >= started_ms);
-                        }
-                        _ => tracing::debug!(offset = message.offset(), "unreadable job event skipped"),
-                    }
-                    let _ = consumer.store_offset_from_message(&message);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "kafka receive failed");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            },
-            _ = ticker.tick() => {
-                let period_secs = last_close.elapsed().as_secs_f64();
-                last_close = tokio::time::Instant::now();
-                let queue_depth = match admin.consumer_lag(&kafka.worker_group, &kafka.jobs_topic).await {
-                    Ok(lag) => Some(lag),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the worker group's lag");
-                        None
-                    }
-                };
-                let scaled = match scaler.current().await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        tracing::warn!(error = %e, scaler = scaler.name(), "cannot read the fleet's size");
-                        None
-                    }
-                };
-                let members = admin.group_members(&kafka.worker_group).await.ok();
-                let partitions = admin.partition_count(&kafka.jobs_topic).await.unwrap_or(kafka.partitions) as u32;
-                let observation = controller.step(FleetState {
-                    now_ms: now_ms(),
-                    period_secs,
-                    queue_depth,
-                    workers: members.or(scaled).unwrap_or(0),
-                    current: scaled.or(members).unwrap_or(0),
-                    partitions,
-                });
-                let desired = observation.desired_workers;
-                if settings.observer.grow_partitions
-                    && let Some(total) = partitions_needed(desired, slots, partitions)
-                {
-                    match admin.grow_partitions(&kafka.jobs_topic, total as i32).await {
-                        Ok(now) => tracing::info!(partitions = now, "jobs topic grown"),
-                        Err(e) => tracing::warn!(error = %e, "cannot grow the jobs topic"),
-                    }
-                }
-                let busy = controller.tracker.busy_by_worker();
-                if let Err(e) = scaler.scale(desired, &busy).await {
-                    tracing::warn!(error = %e, desired, scaler = scaler.name(), "scaling failed");
-                }
-                tracing::debug!(?observation, "observation");
-                if let Err(e) = store.record(&observation).await {
-                    tracing::warn!(error = %e, "observation not stored");
-                }
-                if let Err(e) = bus.publish_observation(&observation).await {
-                    tracing::warn!(error = %e, "observation not published");
-                }
-                metrics::export(&observation);
-            }
-        }
-    }
+    let mut feed = observe::KafkaEvents::new(consumer, period);
+    let mut fleet =
+        observe::KafkaFleet::new(kafka, admin, scaler, settings.observer.grow_partitions);
+    observe::observe(
+        &mut controller,
+        period,
+        &mut fleet,
+        &mut feed,
+        store,
+        bus,
+        &shutdown,
+    )
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]
