@@ -210,7 +210,7 @@ pub struct WorkerSettings {
     pub claim_waiting_after_ms: u64,
     /// The fleet's idle workers together look in the store about this many times a second
     /// at most: an idle worker backs off to `members / budget` seconds between looks (never
-    /// less than 1 s), `members` being the group size it infers from its share of partitions.
+    /// less than 0.5 s), `members` being the group size it infers from its share of partitions.
     pub claim_waiting_budget_per_sec: f64,
     /// Folders jobs may write besides their own (e.g. a shared scratch volume): bound
     /// read-write into every sandbox at the same path. A list; in one string (an environment
@@ -281,7 +281,7 @@ impl Default for WorkerSettings {
             shutdown_grace_secs: 30,
             instance_id: None,
             redispatch_after_secs: 600,
-            claim_waiting_after_ms: 500,
+            claim_waiting_after_ms: 100,
             claim_waiting_budget_per_sec: 100.0,
             extra_writable_dirs: Vec::new(),
             sandbox: SandboxMode::Bubblewrap,

@@ -186,7 +186,7 @@ pub struct SimConfig {
 /// The store look-up interval of a free worker after activity (the worker's `LOOK_MIN`).
 pub const LOOK_MIN_SECS: f64 = 0.25;
 /// Bounds of the idle back-off's ceiling: `LOOK_MAX = clamp(members / B, 1 s, 30 s)`.
-pub const LOOK_MAX_FLOOR_SECS: f64 = 1.0;
+pub const LOOK_MAX_FLOOR_SECS: f64 = 0.5;
 pub const LOOK_MAX_CEILING_SECS: f64 = 30.0;
 
 impl SimConfig {
@@ -211,7 +211,7 @@ impl SimConfig {
             grow_partitions: true,
             heartbeat_secs: 1.0,
             producer_refresh_secs: 300.0,
-            claim_after_secs: 0.5,
+            claim_after_secs: 0.1,
             claim_budget_per_sec: 100.0,
             claim_jitter: 0.1,
             key_seed: None,
@@ -1650,9 +1650,9 @@ mod tests {
             ..c
         };
         let q = run(&small, "static-max").unwrap().claim_queries.unwrap();
-        // Ten workers: 10 / B is under the 1 s floor, so one look-up per second each.
-        assert!(q.per_idle_worker_sec() <= 1.1, "{q:?}");
-        assert!(q.per_idle_worker_sec() >= 0.9, "{q:?}");
+        // Ten workers: 10 / B is under the 0.5 s floor, so two look-ups per second each.
+        assert!(q.per_idle_worker_sec() <= 2.2, "{q:?}");
+        assert!(q.per_idle_worker_sec() >= 1.8, "{q:?}");
     }
 
     #[test]

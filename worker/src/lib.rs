@@ -162,7 +162,7 @@ impl Looks {
             return;
         }
         self.every = (self.every * 2).min(max);
-        self.next = Instant::now() + self.every + self.every.mul_f64(rand_fraction() * 0.2);
+        self.next = Instant::now() + self.every.mul_f64(0.9 + 0.2 * rand_fraction());
     }
 }
 

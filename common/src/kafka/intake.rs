@@ -43,7 +43,7 @@ impl KafkaIntake {
 
 /// The longest an idle worker waits between two looks: `members / budget` seconds, so that
 /// the whole fleet's idle workers look about `budget` times a second together, and never
-/// less than 1 s nor more than 30 s. `members` is inferred from this worker's share of the
+/// less than 0.5 s nor more than 30 s. `members` is inferred from this worker's share of the
 /// topic's partitions (the group spreads them evenly), which costs no call to Kafka; with
 /// none assigned the group has at least as many members as partitions.
 pub fn look_max(partitions: usize, assigned: usize, budget_per_sec: f64) -> Duration {
@@ -51,7 +51,7 @@ pub fn look_max(partitions: usize, assigned: usize, budget_per_sec: f64) -> Dura
         0 => partitions,
         n => partitions.max(n).div_ceil(n),
     };
-    Duration::from_secs_f64((members as f64 / budget_per_sec).clamp(1.0, 30.0))
+    Duration::from_secs_f64((members as f64 / budget_per_sec).clamp(0.5, 30.0))
 }
 
 #[async_trait]
@@ -137,9 +137,11 @@ mod tests {
 
     #[test]
     fn idle_looks_stay_within_the_fleet_budget() {
-        // A small fleet looks every second at most.
-        assert_eq!(look_max(16, 8, 100.0), Duration::from_secs(1));
-        assert_eq!(look_max(16, 2, 100.0), Duration::from_secs(1));
+        // A small fleet looks twice a second at most.
+        assert_eq!(look_max(16, 8, 100.0), Duration::from_millis(500));
+        assert_eq!(look_max(16, 2, 100.0), Duration::from_millis(500));
+        // 100 members: one look a second each.
+        assert_eq!(look_max(200, 2, 100.0), Duration::from_secs(1));
         // 1,000 members on 2,000 partitions (2 each): 10 s apart, 100 looks/s together.
         assert_eq!(look_max(2000, 2, 100.0), Duration::from_secs(10));
         // None assigned: at least as many members as partitions.
