@@ -314,6 +314,7 @@ pub async fn recover_running<S: JobRecords + ?Sized>(
         let running = store
             .select(&Guard::in_state(JobStatus::Running), BATCH)
             .await?;
+        let last_batch = (running.len() as u64) < BATCH;
         let mut changed = false;
         for job in running {
             let change = lifecycle::lease_lost(&job, max_attempts, LeaseLost::Void, now);
@@ -322,7 +323,7 @@ pub async fn recover_running<S: JobRecords + ?Sized>(
                 changed = true;
             }
         }
-        if !changed {
+        if last_batch || !changed {
             return Ok(events);
         }
     }

@@ -212,4 +212,47 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!((sent[0].id.clone(), sent[0].attempt), (job.id.clone(), 2));
     }
+
+    #[tokio::test]
+    async fn a_job_lost_at_its_last_attempt_fails_and_the_failure_is_announced() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let queue = Arc::new(Queue::default());
+        let bus = Arc::new(InProcessBus::new());
+        let mut events = bus.subscribe();
+        let reaper = LeaseReaper {
+            store: store.clone(),
+            dispatch: queue.clone(),
+            events: bus.clone(),
+            max_attempts: 1,
+            redispatch_after: Duration::from_secs(600),
+            undelivered: Default::default(),
+        };
+        let now = OffsetDateTime::now_utc();
+        let spec = JobSpec {
+            url: "https://example.com/x.git".into(),
+            args: String::new(),
+            config: String::new(),
+        };
+        let job = Job::new("alice", spec, now);
+        store.insert(&job).await.unwrap();
+        let lease = Duration::from_secs(1);
+        store
+            .claim(&job.id, 1, "w", lease, now)
+            .await
+            .unwrap()
+            .unwrap();
+        let swept = reaper.sweep(now + Duration::from_secs(2)).await.unwrap();
+        assert_eq!((swept.requeued, swept.failed), (0, 1));
+        assert!(queue.sent.lock().unwrap().is_empty(), "no attempt is left");
+        let failed = store.get(&job.id).await.unwrap().unwrap();
+        assert_eq!(failed.status, JobStatus::Failed);
+        let Ok(jobq_common::embedded::BusMessage::Job(event)) = events.try_recv() else {
+            panic!("the failure is published");
+        };
+        assert_eq!(
+            (event.from, event.to),
+            (Some(JobStatus::Running), JobStatus::Failed)
+        );
+        assert!(event.elapsed_ms.is_some());
+    }
 }
