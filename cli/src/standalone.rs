@@ -108,15 +108,28 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         .context("users")?,
     );
 
-    let (requeued, failed) = store
-        .recover_running(settings.worker.max_attempts, OffsetDateTime::now_utc())
-        .await?;
-    if requeued + failed > 0 {
+    let recovered = jobq_common::store::recover_running(
+        &store,
+        settings.worker.max_attempts,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    if !recovered.is_empty() {
+        let failed = recovered
+            .iter()
+            .filter(|e| e.to == jobq_common::domain::JobStatus::Failed)
+            .count();
+        let requeued = recovered.len() - failed;
         tracing::warn!(
             requeued,
             failed,
             "jobs that were running when jobq last stopped"
         );
+    }
+    for event in &recovered {
+        if let Err(e) = jobq_common::ports::EventBus::publish(bus.as_ref(), event).await {
+            tracing::warn!(job_id = %event.job_id, error = %e, "job event not published");
+        }
     }
 
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -180,7 +193,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
 
     let shutdown = jobq_common::shutdown::on_signal();
     let reaper = LeaseReaper {
-        store: ports.store.clone(),
+        store: Arc::new(store.clone()),
         dispatch: bus.clone(),
         events: bus.clone(),
         max_attempts: settings.worker.max_attempts,

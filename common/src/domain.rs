@@ -318,6 +318,30 @@ pub struct JobEvent {
     pub waited_ms: Option<u64>,
 }
 
+impl JobEvent {
+    /// The event of a transition from `from` (`None` for a new job) to the state `job` is in
+    /// now, made by `worker` (when a worker made it). The one place events are made: terminal
+    /// events carry the time since the job was queued, `running` the time it waited.
+    pub fn after(
+        job: &Job,
+        from: Option<JobStatus>,
+        worker: Option<String>,
+        at: OffsetDateTime,
+    ) -> Self {
+        let since_created = (at - job.created_at).whole_milliseconds().max(0) as u64;
+        JobEvent {
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            from,
+            to: job.status,
+            at,
+            worker,
+            elapsed_ms: job.status.is_terminal().then_some(since_created),
+            waited_ms: (job.status == JobStatus::Running).then_some(since_created),
+        }
+    }
+}
+
 /// What the observer measured in one period. The first five fields keep the original
 /// design's names and meanings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

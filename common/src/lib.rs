@@ -1,10 +1,13 @@
 //! jobq-common: the domain types, configuration, ports and their adapters shared by
 //! every jobq part, and telemetry set-up.
 
+#[doc(hidden)]
+pub mod conformance;
 pub mod domain;
 pub mod embedded;
 pub mod error;
 pub mod kafka;
+pub mod lifecycle;
 pub mod metrics;
 pub mod mongo;
 pub mod oidc;
@@ -13,6 +16,7 @@ pub mod repo_url;
 pub mod s3;
 pub mod settings;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 
 pub use error::{ErrorKind, PortError, PortResult};

@@ -1,6 +1,7 @@
-//! The job store on MongoDB (any server speaking its wire protocol). Every transition is a
-//! single conditional `findOneAndUpdate`: the filter names the state (and for a worker, its
-//! lease and attempt) being left, so of two racing writers exactly one matches.
+//! The job store on MongoDB (any server speaking its wire protocol). It translates each
+//! [`crate::lifecycle::Change`] into a single conditional `findOneAndUpdate`: the guard becomes the
+//! filter (state, attempt, lease owner, lease end), the effects the `$set`, so of two racing
+//! writers exactly one matches. The rules themselves live in [`crate::lifecycle`].
 
 use std::time::Duration;
 
@@ -11,12 +12,12 @@ use mongodb::options::{ClientOptions, ReturnDocument};
 use mongodb::{Client, Collection, IndexModel};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::domain::Observation;
-use crate::domain::{Dispatch, FailureReason, Job, JobId, JobSpec, JobStatus, Outcome};
+use crate::domain::{FailureReason, Job, JobId, JobSpec, JobStatus};
 use crate::error::{ErrorKind, PortError, PortResult};
-use crate::ports::{CancelResult, JobPage, JobStore, ObservationStore, Page};
+use crate::lifecycle::{Change, Guard, LeaseEffect, Stamp};
+use crate::ports::{JobPage, JobRecords, ObservationStore, Page};
 use crate::settings::MongoSettings;
 
 /// The stored form of a job. Times are milliseconds since the Unix epoch so that every
@@ -41,7 +42,7 @@ struct JobDoc {
     output_files: Vec<String>,
     failure: Option<FailureReason>,
     /// When the current attempt was last handed to the dispatch queue; see
-    /// [`JobStore::redispatch_stale`].
+    /// [`crate::store::JobRecovery::redispatch_stale`].
     #[serde(default)]
     dispatched_ms: Option<i64>,
 }
@@ -112,37 +113,88 @@ fn db_error(what: &str, e: mongodb::error::Error) -> PortError {
     PortError::with_source(ErrorKind::Unavailable, what, e)
 }
 
-fn outcome_set(outcome: &Outcome, now: OffsetDateTime) -> PortResult<Document> {
-    let failure = match &outcome.failure {
-        Some(f) => mongodb::bson::to_bson(f)
-            .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?,
-        None => Bson::Null,
-    };
-    Ok(doc! {
-        "status": outcome.status.as_str(),
-        "finished_ms": to_ms(now),
-        "exit_code": outcome.exit_code.map(Bson::Int32).unwrap_or(Bson::Null),
-        "elapsed_ms": outcome.elapsed_ms as i64,
-        "output_files": outcome.output_files.clone(),
-        "failure": failure,
-        "lease_owner": Bson::Null,
-        "lease_expires_ms": Bson::Null,
-    })
+/// The guard as a filter.
+fn filter(guard: &Guard) -> Document {
+    let mut f = Document::new();
+    if let Some(id) = &guard.id {
+        f.insert("_id", id.as_str());
+    }
+    f.insert("status", guard.state.as_str());
+    if let Some(attempt) = guard.attempt {
+        f.insert("attempt", attempt as i64);
+    }
+    if let Some(owner) = &guard.lease_owner {
+        f.insert("lease_owner", owner.as_str());
+    }
+    if let Some(t) = guard.lease_ended_before {
+        f.insert("lease_expires_ms", doc! {"$lt": to_ms(t)});
+    }
+    if let Some(t) = guard.created_before {
+        f.insert("created_ms", doc! {"$lte": to_ms(t)});
+    }
+    if let Some(t) = guard.dispatched_before {
+        f.insert("dispatched_ms", doc! {"$lt": to_ms(t)});
+    }
+    f
 }
 
-/// Back to the queue for the next attempt, lease dropped; the caller dispatches it now.
-fn requeue_update(attempt: u32, now: OffsetDateTime) -> Document {
-    doc! {"$set": {
-        "status": "queued",
-        "attempt": attempt as i64 + 1,
-        "lease_owner": Bson::Null,
-        "lease_expires_ms": Bson::Null,
-        "started_ms": Bson::Null,
-        "dispatched_ms": to_ms(now),
-    }}
+/// The effects as a `$set` update.
+fn update(change: &Change) -> PortResult<Document> {
+    let e = &change.effects;
+    let mut set = Document::new();
+    if let Some(status) = e.status {
+        set.insert("status", status.as_str());
+    }
+    if let Some(attempt) = e.attempt {
+        set.insert("attempt", attempt as i64);
+    }
+    match &e.lease {
+        LeaseEffect::Keep => {}
+        LeaseEffect::Take { owner, until } => {
+            set.insert("lease_owner", owner.as_str());
+            set.insert("lease_expires_ms", to_ms(*until));
+        }
+        LeaseEffect::Extend { until } => {
+            set.insert("lease_expires_ms", to_ms(*until));
+        }
+        LeaseEffect::Drop => {
+            set.insert("lease_owner", Bson::Null);
+            set.insert("lease_expires_ms", Bson::Null);
+        }
+    }
+    match e.started_at {
+        Stamp::Keep => {}
+        Stamp::Set(t) => {
+            set.insert("started_ms", to_ms(t));
+        }
+        Stamp::Clear => {
+            set.insert("started_ms", Bson::Null);
+        }
+    }
+    if let Some(t) = e.finished_at {
+        set.insert("finished_ms", to_ms(t));
+    }
+    if let Some(o) = &e.outcome {
+        let failure = match &o.failure {
+            Some(f) => mongodb::bson::to_bson(f)
+                .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?,
+            None => Bson::Null,
+        };
+        set.insert(
+            "exit_code",
+            o.exit_code.map(Bson::Int32).unwrap_or(Bson::Null),
+        );
+        set.insert("elapsed_ms", o.elapsed_ms as i64);
+        set.insert("output_files", o.output_files.clone());
+        set.insert("failure", failure);
+    }
+    if let Some(t) = e.dispatched_at {
+        set.insert("dispatched_ms", to_ms(t));
+    }
+    Ok(doc! {"$set": set})
 }
 
-/// [`JobStore`] on a MongoDB collection `jobs`.
+/// The job store ([`JobRecords`], so every role) on a MongoDB collection `jobs`.
 #[derive(Debug, Clone)]
 pub struct MongoJobStore {
     jobs: Collection<JobDoc>,
@@ -203,21 +255,11 @@ impl MongoJobStore {
             .await
             .map_err(|e| db_error("drop database", e))
     }
-
-    async fn transition(&self, filter: Document, update: Document) -> PortResult<Option<Job>> {
-        let found = self
-            .jobs
-            .find_one_and_update(filter, update)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(|e| db_error("update job", e))?;
-        found.map(Job::try_from).transpose()
-    }
 }
 
 #[async_trait]
-impl JobStore for MongoJobStore {
-    async fn insert(&self, job: &Job) -> PortResult<()> {
+impl JobRecords for MongoJobStore {
+    async fn insert_job(&self, job: &Job) -> PortResult<()> {
         self.jobs
             .insert_one(JobDoc::from(job))
             .await
@@ -225,7 +267,7 @@ impl JobStore for MongoJobStore {
         Ok(())
     }
 
-    async fn get(&self, id: &JobId) -> PortResult<Option<Job>> {
+    async fn find_job(&self, id: &JobId) -> PortResult<Option<Job>> {
         let found = self
             .jobs
             .find_one(doc! {"_id": id.as_str()})
@@ -234,11 +276,7 @@ impl JobStore for MongoJobStore {
         found.map(Job::try_from).transpose()
     }
 
-    async fn list(&self, owner: Option<&str>, page: Page) -> PortResult<JobPage> {
-        self.list_in_status(owner, None, page).await
-    }
-
-    async fn list_in_status(
+    async fn page_jobs(
         &self,
         owner: Option<&str>,
         status: Option<JobStatus>,
@@ -274,190 +312,31 @@ impl JobStore for MongoJobStore {
         Ok(JobPage { jobs, total })
     }
 
-    async fn claim(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
-        lease: Duration,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        self.transition(
-            doc! {"_id": id.as_str(), "status": "queued", "attempt": attempt as i64},
-            doc! {"$set": {
-                "status": "running",
-                "lease_owner": worker,
-                "lease_expires_ms": to_ms(now + lease),
-                "started_ms": to_ms(now),
-            }},
-        )
-        .await
-    }
-
-    async fn claim_waiting(
-        &self,
-        worker: &str,
-        lease: Duration,
-        created_before: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        let found = self
+    async fn apply(&self, change: &Change) -> PortResult<Option<Job>> {
+        let mut action = self
             .jobs
-            .find_one_and_update(
-                doc! {"status": "queued", "created_ms": {"$lte": to_ms(created_before)}},
-                doc! {"$set": {
-                    "status": "running",
-                    "lease_owner": worker,
-                    "lease_expires_ms": to_ms(now + lease),
-                    "started_ms": to_ms(now),
-                }},
-            )
-            .sort(doc! {"created_ms": 1, "_id": 1})
-            .return_document(ReturnDocument::After)
+            .find_one_and_update(filter(&change.guard), update(change)?)
+            .return_document(ReturnDocument::After);
+        if change.guard.id.is_none() {
+            action = action.sort(doc! {"created_ms": 1, "_id": 1});
+        }
+        let found = action
             .await
-            .map_err(|e| db_error("claim a waiting job", e))?;
+            .map_err(|e| db_error(change.transition.as_str(), e))?;
         found.map(Job::try_from).transpose()
     }
 
-    async fn renew(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
-        lease: Duration,
-        now: OffsetDateTime,
-    ) -> PortResult<bool> {
-        let result = self
-            .jobs
-            .update_one(
-                doc! {"_id": id.as_str(), "status": "running", "attempt": attempt as i64, "lease_owner": worker},
-                doc! {"$set": {"lease_expires_ms": to_ms(now + lease)}},
-            )
-            .await
-            .map_err(|e| db_error("renew lease", e))?;
-        Ok(result.matched_count == 1)
-    }
-
-    async fn complete(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
-        outcome: &Outcome,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        crate::ports::require_terminal(outcome)?;
-        self.transition(
-            doc! {"_id": id.as_str(), "status": "running", "attempt": attempt as i64, "lease_owner": worker},
-            doc! {"$set": outcome_set(outcome, now)?},
-        )
-        .await
-    }
-
-    async fn release(&self, id: &JobId, attempt: u32, worker: &str) -> PortResult<Option<Job>> {
-        self.transition(
-            doc! {"_id": id.as_str(), "status": "running", "attempt": attempt as i64, "lease_owner": worker},
-            requeue_update(attempt, OffsetDateTime::now_utc()),
-        )
-        .await
-    }
-
-    async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>> {
-        let cancelled = doc! {"$set": {"status": "cancelled", "finished_ms": to_ms(now)}};
-        if let Some(job) = self
-            .transition(
-                doc! {"_id": id.as_str(), "status": "queued"},
-                cancelled.clone(),
-            )
-            .await?
-        {
-            return Ok(Some(CancelResult::Cancelled(job)));
-        }
-        // The lease owner is kept so its worker's next renew fails and it kills the process.
-        if let Some(job) = self
-            .transition(doc! {"_id": id.as_str(), "status": "running"}, cancelled)
-            .await?
-        {
-            return Ok(Some(CancelResult::CancelledWhileRunning(job)));
-        }
-        Ok(self.get(id).await?.map(CancelResult::AlreadyTerminal))
-    }
-
-    async fn redispatch_stale(
-        &self,
-        before: OffsetDateTime,
-        now: OffsetDateTime,
-        limit: u64,
-    ) -> PortResult<Vec<Dispatch>> {
-        let stale: Vec<JobDoc> = self
-            .jobs
-            .find(doc! {"status": "queued", "dispatched_ms": {"$lt": to_ms(before)}})
-            .limit(limit.min(i64::MAX as u64) as i64)
-            .await
-            .map_err(|e| db_error("find stale queued jobs", e))?
-            .try_collect()
-            .await
-            .map_err(|e| db_error("find stale queued jobs", e))?;
-        let mut taken = Vec::new();
-        for d in stale {
-            // Conditional on the value just read: of several observers, one re-dispatches.
-            let won = self
-                .transition(
-                    doc! {"_id": &d.id, "status": "queued", "attempt": d.attempt,
-                    "dispatched_ms": d.dispatched_ms.unwrap_or(0)},
-                    doc! {"$set": {"dispatched_ms": to_ms(now)}},
-                )
-                .await?;
-            if let Some(job) = won {
-                taken.push(Dispatch {
-                    id: job.id,
-                    attempt: job.attempt,
-                });
-            }
-        }
-        Ok(taken)
-    }
-
-    async fn expired(&self, now: OffsetDateTime, limit: u64) -> PortResult<Vec<Job>> {
+    async fn select(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>> {
         let docs: Vec<JobDoc> = self
             .jobs
-            .find(doc! {"status": "running", "lease_expires_ms": {"$lt": to_ms(now)}})
+            .find(filter(guard))
             .limit(limit.min(i64::MAX as u64) as i64)
             .await
-            .map_err(|e| db_error("find expired leases", e))?
+            .map_err(|e| db_error("find jobs", e))?
             .try_collect()
             .await
-            .map_err(|e| db_error("find expired leases", e))?;
+            .map_err(|e| db_error("find jobs", e))?;
         docs.into_iter().map(Job::try_from).collect()
-    }
-
-    async fn requeue_expired(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        self.transition(
-            doc! {"_id": id.as_str(), "status": "running", "attempt": attempt as i64,
-            "lease_expires_ms": {"$lt": to_ms(now)}},
-            requeue_update(attempt, now),
-        )
-        .await
-    }
-
-    async fn fail_expired(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        outcome: &Outcome,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        self.transition(
-            doc! {"_id": id.as_str(), "status": "running", "attempt": attempt as i64,
-            "lease_expires_ms": {"$lt": to_ms(now)}},
-            doc! {"$set": outcome_set(outcome, now)?},
-        )
-        .await
     }
 }
 

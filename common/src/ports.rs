@@ -6,10 +6,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
 use tokio::io::AsyncRead;
 
-use crate::domain::{Dispatch, Job, JobEvent, JobId, JobStatus, Observation, Outcome};
+use crate::domain::{Dispatch, Job, JobEvent, Observation};
 use crate::error::PortResult;
 
 /// One page of a listing.
@@ -46,138 +45,7 @@ pub enum CancelResult {
     AlreadyTerminal(Job),
 }
 
-/// The rule every [`JobStore::complete`] enforces: a run ends in a terminal state.
-pub fn require_terminal(outcome: &Outcome) -> PortResult<()> {
-    if outcome.status.is_terminal() {
-        Ok(())
-    } else {
-        Err(crate::error::PortError::invalid(format!(
-            "a worker cannot end a job as {}",
-            outcome.status
-        )))
-    }
-}
-
-/// Job state and its conditional transitions. Every transition names the state (and for a
-/// worker, its lease and attempt) it expects to leave, so two writers never both win.
-#[async_trait]
-pub trait JobStore: Send + Sync {
-    /// Stores a new queued job.
-    async fn insert(&self, job: &Job) -> PortResult<()>;
-
-    async fn get(&self, id: &JobId) -> PortResult<Option<Job>>;
-
-    /// Jobs newest first; `owner = None` lists every owner's.
-    async fn list(&self, owner: Option<&str>, page: Page) -> PortResult<JobPage>;
-
-    /// Like [`list`](Self::list), only jobs in `status` (all when `None`). Adapters answer
-    /// it with one query; this default, for doubles, reads every job.
-    async fn list_in_status(
-        &self,
-        owner: Option<&str>,
-        status: Option<JobStatus>,
-        page: Page,
-    ) -> PortResult<JobPage> {
-        let Some(status) = status else {
-            return self.list(owner, page).await;
-        };
-        let everything = Page {
-            offset: 0,
-            limit: u64::MAX,
-        };
-        let mut found = self.list(owner, everything).await?.jobs;
-        found.retain(|j| j.status == status);
-        let total = found.len() as u64;
-        let jobs = found
-            .into_iter()
-            .skip(page.offset.min(usize::MAX as u64) as usize)
-            .take(page.limit.min(usize::MAX as u64) as usize)
-            .collect();
-        Ok(JobPage { jobs, total })
-    }
-
-    /// `queued → running` for `attempt`, taking a lease for `worker` until `now + lease`.
-    /// `None` if the job is not queued at that attempt (taken, cancelled, stale message).
-    async fn claim(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
-        lease: Duration,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>>;
-
-    /// `queued → running` for the oldest queued job created at or before `created_before`, whatever
-    /// its attempt: how a free slot takes a job whose dispatch message waits behind a busy
-    /// worker's partition. The message's owner later finds the job taken (its `claim` of that
-    /// attempt fails) and skips it. `None` when no job has waited that long.
-    async fn claim_waiting(
-        &self,
-        worker: &str,
-        lease: Duration,
-        created_before: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>>;
-
-    /// Extends the lease; `false` means the lease is lost (expired and re-queued, or cancelled).
-    async fn renew(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
-        lease: Duration,
-        now: OffsetDateTime,
-    ) -> PortResult<bool>;
-
-    /// `running → finished | failed | cancelled`, only while `worker` holds the lease at `attempt`.
-    async fn complete(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
-        outcome: &Outcome,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>>;
-
-    /// `running → queued` with `attempt + 1`: the worker holding the lease hands the job back
-    /// (it is shutting down). `None` if it no longer holds the lease.
-    async fn release(&self, id: &JobId, attempt: u32, worker: &str) -> PortResult<Option<Job>>;
-
-    /// `queued | running → cancelled`.
-    async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>>;
-
-    /// Queued jobs whose current attempt was handed to the dispatch queue before `before`
-    /// and never claimed: their message may have been lost (a crash between a transition
-    /// and its dispatch). Marks each as dispatched at `now` (conditionally, so of several
-    /// observers one takes it) and returns the messages to send again. A duplicate message
-    /// is harmless: only one claim of an attempt can win.
-    async fn redispatch_stale(
-        &self,
-        before: OffsetDateTime,
-        now: OffsetDateTime,
-        limit: u64,
-    ) -> PortResult<Vec<Dispatch>>;
-
-    /// Running jobs whose lease ended before `now`.
-    async fn expired(&self, now: OffsetDateTime, limit: u64) -> PortResult<Vec<Job>>;
-
-    /// `running → queued` with `attempt + 1`, only if the lease at `attempt` has expired.
-    async fn requeue_expired(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>>;
-
-    /// `running → failed` (worker lost) when the lease at `attempt` expired and no attempt is left.
-    async fn fail_expired(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        outcome: &Outcome,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>>;
-}
+pub use crate::store::{JobCatalog, JobLeases, JobLookup, JobRecords, JobRecovery};
 
 /// Keeps observations for `/health/load` and charts.
 #[async_trait]

@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use jobq_common::domain::{Dispatch, Job, JobEvent, JobId, JobStatus, artifact_keys};
+use jobq_common::lifecycle;
 use jobq_common::ports::{CancelResult, JobPage, Page, Principal};
 use jobq_common::{ErrorKind, PortResult, domain};
 use std::future::Future;
@@ -97,7 +98,7 @@ pub async fn submit(
             "the queue is unavailable; the job was not accepted".into(),
         ));
     }
-    publish(state, &job, None, JobStatus::Queued).await;
+    publish(state, lifecycle::submitted(&job, OffsetDateTime::now_utc())).await;
     metrics::counter!("jobq_jobs_submitted_total").increment(1);
     tracing::info!(job_id = %job.id, owner = %job.owner, url = %job.spec.redacted_url(), "job submitted");
     Ok(job)
@@ -157,7 +158,11 @@ pub async fn cancel(state: &AppState, caller: &Principal, id: &str) -> Result<Jo
         CancelResult::CancelledWhileRunning(job) => (job, JobStatus::Running),
         CancelResult::AlreadyTerminal(job) => return Ok(job),
     };
-    publish(state, &job, Some(from), JobStatus::Cancelled).await;
+    publish(
+        state,
+        JobEvent::after(&job, Some(from), None, OffsetDateTime::now_utc()),
+    )
+    .await;
     metrics::counter!("jobq_jobs_cancelled_total").increment(1);
     tracing::info!(job_id = %job.id, from = %from, by = %caller.username, "job cancelled");
     Ok(job)
@@ -165,20 +170,10 @@ pub async fn cancel(state: &AppState, caller: &Principal, id: &str) -> Result<Jo
 
 /// Announces a transition. The store already holds it, so a bus that does not answer is
 /// logged and counted, not reported to the caller.
-async fn publish(state: &AppState, job: &Job, from: Option<JobStatus>, to: JobStatus) {
-    let event = JobEvent {
-        job_id: job.id.clone(),
-        attempt: job.attempt,
-        from,
-        to,
-        at: OffsetDateTime::now_utc(),
-        worker: None,
-        elapsed_ms: None,
-        waited_ms: None,
-    };
+async fn publish(state: &AppState, event: JobEvent) {
     if let Err(e) = state.events.publish(&event).await {
         metrics::counter!("jobq_event_publish_failures_total").increment(1);
-        tracing::warn!(job_id = %job.id, to = %to, error = %e, "job event not published");
+        tracing::warn!(job_id = %event.job_id, to = %event.to, error = %e, "job event not published");
     }
 }
 

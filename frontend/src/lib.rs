@@ -26,7 +26,7 @@ use jobq_common::kafka::{KafkaAdmin, KafkaDispatch, KafkaEventBus, KafkaProducer
 use jobq_common::mongo::MongoJobStore;
 use jobq_common::oidc::OidcClient;
 use jobq_common::ports::{
-    ArtifactStore, DispatchQueue, EventBus, JobStore, ObservationStore, PasswordLogin,
+    ArtifactStore, DispatchQueue, EventBus, JobCatalog, ObservationStore, PasswordLogin,
     TokenValidator,
 };
 use jobq_common::s3::S3ArtifactStore;
@@ -58,7 +58,7 @@ pub use routes::dashboard::{Dashboard, SignIn};
 /// What every handler can reach: the ports, the limits and the policy settings.
 #[derive(Clone)]
 pub struct AppState {
-    pub jobs: Arc<dyn JobStore>,
+    pub jobs: Arc<dyn JobCatalog>,
     pub dispatch: Arc<dyn DispatchQueue>,
     pub events: Arc<dyn EventBus>,
     pub artifacts: Arc<dyn ArtifactStore>,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use jobq_common::domain::{JobEvent, JobId};
 use jobq_common::embedded::bus::{BusMessage, InProcessBus};
-use jobq_common::ports::JobStore;
+use jobq_common::ports::JobLookup;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -169,7 +169,7 @@ impl LiveEvents {
         owners.insert(id.clone(), owner.to_string());
     }
 
-    async fn owner_of(&self, jobs: &dyn JobStore, id: &JobId) -> Option<String> {
+    async fn owner_of(&self, jobs: &dyn JobLookup, id: &JobId) -> Option<String> {
         if let Some(owner) = self
             .inner
             .owners
@@ -196,7 +196,7 @@ impl LiveEvents {
     /// [`close`](Self::close) is called.
     pub fn spawn_feed(
         &self,
-        jobs: Arc<dyn JobStore>,
+        jobs: Arc<dyn JobLookup>,
         mut source: mpsc::Receiver<JobEvent>,
     ) -> tokio::task::JoinHandle<()> {
         let live = self.clone();

@@ -1,6 +1,7 @@
-//! Router tests: the whole application driven with `oneshot`, its ports replaced by the
-//! in-memory doubles below. These doubles exist for these tests only; the suites against
-//! the real servers live in the workspace's `tests/` crate.
+//! Router tests: the whole application driven with `oneshot`, on the SQLite job store (in
+//! memory, behind the faults a test sets) and the in-memory doubles below for the other
+//! ports. These doubles exist for these tests only; the suites against the real servers live
+//! in the workspace's `tests/` crate.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -16,12 +17,13 @@ use jobq_common::domain::{
     Dispatch, FailureReason, Job, JobEvent, JobId, JobSpec, JobStatus, Observation, Outcome,
     artifact_keys,
 };
+use jobq_common::embedded::SqliteStore;
 use jobq_common::ports::{
-    Artifact, ArtifactStore, CancelResult, DispatchQueue, EventBus, JobPage, JobStore,
-    ObservationStore, Page, PasswordLogin, Principal, TokenValidator,
+    Artifact, ArtifactStore, CancelResult, DispatchQueue, EventBus, JobCatalog, JobLeases,
+    JobLookup, JobPage, ObservationStore, Page, PasswordLogin, Principal, TokenValidator,
 };
 use jobq_common::settings::FrontendSettings;
-use jobq_common::{ErrorKind, PortError, PortResult};
+use jobq_common::{PortError, PortResult};
 use jobq_frontend::openapi::ApiDoc;
 use jobq_frontend::{AppState, metrics_handle, router};
 use serde_json::{Value, json};
@@ -31,10 +33,10 @@ use utoipa::OpenApi;
 
 // ---- doubles -------------------------------------------------------------------------
 
-#[derive(Default)]
-struct MemoryStore {
-    jobs: Mutex<Vec<Job>>,
-    observations: Mutex<Vec<Observation>>,
+/// The SQLite job store behind the faults a test sets: a store that is down, restarting,
+/// or that loses the answer to a write it made.
+struct FaultyStore {
+    inner: SqliteStore,
     unavailable: AtomicBool,
     /// Inserts that fail as unavailable before the store answers again (a restart).
     inserts_failing: AtomicU32,
@@ -43,7 +45,17 @@ struct MemoryStore {
     inserts_tried: AtomicU32,
 }
 
-impl MemoryStore {
+impl FaultyStore {
+    fn new() -> Self {
+        FaultyStore {
+            inner: SqliteStore::in_memory().unwrap(),
+            unavailable: AtomicBool::new(false),
+            inserts_failing: AtomicU32::new(0),
+            inserts_answer_lost: AtomicU32::new(0),
+            inserts_tried: AtomicU32::new(0),
+        }
+    }
+
     fn check(&self) -> PortResult<()> {
         if self.unavailable.load(Ordering::SeqCst) {
             Err(PortError::unavailable("mongo down"))
@@ -52,18 +64,35 @@ impl MemoryStore {
         }
     }
 
-    fn job(&self, id: &str) -> Job {
-        let jobs = self.jobs.lock().unwrap();
-        jobs.iter().find(|j| j.id.as_str() == id).unwrap().clone()
+    async fn job(&self, id: &str) -> Job {
+        let id: JobId = id.parse().unwrap();
+        self.inner.get(&id).await.unwrap().expect("stored")
+    }
+
+    /// Every stored job, newest first.
+    async fn all(&self) -> Vec<Job> {
+        let everything = Page {
+            offset: 0,
+            limit: u64::MAX >> 1,
+        };
+        self.inner.list(None, everything).await.unwrap().jobs
+    }
+
+    async fn count(&self) -> usize {
+        self.all().await.len()
     }
 }
 
-fn unused<T>() -> PortResult<T> {
-    Err(PortError::internal("not used by the frontend"))
+#[async_trait]
+impl JobLookup for FaultyStore {
+    async fn get(&self, id: &JobId) -> PortResult<Option<Job>> {
+        self.check()?;
+        self.inner.get(id).await
+    }
 }
 
 #[async_trait]
-impl JobStore for MemoryStore {
+impl JobCatalog for FaultyStore {
     async fn insert(&self, job: &Job) -> PortResult<()> {
         self.inserts_tried.fetch_add(1, Ordering::SeqCst);
         self.check()?;
@@ -74,158 +103,43 @@ impl JobStore for MemoryStore {
         if take(&self.inserts_failing) {
             return Err(PortError::unavailable("mongo restarting"));
         }
-        let mut jobs = self.jobs.lock().unwrap();
-        if jobs.iter().any(|j| j.id == job.id) {
-            return Err(PortError::new(ErrorKind::AlreadyExists, "duplicate id"));
-        }
-        jobs.push(job.clone());
+        self.inner.insert(job).await?;
         if take(&self.inserts_answer_lost) {
             return Err(PortError::unavailable("connection reset after the write"));
         }
         Ok(())
     }
 
-    async fn get(&self, id: &JobId) -> PortResult<Option<Job>> {
+    async fn list_in_status(
+        &self,
+        owner: Option<&str>,
+        status: Option<JobStatus>,
+        page: Page,
+    ) -> PortResult<JobPage> {
         self.check()?;
-        Ok(self
-            .jobs
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|j| &j.id == id)
-            .cloned())
-    }
-
-    async fn list(&self, owner: Option<&str>, page: Page) -> PortResult<JobPage> {
-        self.check()?;
-        let mut jobs: Vec<Job> = self
-            .jobs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|j| owner.is_none_or(|o| j.owner == o))
-            .cloned()
-            .collect();
-        jobs.sort_by(|a, b| b.id.cmp(&a.id));
-        let total = jobs.len() as u64;
-        let jobs = jobs
-            .into_iter()
-            .skip(page.offset as usize)
-            .take(page.limit as usize)
-            .collect();
-        Ok(JobPage { jobs, total })
-    }
-
-    async fn claim(
-        &self,
-        _: &JobId,
-        _: u32,
-        _: &str,
-        _: Duration,
-        _: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        unused()
-    }
-
-    async fn claim_waiting(
-        &self,
-        _: &str,
-        _: Duration,
-        _: OffsetDateTime,
-        _: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        unused()
-    }
-
-    async fn renew(
-        &self,
-        _: &JobId,
-        _: u32,
-        _: &str,
-        _: Duration,
-        _: OffsetDateTime,
-    ) -> PortResult<bool> {
-        unused()
-    }
-
-    async fn complete(
-        &self,
-        _: &JobId,
-        _: u32,
-        _: &str,
-        _: &Outcome,
-        _: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        unused()
-    }
-
-    async fn release(&self, _: &JobId, _: u32, _: &str) -> PortResult<Option<Job>> {
-        unused()
+        self.inner.list_in_status(owner, status, page).await
     }
 
     async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>> {
         self.check()?;
-        let mut jobs = self.jobs.lock().unwrap();
-        let Some(job) = jobs.iter_mut().find(|j| &j.id == id) else {
-            return Ok(None);
-        };
-        let before = job.status;
-        if before.is_terminal() {
-            return Ok(Some(CancelResult::AlreadyTerminal(job.clone())));
-        }
-        job.status = JobStatus::Cancelled;
-        job.finished_at = Some(now);
-        Ok(Some(if before == JobStatus::Running {
-            CancelResult::CancelledWhileRunning(job.clone())
-        } else {
-            CancelResult::Cancelled(job.clone())
-        }))
-    }
-
-    async fn redispatch_stale(
-        &self,
-        _: OffsetDateTime,
-        _: OffsetDateTime,
-        _: u64,
-    ) -> PortResult<Vec<jobq_common::domain::Dispatch>> {
-        unused()
-    }
-
-    async fn expired(&self, _: OffsetDateTime, _: u64) -> PortResult<Vec<Job>> {
-        unused()
-    }
-
-    async fn requeue_expired(
-        &self,
-        _: &JobId,
-        _: u32,
-        _: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        unused()
-    }
-
-    async fn fail_expired(
-        &self,
-        _: &JobId,
-        _: u32,
-        _: &Outcome,
-        _: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        unused()
+        self.inner.cancel(id, now).await
     }
 }
 
 #[async_trait]
-impl ObservationStore for MemoryStore {
+impl ObservationStore for FaultyStore {
     async fn record(&self, observation: &Observation) -> PortResult<()> {
-        self.observations.lock().unwrap().push(observation.clone());
-        Ok(())
+        self.inner.record(observation).await
     }
 
     async fn latest(&self, limit: u64) -> PortResult<Vec<Observation>> {
         self.check()?;
-        let all = self.observations.lock().unwrap();
-        Ok(all.iter().rev().take(limit as usize).cloned().collect())
+        self.inner.latest(limit).await
+    }
+
+    async fn history(&self, since: Option<i64>, limit: u64) -> PortResult<Vec<Observation>> {
+        self.check()?;
+        self.inner.history(since, limit).await
     }
 }
 
@@ -261,6 +175,10 @@ impl EventBus for FakeBus {
     async fn publish_observation(&self, _: &Observation) -> PortResult<()> {
         Ok(())
     }
+}
+
+fn unused<T>() -> PortResult<T> {
+    Err(PortError::internal("not used by the frontend"))
 }
 
 #[derive(Default)]
@@ -352,7 +270,7 @@ const ADMIN: &str = "token-admin";
 
 struct Harness {
     app: Router,
-    store: Arc<MemoryStore>,
+    store: Arc<FaultyStore>,
     queue: Arc<FakeQueue>,
     bus: Arc<FakeBus>,
     artifacts: Arc<MemoryArtifacts>,
@@ -405,7 +323,7 @@ fn limits() -> FrontendSettings {
 }
 
 fn harness() -> Harness {
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(FaultyStore::new());
     let queue = Arc::new(FakeQueue::default());
     let bus = Arc::new(FakeBus::default());
     let artifacts = Arc::new(MemoryArtifacts::default());
@@ -476,8 +394,19 @@ impl Harness {
         self.post_json("/api/addJob", token, body.to_string()).await
     }
 
-    /// Puts a job straight into the store.
-    fn seed(&self, owner: &str, status: JobStatus, files: &[&str]) -> Job {
+    /// Puts a job straight into the store; a running one is held by worker `w` at attempt 1.
+    async fn seed(&self, owner: &str, status: JobStatus, files: &[&str]) -> Job {
+        self.seed_with(owner, status, files, |_| {}).await
+    }
+
+    /// Like [`seed`](Self::seed), with `adjust` applied to the job before it is stored.
+    async fn seed_with(
+        &self,
+        owner: &str,
+        status: JobStatus,
+        files: &[&str],
+        adjust: impl FnOnce(&mut Job),
+    ) -> Job {
         let spec = JobSpec {
             url: "https://user:s3cret@github.com/x/y.git".into(),
             args: "--n 3".into(),
@@ -486,7 +415,13 @@ impl Harness {
         let mut job = Job::new(owner, spec, OffsetDateTime::now_utc());
         job.status = status;
         job.output_files = files.iter().map(|f| f.to_string()).collect();
-        self.store.jobs.lock().unwrap().push(job.clone());
+        if status == JobStatus::Running {
+            job.lease_owner = Some("w".into());
+            job.lease_expires_at = Some(job.created_at + Duration::from_secs(3600));
+            job.started_at = Some(job.created_at);
+        }
+        adjust(&mut job);
+        self.store.inner.insert(&job).await.unwrap();
         job
     }
 
@@ -523,11 +458,15 @@ async fn load_is_empty_without_observations_and_newest_first_with_them() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json(), json!([]));
     for t in 0..12 {
-        h.store.observations.lock().unwrap().push(Observation {
-            timestamp: t,
-            avg_rate_of_arrival: t as f64,
-            ..Observation::default()
-        });
+        h.store
+            .inner
+            .record(&Observation {
+                timestamp: t,
+                avg_rate_of_arrival: t as f64,
+                ..Observation::default()
+            })
+            .await
+            .unwrap();
     }
     let list = h.get("/health/load", None).await.json();
     let list = list.as_array().unwrap();
@@ -621,7 +560,7 @@ fn api_routes(job: &str) -> Vec<(Method, String)> {
 #[tokio::test]
 async fn every_api_route_without_a_token_is_401_with_a_bearer_challenge() {
     let h = harness();
-    let job = h.seed("alice", JobStatus::Queued, &["a/b/c.txt"]);
+    let job = h.seed("alice", JobStatus::Queued, &["a/b/c.txt"]).await;
     let routes = api_routes(job.id.as_str());
     assert!(routes.len() >= 11, "{routes:?}");
     for (method, path) in routes {
@@ -633,7 +572,7 @@ async fn every_api_route_without_a_token_is_401_with_a_bearer_challenge() {
         );
     }
     // Nothing happened to the job.
-    assert_eq!(h.store.job(job.id.as_str()).status, JobStatus::Queued);
+    assert_eq!(h.store.job(job.id.as_str()).await.status, JobStatus::Queued);
 }
 
 #[tokio::test]
@@ -669,7 +608,7 @@ async fn add_job_stores_dispatches_and_announces_the_job() {
     let a = h.add_job(ALICE, submit_body()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let id = a.json()["jobId"].as_str().unwrap().to_string();
-    let job = h.store.job(&id);
+    let job = h.store.job(&id).await;
     assert_eq!(job.owner, "alice");
     assert_eq!(job.status, JobStatus::Queued);
     assert_eq!(job.spec.args, "--size 10 \"a b\"");
@@ -700,7 +639,7 @@ async fn add_job_accepts_a_body_without_content_type_and_json_config_and_list_ar
         .unwrap();
     let a = h.send(req).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    let job = h.store.job(a.json()["jobId"].as_str().unwrap());
+    let job = h.store.job(a.json()["jobId"].as_str().unwrap()).await;
     assert_eq!(job.spec.args, "'a b' c");
     assert_eq!(job.spec.config, "{\"n\":2}");
 }
@@ -739,7 +678,7 @@ async fn malformed_json_is_400() {
             .await
             .assert_error(StatusCode::BAD_REQUEST);
     }
-    assert!(h.store.jobs.lock().unwrap().is_empty());
+    assert!(h.store.count().await == 0);
 }
 
 #[tokio::test]
@@ -775,7 +714,7 @@ async fn missing_or_non_string_url_is_422() {
             .await
             .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
     }
-    assert!(h.store.jobs.lock().unwrap().is_empty());
+    assert!(h.store.count().await == 0);
 }
 
 #[tokio::test]
@@ -803,7 +742,7 @@ async fn a_body_over_the_limit_is_413_json() {
     h.send(req)
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(h.store.jobs.lock().unwrap().is_empty());
+    assert!(h.store.count().await == 0);
 }
 
 #[tokio::test]
@@ -825,7 +764,7 @@ async fn config_or_args_over_their_limits_are_413() {
         .await
         .assert_error(StatusCode::PAYLOAD_TOO_LARGE);
     assert!(err.starts_with("args"), "{err}");
-    assert!(h.store.jobs.lock().unwrap().is_empty());
+    assert!(h.store.count().await == 0);
 }
 
 #[tokio::test]
@@ -857,7 +796,7 @@ async fn hostile_urls_are_422_and_never_echo_credentials() {
     h.add_job(ALICE, json!({ "url": long }))
         .await
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(h.store.jobs.lock().unwrap().is_empty());
+    assert!(h.store.count().await == 0);
     assert!(h.queue.sent.lock().unwrap().is_empty());
 }
 
@@ -919,7 +858,7 @@ async fn a_queue_that_refuses_the_job_gives_503_and_the_job_never_runs() {
         .await
         .assert_error(StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(err, "the queue is unavailable; the job was not accepted");
-    let jobs = h.store.jobs.lock().unwrap();
+    let jobs = h.store.all().await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].status, JobStatus::Cancelled);
     assert!(h.bus.events.lock().unwrap().is_empty());
@@ -947,7 +886,7 @@ async fn a_store_restarting_during_a_submission_costs_latency_not_the_job() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
     let id = a.json()["jobId"].as_str().unwrap().to_string();
     assert_eq!(h.store.inserts_tried.load(Ordering::SeqCst), 4);
-    assert_eq!(h.store.job(&id).status, JobStatus::Queued);
+    assert_eq!(h.store.job(&id).await.status, JobStatus::Queued);
     let sent = h.queue.sent.lock().unwrap();
     assert_eq!(sent.len(), 1, "dispatched once");
     assert_eq!(sent[0].id.as_str(), id);
@@ -959,7 +898,7 @@ async fn an_insert_whose_answer_was_lost_is_stored_and_dispatched_once() {
     h.store.inserts_answer_lost.store(1, Ordering::SeqCst);
     let a = h.add_job(ALICE, submit_body()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    assert_eq!(h.store.jobs.lock().unwrap().len(), 1);
+    assert_eq!(h.store.count().await, 1);
     assert_eq!(h.queue.sent.lock().unwrap().len(), 1);
 }
 
@@ -977,7 +916,7 @@ async fn a_store_down_past_the_retry_time_gives_503_with_retry_after_and_nothing
     assert!(waited >= Duration::from_millis(700), "{waited:?}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     assert!(h.store.inserts_tried.load(Ordering::SeqCst) > 2);
-    assert!(h.store.jobs.lock().unwrap().is_empty());
+    assert!(h.store.count().await == 0);
     assert!(h.queue.sent.lock().unwrap().is_empty());
     assert!(h.bus.events.lock().unwrap().is_empty());
 }
@@ -1008,18 +947,16 @@ async fn status_routes_have_the_original_shapes() {
 #[tokio::test]
 async fn v1_view_shows_every_field_with_the_url_redacted() {
     let h = harness();
-    let mut job = h.seed("alice", JobStatus::Failed, &["out.txt"]);
-    {
-        let mut jobs = h.store.jobs.lock().unwrap();
-        let stored = jobs.iter_mut().find(|j| j.id == job.id).unwrap();
-        stored.exit_code = Some(3);
-        stored.elapsed_ms = Some(1234);
-        stored.attempt = 2;
-        stored.started_at = Some(stored.created_at);
-        stored.finished_at = Some(stored.created_at);
-        stored.failure = Some(FailureReason::ExitCode { code: 3 });
-        job = stored.clone();
-    }
+    let job = h
+        .seed_with("alice", JobStatus::Failed, &["out.txt"], |stored| {
+            stored.exit_code = Some(3);
+            stored.elapsed_ms = Some(1234);
+            stored.attempt = 2;
+            stored.started_at = Some(stored.created_at);
+            stored.finished_at = Some(stored.created_at);
+            stored.failure = Some(FailureReason::ExitCode { code: 3 });
+        })
+        .await;
     let a = h
         .get(&format!("/api/v1/jobs/{}", job.id), Some(ALICE))
         .await;
@@ -1050,10 +987,11 @@ async fn v1_view_shows_every_field_with_the_url_redacted() {
 #[tokio::test]
 async fn v1_list_pages_newest_first() {
     let h = harness();
-    let ids: Vec<String> = (0..5)
-        .map(|_| h.seed("alice", JobStatus::Queued, &[]).id.to_string())
-        .collect();
-    h.seed("bob", JobStatus::Queued, &[]);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(h.seed("alice", JobStatus::Queued, &[]).await.id.to_string());
+    }
+    h.seed("bob", JobStatus::Queued, &[]).await;
     let page = h
         .get("/api/v1/jobs?offset=1&limit=2", Some(ALICE))
         .await
@@ -1086,7 +1024,7 @@ async fn v1_list_pages_newest_first() {
 #[tokio::test]
 async fn another_users_job_is_404_everywhere_and_the_admin_sees_it() {
     let h = harness();
-    let job = h.seed("alice", JobStatus::Finished, &["out.txt"]);
+    let job = h.seed("alice", JobStatus::Finished, &["out.txt"]).await;
     h.put_output(&job, "out.txt", b"hello");
     let id = job.id.as_str();
     let routes = [
@@ -1159,19 +1097,26 @@ async fn delete_job_cancels_a_queued_job_and_announces_it() {
     let a = h.get(&format!("/api/deleteJob/{id}"), Some(ALICE)).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json(), json!({"id": id, "status": "cancelled"}));
-    assert_eq!(h.store.job(&id).status, JobStatus::Cancelled);
+    assert_eq!(h.store.job(&id).await.status, JobStatus::Cancelled);
     let events = h.bus.events.lock().unwrap();
     let last = events.last().unwrap();
     assert_eq!(
         (last.from, last.to),
         (Some(JobStatus::Queued), JobStatus::Cancelled)
     );
+    assert!(
+        last.elapsed_ms.is_some(),
+        "a terminal event carries elapsed_ms"
+    );
+    let submitted = &events[0];
+    assert_eq!((submitted.from, submitted.to), (None, JobStatus::Queued));
+    assert_eq!(submitted.elapsed_ms, None);
 }
 
 #[tokio::test]
 async fn v1_delete_cancels_a_running_job_and_leaves_ended_ones_alone() {
     let h = harness();
-    let running = h.seed("alice", JobStatus::Running, &[]);
+    let running = h.seed("alice", JobStatus::Running, &[]).await;
     let a = h
         .call(
             Method::DELETE,
@@ -1184,7 +1129,11 @@ async fn v1_delete_cancels_a_running_job_and_leaves_ended_ones_alone() {
     assert_eq!(a.json()["status"], "cancelled");
     let event = h.bus.events.lock().unwrap().last().cloned().unwrap();
     assert_eq!(event.from, Some(JobStatus::Running));
-    let done = h.seed("alice", JobStatus::Finished, &[]);
+    assert!(
+        event.elapsed_ms.is_some(),
+        "a terminal event carries elapsed_ms"
+    );
+    let done = h.seed("alice", JobStatus::Finished, &[]).await;
     let a = h
         .get(&format!("/api/deleteJob/{}", done.id), Some(ALICE))
         .await;
@@ -1197,11 +1146,13 @@ async fn v1_delete_cancels_a_running_job_and_leaves_ended_ones_alone() {
 #[tokio::test]
 async fn results_stream_nested_and_non_ascii_files_with_headers() {
     let h = harness();
-    let job = h.seed(
-        "alice",
-        JobStatus::Finished,
-        &["a/b/c.txt", "é ü.csv", "report.json"],
-    );
+    let job = h
+        .seed(
+            "alice",
+            JobStatus::Finished,
+            &["a/b/c.txt", "é ü.csv", "report.json"],
+        )
+        .await;
     h.put_output(&job, "a/b/c.txt", b"nested");
     h.put_output(&job, "é ü.csv", b"x,y\n");
     h.put_output(&job, "report.json", b"{}");
@@ -1238,7 +1189,7 @@ async fn results_stream_nested_and_non_ascii_files_with_headers() {
 #[tokio::test]
 async fn results_refuse_files_not_listed_and_path_traversal() {
     let h = harness();
-    let job = h.seed("alice", JobStatus::Finished, &["out.txt"]);
+    let job = h.seed("alice", JobStatus::Finished, &["out.txt"]).await;
     h.put_output(&job, "out.txt", b"ok");
     // An object of the job that is not an output file, and another job's file.
     h.artifacts
@@ -1246,7 +1197,7 @@ async fn results_refuse_files_not_listed_and_path_traversal() {
         .lock()
         .unwrap()
         .insert(artifact_keys::stdout(&job.id), b"secret log".to_vec());
-    let other = h.seed("bob", JobStatus::Finished, &["out.txt"]);
+    let other = h.seed("bob", JobStatus::Finished, &["out.txt"]).await;
     h.put_output(&other, "out.txt", b"bob's");
     let id = job.id.as_str();
     for file in ["missing.txt", "OUT.txt", "out.txt/x"] {
@@ -1280,7 +1231,7 @@ async fn results_refuse_files_not_listed_and_path_traversal() {
         }
     }
     // Listed, but the object is gone: 404, not 5xx.
-    let gone = h.seed("alice", JobStatus::Finished, &["gone.txt"]);
+    let gone = h.seed("alice", JobStatus::Finished, &["gone.txt"]).await;
     h.get(&format!("/api/results/{}/gone.txt", gone.id), Some(ALICE))
         .await
         .assert_error(StatusCode::NOT_FOUND);
@@ -1289,7 +1240,7 @@ async fn results_refuse_files_not_listed_and_path_traversal() {
 #[tokio::test]
 async fn logs_answer_what_exists_so_far() {
     let h = harness();
-    let job = h.seed("alice", JobStatus::Running, &[]);
+    let job = h.seed("alice", JobStatus::Running, &[]).await;
     let uri = format!("/api/v1/jobs/{}/logs", job.id);
     let a = h.get(&uri, Some(ALICE)).await;
     assert_eq!(a.status, StatusCode::OK);
@@ -1390,8 +1341,8 @@ fn transition(job: &Job, from: Option<JobStatus>, to: JobStatus) -> JobEvent {
 #[tokio::test]
 async fn the_event_stream_carries_the_callers_transitions_and_an_admin_sees_all() {
     let h = harness();
-    let mine = h.seed("alice", JobStatus::Queued, &[]);
-    let theirs = h.seed("bob", JobStatus::Queued, &[]);
+    let mine = h.seed("alice", JobStatus::Queued, &[]).await;
+    let theirs = h.seed("bob", JobStatus::Queued, &[]).await;
     let live = h.live.clone();
     let (m, t) = (mine.clone(), theirs.clone());
     tokio::spawn(async move {
@@ -1430,7 +1381,7 @@ async fn the_event_stream_carries_the_callers_transitions_and_an_admin_sees_all(
 #[tokio::test]
 async fn the_event_stream_resumes_after_the_last_event_id_or_says_reset() {
     let h = harness();
-    let job = h.seed("alice", JobStatus::Queued, &[]);
+    let job = h.seed("alice", JobStatus::Queued, &[]).await;
     let live = h.live.clone();
     let j = job.clone();
     tokio::spawn(async move {
@@ -1488,7 +1439,7 @@ async fn the_event_stream_resumes_after_the_last_event_id_or_says_reset() {
 #[tokio::test]
 async fn a_followed_log_sends_stdout_and_stderr_then_ends_with_the_job() {
     let h = harness();
-    let job = h.seed("alice", JobStatus::Running, &[]);
+    let job = h.seed("alice", JobStatus::Running, &[]).await;
     let uri = format!("/api/v1/jobs/{}/logs?follow=true", job.id);
     h.artifacts
         .objects
@@ -1498,14 +1449,21 @@ async fn a_followed_log_sends_stdout_and_stderr_then_ends_with_the_job() {
     let (store, artifacts, id) = (h.store.clone(), h.artifacts.clone(), job.id.clone());
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let mut objects = artifacts.objects.lock().unwrap();
-        objects.insert(artifact_keys::stdout(&id), b"tick 1\ntick 2\n".to_vec());
-        objects.insert(artifact_keys::stderr(&id), "warn é\n".as_bytes().to_vec());
-        drop(objects);
-        let mut jobs = store.jobs.lock().unwrap();
-        let job = jobs.iter_mut().find(|j| j.id == id).unwrap();
-        job.status = JobStatus::Finished;
-        job.exit_code = Some(0);
+        {
+            let mut objects = artifacts.objects.lock().unwrap();
+            objects.insert(artifact_keys::stdout(&id), b"tick 1\ntick 2\n".to_vec());
+            objects.insert(artifact_keys::stderr(&id), "warn é\n".as_bytes().to_vec());
+        }
+        let done = Outcome {
+            status: JobStatus::Finished,
+            exit_code: Some(0),
+            elapsed_ms: 700,
+            output_files: vec![],
+            failure: None,
+        };
+        let now = OffsetDateTime::now_utc();
+        let ended = store.inner.complete(&id, 1, "w", &done, now).await.unwrap();
+        assert!(ended.is_some(), "the seeded holder finishes the job");
     });
     let (status, events) = read_events(&h, &uri, ALICE, None, 10, Duration::from_secs(5)).await;
     assert_eq!(status, StatusCode::OK);
@@ -1529,7 +1487,7 @@ async fn a_followed_log_sends_stdout_and_stderr_then_ends_with_the_job() {
 #[tokio::test]
 async fn another_users_followed_log_is_404() {
     let h = harness();
-    let job = h.seed("bob", JobStatus::Running, &[]);
+    let job = h.seed("bob", JobStatus::Running, &[]).await;
     let uri = format!("/api/v1/jobs/{}/logs?follow=true", job.id);
     h.get(&uri, Some(ALICE))
         .await
@@ -1550,11 +1508,15 @@ async fn another_users_followed_log_is_404() {
 async fn observations_answer_oldest_first_since_a_time_and_limited() {
     let h = harness();
     for ts in [1000, 2000, 3000, 4000] {
-        h.store.observations.lock().unwrap().push(Observation {
-            timestamp: ts,
-            queue_depth: ts as u64 / 1000,
-            ..Default::default()
-        });
+        h.store
+            .inner
+            .record(&Observation {
+                timestamp: ts,
+                queue_depth: ts as u64 / 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     }
     let times = |a: Answer| -> Vec<i64> {
         a.json()
@@ -1584,9 +1546,9 @@ async fn observations_answer_oldest_first_since_a_time_and_limited() {
 #[tokio::test]
 async fn jobs_can_be_listed_by_status() {
     let h = harness();
-    h.seed("alice", JobStatus::Finished, &[]);
-    let running = h.seed("alice", JobStatus::Running, &[]);
-    h.seed("bob", JobStatus::Running, &[]);
+    h.seed("alice", JobStatus::Finished, &[]).await;
+    let running = h.seed("alice", JobStatus::Running, &[]).await;
+    h.seed("bob", JobStatus::Running, &[]).await;
     let a = h.get("/api/v1/jobs?status=running", Some(ALICE)).await;
     assert_eq!(a.status, StatusCode::OK);
     let body = a.json();
@@ -1739,7 +1701,7 @@ async fn every_documented_route_is_served() {
     let h = harness();
     // Live streams end at once when closed, so their answers can be read whole.
     h.live.close();
-    let job = h.seed("alice", JobStatus::Finished, &["a/b/c.txt"]);
+    let job = h.seed("alice", JobStatus::Finished, &["a/b/c.txt"]).await;
     h.put_output(&job, "a/b/c.txt", b"x");
     for (method, path) in documented_routes() {
         let uri = path

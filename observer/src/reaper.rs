@@ -1,13 +1,14 @@
 //! Re-queues jobs whose worker was lost (its lease expired): `running → queued` with the
-//! next attempt and a new dispatch message, or `failed` (worker lost) after the last attempt.
-//! Every step is a conditional update, so several observers can sweep at once safely.
+//! next attempt and a new dispatch message, or `failed` (worker lost) after the last attempt
+//! (the rule is [`jobq_common::lifecycle::lease_lost`]). Every step is a conditional update,
+//! so several observers can sweep at once safely.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jobq_common::PortResult;
-use jobq_common::domain::{Dispatch, FailureReason, Job, JobEvent, JobStatus, Outcome};
-use jobq_common::ports::{DispatchQueue, EventBus, JobStore};
+use jobq_common::domain::{Dispatch, JobEvent, JobStatus};
+use jobq_common::ports::{DispatchQueue, EventBus, JobRecovery};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +18,7 @@ const SWEEP_LIMIT: Duration = Duration::from_secs(60);
 /// The lease reaper.
 #[derive(Clone)]
 pub struct LeaseReaper {
-    pub store: Arc<dyn JobStore>,
+    pub store: Arc<dyn JobRecovery>,
     pub dispatch: Arc<dyn DispatchQueue>,
     pub events: Arc<dyn EventBus>,
     pub max_attempts: u32,
@@ -45,21 +46,6 @@ pub struct Sweep {
     pub redispatched: usize,
 }
 
-fn reaper_event(job: &Job, to: JobStatus, now: OffsetDateTime) -> JobEvent {
-    JobEvent {
-        job_id: job.id.clone(),
-        attempt: job.attempt,
-        from: Some(JobStatus::Running),
-        to,
-        at: now,
-        worker: None,
-        elapsed_ms: to
-            .is_terminal()
-            .then(|| (now - job.created_at).whole_milliseconds().max(0) as u64),
-        waited_ms: None,
-    }
-}
-
 impl LeaseReaper {
     /// Handles every lease expired at `now`.
     pub async fn sweep(&self, now: OffsetDateTime) -> PortResult<Sweep> {
@@ -71,48 +57,27 @@ impl LeaseReaper {
             }
         }
         for job in self.store.expired(now, 500).await? {
-            if job.attempt < self.max_attempts {
-                let Some(requeued) = self
-                    .store
-                    .requeue_expired(&job.id, job.attempt, now)
-                    .await?
-                else {
-                    continue; // renewed, finished, or another observer got there first
-                };
-                tracing::warn!(job_id = %job.id, attempt = requeued.attempt, "worker lost: job queued again");
+            let Some(recovered) = self
+                .store
+                .recover_expired(&job, self.max_attempts, now)
+                .await?
+            else {
+                continue; // renewed, finished, or another observer got there first
+            };
+            if recovered.job.status == JobStatus::Queued {
+                tracing::warn!(job_id = %job.id, attempt = recovered.job.attempt, "worker lost: job queued again");
                 // The job is queued now; its message must follow even if the queue is away.
                 self.send(Dispatch {
-                    id: requeued.id.clone(),
-                    attempt: requeued.attempt,
+                    id: recovered.job.id.clone(),
+                    attempt: recovered.job.attempt,
                 })
                 .await;
-                self.publish(reaper_event(&requeued, JobStatus::Queued, now))
-                    .await;
                 done.requeued += 1;
             } else {
-                let outcome = Outcome {
-                    status: JobStatus::Failed,
-                    exit_code: None,
-                    elapsed_ms: job
-                        .started_at
-                        .map(|s| (now - s).whole_milliseconds().max(0) as u64)
-                        .unwrap_or(0),
-                    output_files: Vec::new(),
-                    failure: Some(FailureReason::WorkerLost {
-                        attempts: job.attempt,
-                    }),
-                };
-                if let Some(failed) = self
-                    .store
-                    .fail_expired(&job.id, job.attempt, &outcome, now)
-                    .await?
-                {
-                    tracing::warn!(job_id = %job.id, attempts = job.attempt, "worker lost after the last attempt");
-                    self.publish(reaper_event(&failed, JobStatus::Failed, now))
-                        .await;
-                    done.failed += 1;
-                }
+                tracing::warn!(job_id = %job.id, attempts = job.attempt, "worker lost after the last attempt");
+                done.failed += 1;
             }
+            self.publish(recovered.event).await;
         }
         let stale_since = now - self.redispatch_after;
         for message in self.store.redispatch_stale(stale_since, now, 500).await? {
@@ -181,8 +146,9 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use async_trait::async_trait;
-    use jobq_common::domain::JobSpec;
+    use jobq_common::domain::{Job, JobSpec};
     use jobq_common::embedded::{InProcessBus, SqliteStore};
+    use jobq_common::ports::{JobCatalog, JobLeases, JobLookup};
 
     use super::*;
 
@@ -245,5 +211,48 @@ mod tests {
         let sent = queue.sent.lock().unwrap();
         assert_eq!(sent.len(), 1);
         assert_eq!((sent[0].id.clone(), sent[0].attempt), (job.id.clone(), 2));
+    }
+
+    #[tokio::test]
+    async fn a_job_lost_at_its_last_attempt_fails_and_the_failure_is_announced() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let queue = Arc::new(Queue::default());
+        let bus = Arc::new(InProcessBus::new());
+        let mut events = bus.subscribe();
+        let reaper = LeaseReaper {
+            store: store.clone(),
+            dispatch: queue.clone(),
+            events: bus.clone(),
+            max_attempts: 1,
+            redispatch_after: Duration::from_secs(600),
+            undelivered: Default::default(),
+        };
+        let now = OffsetDateTime::now_utc();
+        let spec = JobSpec {
+            url: "https://example.com/x.git".into(),
+            args: String::new(),
+            config: String::new(),
+        };
+        let job = Job::new("alice", spec, now);
+        store.insert(&job).await.unwrap();
+        let lease = Duration::from_secs(1);
+        store
+            .claim(&job.id, 1, "w", lease, now)
+            .await
+            .unwrap()
+            .unwrap();
+        let swept = reaper.sweep(now + Duration::from_secs(2)).await.unwrap();
+        assert_eq!((swept.requeued, swept.failed), (0, 1));
+        assert!(queue.sent.lock().unwrap().is_empty(), "no attempt is left");
+        let failed = store.get(&job.id).await.unwrap().unwrap();
+        assert_eq!(failed.status, JobStatus::Failed);
+        let Ok(jobq_common::embedded::BusMessage::Job(event)) = events.try_recv() else {
+            panic!("the failure is published");
+        };
+        assert_eq!(
+            (event.from, event.to),
+            (Some(JobStatus::Running), JobStatus::Failed)
+        );
+        assert!(event.elapsed_ms.is_some());
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use jobq_common::domain::{
     Dispatch, FailureReason, Job, JobEvent, JobStatus, Outcome, artifact_keys,
 };
-use jobq_common::ports::{ArtifactStore, DispatchQueue, EventBus, JobStore};
+use jobq_common::ports::{ArtifactStore, DispatchQueue, EventBus, JobLeases};
 use jobq_common::repo_url::RepoUrl;
 use jobq_common::settings::WorkerSettings;
 use jobq_common::{ErrorKind, PortResult};
@@ -24,7 +24,7 @@ use crate::sandbox::{Sandbox, SandboxError};
 /// The outside systems a runner talks to.
 #[derive(Clone)]
 pub struct Ports {
-    pub store: Arc<dyn JobStore>,
+    pub store: Arc<dyn JobLeases>,
     pub events: Arc<dyn EventBus>,
     pub artifacts: Arc<dyn ArtifactStore>,
     pub dispatch: Arc<dyn DispatchQueue>,
@@ -77,7 +77,7 @@ impl std::fmt::Debug for JobRunner {
     }
 }
 
-/// A job event for a transition made by this worker.
+/// A job event for a transition made by this worker; `job` is as the store returned it.
 pub fn event(
     job: &Job,
     from: JobStatus,
@@ -85,17 +85,8 @@ pub fn event(
     worker: &str,
     now: OffsetDateTime,
 ) -> JobEvent {
-    let since_created = ((now - job.created_at).whole_milliseconds().max(0)) as u64;
-    JobEvent {
-        job_id: job.id.clone(),
-        attempt: job.attempt,
-        from: Some(from),
-        to,
-        at: now,
-        worker: Some(worker.to_string()),
-        elapsed_ms: to.is_terminal().then_some(since_created),
-        waited_ms: (to == JobStatus::Running).then_some(since_created),
-    }
+    debug_assert_eq!(job.status, to, "the event of the job's current state");
+    JobEvent::after(job, Some(from), Some(worker.to_string()), now)
 }
 
 impl JobRunner {
@@ -523,7 +514,7 @@ impl JobRunner {
                 }
                 let now = OffsetDateTime::now_utc();
                 self.publish(event(
-                    job,
+                    &released,
                     JobStatus::Running,
                     JobStatus::Queued,
                     &self.worker_id,

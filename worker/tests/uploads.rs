@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jobq_common::domain::{Job, JobSpec, JobStatus, artifact_keys};
 use jobq_common::embedded::{InProcessBus, LocalArtifactStore, SqliteStore};
-use jobq_common::ports::{Artifact, ArtifactStore, JobStore};
+use jobq_common::ports::{Artifact, ArtifactStore, JobCatalog, JobLeases, JobLookup};
 use jobq_common::settings::WorkerSettings;
 use jobq_common::{PortError, PortResult};
 use jobq_worker::{JobRunner, Ports};

@@ -1,19 +1,21 @@
 //! The job and observation store on one SQLite file, for `jobq standalone`. The store is
-//! also the dispatch queue there: [`SqliteStore::claim_next`] takes the oldest queued job.
-//! One connection behind a mutex serialises every statement, and every transition is a
-//! conditional `UPDATE … RETURNING`, with the same rules as the MongoDB adapter.
+//! also the dispatch queue there: a free in-process worker claims the oldest queued job
+//! (`claim_waiting` with no threshold, woken by the in-process bus).
+//! One connection behind a mutex serialises every statement. It translates each
+//! [`crate::lifecycle::Change`] into one conditional `UPDATE … WHERE <guard> RETURNING`; the
+//! rules themselves live in [`crate::lifecycle`], as for the MongoDB adapter.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use time::OffsetDateTime;
 
-use crate::domain::{FailureReason, Job, JobId, JobSpec, JobStatus, Observation, Outcome};
+use crate::domain::{FailureReason, Job, JobId, JobSpec, JobStatus, Observation};
 use crate::error::{ErrorKind, PortError, PortResult};
-use crate::ports::{CancelResult, JobPage, JobStore, ObservationStore, Page};
+use crate::lifecycle::{Change, Guard, LeaseEffect, Stamp};
+use crate::ports::{JobPage, JobRecords, ObservationStore, Page};
+use rusqlite::types::Value;
 
 const COLUMNS: &str = "id, owner, url, args, config, status, attempt, lease_owner, lease_expires_ms, \
     created_ms, started_ms, finished_ms, exit_code, elapsed_ms, output_files, failure";
@@ -64,7 +66,7 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
-/// [`JobStore`] and [`ObservationStore`] on a SQLite file.
+/// The job store ([`JobRecords`], so every role) and [`ObservationStore`] on a SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -141,131 +143,121 @@ impl SqliteStore {
         .map_err(|e| PortError::with_source(ErrorKind::Internal, "sqlite task failed", e))?
     }
 
-    /// Runs one conditional update and returns the row it changed, if any.
-    async fn transition(
-        &self,
-        sql: String,
-        args: Vec<rusqlite::types::Value>,
-    ) -> PortResult<Option<Job>> {
-        self.with(
-            move |c| {
-                c.query_row(
-                    &format!("{sql} RETURNING {COLUMNS}"),
-                    rusqlite::params_from_iter(args),
-                    row_to_job,
-                )
-                .optional()
-            },
-            "update job",
-        )
-        .await
-    }
-
-    /// `queued → running` for the oldest queued job: the embedded dispatch queue.
-    pub async fn claim_next(
-        &self,
-        worker: &str,
-        lease: Duration,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        self.transition(
-            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_expires_ms = ?2, started_ms = ?3
-             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_ms, id LIMIT 1)
-               AND status = 'queued'"
-                .into(),
-            vec![worker.to_string().into(), to_ms(now + lease).into(), to_ms(now).into()],
-        )
-        .await
-    }
-
-    /// At start-up of a single-process deployment every running job lost its worker with
-    /// the previous process: each goes back to the queue with the next attempt, or fails
-    /// (worker lost) after `max_attempts`. Returns (re-queued, failed).
-    pub async fn recover_running(
-        &self,
-        max_attempts: u32,
-        now: OffsetDateTime,
-    ) -> PortResult<(usize, usize)> {
-        let failure = serde_json::to_string(&FailureReason::WorkerLost {
-            attempts: max_attempts,
-        })
-        .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?;
-        let now_ms = to_ms(now);
-        self.with(
-            move |c| {
-                let tx = c.transaction()?;
-                let failed = tx.execute(
-                    "UPDATE jobs SET status = 'failed', finished_ms = ?1, lease_owner = NULL, lease_expires_ms = NULL,
-                         failure = ?2, elapsed_ms = ?1 - COALESCE(started_ms, ?1)
-                     WHERE status = 'running' AND attempt >= ?3",
-                    params![now_ms, failure, max_attempts as i64],
-                )?;
-                let requeued = tx.execute(
-                    "UPDATE jobs SET status = 'queued', attempt = attempt + 1, lease_owner = NULL,
-                         lease_expires_ms = NULL, started_ms = NULL
-                     WHERE status = 'running'",
-                    [],
-                )?;
-                tx.commit()?;
-                Ok((requeued, failed))
-            },
-            "recover running jobs",
-        )
-        .await
-    }
-
     /// Number of queued jobs (the standalone queue depth).
     pub async fn queued(&self) -> PortResult<u64> {
-        self.with(
-            |c| {
-                c.query_row(
-                    "SELECT COUNT(*) FROM jobs WHERE status = 'queued'",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-            },
-            "count queued",
-        )
-        .await
-        .map(|n| n.max(0) as u64)
+        let none = Page {
+            offset: 0,
+            limit: 0,
+        };
+        Ok(self
+            .page_jobs(None, Some(JobStatus::Queued), none)
+            .await?
+            .total)
     }
 }
 
-fn outcome_values(
-    outcome: &Outcome,
-    now: OffsetDateTime,
-) -> PortResult<Vec<rusqlite::types::Value>> {
-    let files = serde_json::to_string(&outcome.output_files)
-        .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?;
-    let failure = outcome
-        .failure
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?;
-    Ok(vec![
-        outcome.status.as_str().to_string().into(),
-        to_ms(now).into(),
-        outcome.exit_code.map(i64::from).into(),
-        (outcome.elapsed_ms as i64).into(),
-        files.into(),
-        failure.into(),
-    ])
+/// A guard as an SQL condition, its values appended to `args` (numbered from `?1` on).
+fn condition(guard: &Guard, args: &mut Vec<Value>) -> String {
+    let push = |args: &mut Vec<Value>, column: &str, op: &str, value: Value| {
+        args.push(value);
+        format!("{column} {op} ?{}", args.len())
+    };
+    let mut terms = Vec::new();
+    if let Some(id) = &guard.id {
+        terms.push(push(args, "id", "=", id.to_string().into()));
+    }
+    terms.push(push(
+        args,
+        "status",
+        "=",
+        guard.state.as_str().to_string().into(),
+    ));
+    if let Some(attempt) = guard.attempt {
+        terms.push(push(args, "attempt", "=", (attempt as i64).into()));
+    }
+    if let Some(owner) = &guard.lease_owner {
+        terms.push(push(args, "lease_owner", "=", owner.clone().into()));
+    }
+    if let Some(t) = guard.lease_ended_before {
+        terms.push(push(args, "lease_expires_ms", "<", to_ms(t).into()));
+    }
+    if let Some(t) = guard.created_before {
+        terms.push(push(args, "created_ms", "<=", to_ms(t).into()));
+    }
+    if guard.dispatched_before.is_some() {
+        // The store is the queue here: there is no message that could have been lost.
+        terms.push("FALSE".into());
+    }
+    terms.join(" AND ")
 }
 
-const SET_OUTCOME: &str = "status = ?1, finished_ms = ?2, exit_code = ?3, elapsed_ms = ?4, output_files = ?5, \
-    failure = ?6, lease_owner = NULL, lease_expires_ms = NULL";
+fn encode<T: serde::Serialize>(value: &T) -> PortResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))
+}
+
+/// The effects as SQL assignments, their values appended to `args`.
+fn assignments(change: &Change, args: &mut Vec<Value>) -> PortResult<String> {
+    let e = &change.effects;
+    let mut sets: Vec<(&str, Value)> = Vec::new();
+    if let Some(status) = e.status {
+        sets.push(("status", status.as_str().to_string().into()));
+    }
+    if let Some(attempt) = e.attempt {
+        sets.push(("attempt", (attempt as i64).into()));
+    }
+    match &e.lease {
+        LeaseEffect::Keep => {}
+        LeaseEffect::Take { owner, until } => {
+            sets.push(("lease_owner", owner.clone().into()));
+            sets.push(("lease_expires_ms", to_ms(*until).into()));
+        }
+        LeaseEffect::Extend { until } => sets.push(("lease_expires_ms", to_ms(*until).into())),
+        LeaseEffect::Drop => {
+            sets.push(("lease_owner", Value::Null));
+            sets.push(("lease_expires_ms", Value::Null));
+        }
+    }
+    match e.started_at {
+        Stamp::Keep => {}
+        Stamp::Set(t) => sets.push(("started_ms", to_ms(t).into())),
+        Stamp::Clear => sets.push(("started_ms", Value::Null)),
+    }
+    if let Some(t) = e.finished_at {
+        sets.push(("finished_ms", to_ms(t).into()));
+    }
+    if let Some(o) = &e.outcome {
+        sets.push(("exit_code", o.exit_code.map(i64::from).into()));
+        sets.push(("elapsed_ms", (o.elapsed_ms as i64).into()));
+        sets.push(("output_files", encode(&o.output_files)?.into()));
+        let failure = o.failure.as_ref().map(encode).transpose()?;
+        sets.push(("failure", failure.into()));
+    }
+    // `dispatched_at` has no column: the store is the queue, so no dispatch is recorded.
+    if sets.is_empty() {
+        // A change that writes nothing still reports whether its guard held.
+        return Ok("id = id".into());
+    }
+    Ok(sets
+        .into_iter()
+        .map(|(column, value)| {
+            args.push(value);
+            format!("{column} = ?{}", args.len())
+        })
+        .collect::<Vec<_>>()
+        .join(", "))
+}
 
 #[async_trait]
-impl JobStore for SqliteStore {
-    async fn insert(&self, job: &Job) -> PortResult<()> {
+impl JobRecords for SqliteStore {
+    async fn insert_job(&self, job: &Job) -> PortResult<()> {
         let j = job.clone();
-        let files = serde_json::to_string(&j.output_files)
-            .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?;
+        let files = encode(&j.output_files)?;
+        let failure = j.failure.as_ref().map(encode).transpose()?;
         self.with(
             move |c| {
                 c.execute(
-                    &format!("INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL)"),
+                    &format!("INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
                     params![
                         j.id.as_str(),
                         j.owner,
@@ -282,6 +274,7 @@ impl JobStore for SqliteStore {
                         j.exit_code,
                         j.elapsed_ms.map(|v| v as i64),
                         files,
+                        failure,
                     ],
                 )
                 .map(|_| ())
@@ -291,7 +284,7 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn get(&self, id: &JobId) -> PortResult<Option<Job>> {
+    async fn find_job(&self, id: &JobId) -> PortResult<Option<Job>> {
         let id = id.to_string();
         self.with(
             move |c| {
@@ -307,11 +300,7 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn list(&self, owner: Option<&str>, page: Page) -> PortResult<JobPage> {
-        self.list_in_status(owner, None, page).await
-    }
-
-    async fn list_in_status(
+    async fn page_jobs(
         &self,
         owner: Option<&str>,
         status: Option<JobStatus>,
@@ -321,7 +310,7 @@ impl JobStore for SqliteStore {
         self.with(
             move |c| {
                 let mut conditions = Vec::new();
-                let mut args: Vec<rusqlite::types::Value> = Vec::new();
+                let mut args: Vec<Value> = Vec::new();
                 if let Some(o) = &owner {
                     args.push(o.clone().into());
                     conditions.push(format!("owner = ?{}", args.len()));
@@ -356,183 +345,46 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn claim_waiting(
-        &self,
-        worker: &str,
-        lease: Duration,
-        created_before: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        self.transition(
-            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_expires_ms = ?2, started_ms = ?3
-             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND created_ms <= ?4
-                         ORDER BY created_ms, id LIMIT 1)
-               AND status = 'queued'"
-                .into(),
-            vec![
-                worker.to_string().into(),
-                to_ms(now + lease).into(),
-                to_ms(now).into(),
-                to_ms(created_before).into(),
-            ],
-        )
-        .await
-    }
-
-    async fn claim(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
-        lease: Duration,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        self.transition(
-            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_expires_ms = ?2, started_ms = ?3
-             WHERE id = ?4 AND status = 'queued' AND attempt = ?5"
-                .into(),
-            vec![
-                worker.to_string().into(),
-                to_ms(now + lease).into(),
-                to_ms(now).into(),
-                id.to_string().into(),
-                (attempt as i64).into(),
-            ],
-        )
-        .await
-    }
-
-    async fn renew(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
-        lease: Duration,
-        now: OffsetDateTime,
-    ) -> PortResult<bool> {
-        let (id, worker, until) = (id.to_string(), worker.to_string(), to_ms(now + lease));
-        self.with(
-            move |c| {
-                c.execute(
-                    "UPDATE jobs SET lease_expires_ms = ?1
-                     WHERE id = ?2 AND status = 'running' AND attempt = ?3 AND lease_owner = ?4",
-                    params![until, id, attempt as i64, worker],
+    async fn apply(&self, change: &Change) -> PortResult<Option<Job>> {
+        let mut args = Vec::new();
+        let set = assignments(change, &mut args)?;
+        let guard = condition(&change.guard, &mut args);
+        let target = match change.guard.id {
+            Some(_) => guard,
+            // The oldest job that meets the guard, and the guard again on the row itself.
+            None => {
+                let again = condition(&change.guard, &mut args);
+                format!(
+                    "id = (SELECT id FROM jobs WHERE {guard} ORDER BY created_ms, id LIMIT 1) AND {again}"
                 )
-            },
-            "renew lease",
-        )
-        .await
-        .map(|n| n == 1)
-    }
-
-    async fn complete(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
-        outcome: &Outcome,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        crate::ports::require_terminal(outcome)?;
-        let mut args = outcome_values(outcome, now)?;
-        args.extend([
-            id.to_string().into(),
-            (attempt as i64).into(),
-            worker.to_string().into(),
-        ]);
-        self.transition(
-            format!("UPDATE jobs SET {SET_OUTCOME} WHERE id = ?7 AND status = 'running' AND attempt = ?8 AND lease_owner = ?9"),
-            args,
-        )
-        .await
-    }
-
-    async fn release(&self, id: &JobId, attempt: u32, worker: &str) -> PortResult<Option<Job>> {
-        self.transition(
-            "UPDATE jobs SET status = 'queued', attempt = attempt + 1, lease_owner = NULL, lease_expires_ms = NULL,
-                 started_ms = NULL
-             WHERE id = ?1 AND status = 'running' AND attempt = ?2 AND lease_owner = ?3"
-                .into(),
-            vec![id.to_string().into(), (attempt as i64).into(), worker.to_string().into()],
-        )
-        .await
-    }
-
-    async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>> {
-        let cancel = |from: &str| {
-            format!(
-                "UPDATE jobs SET status = 'cancelled', finished_ms = ?1 WHERE id = ?2 AND status = '{from}'"
-            )
+            }
         };
-        let args = || vec![to_ms(now).into(), id.to_string().into()];
-        if let Some(job) = self.transition(cancel("queued"), args()).await? {
-            return Ok(Some(CancelResult::Cancelled(job)));
-        }
-        // The lease owner is kept so its worker's next renew fails and it kills the process.
-        if let Some(job) = self.transition(cancel("running"), args()).await? {
-            return Ok(Some(CancelResult::CancelledWhileRunning(job)));
-        }
-        Ok(self.get(id).await?.map(CancelResult::AlreadyTerminal))
-    }
-
-    /// Nothing to do: here the store itself is the queue, so no message can be lost.
-    async fn redispatch_stale(
-        &self,
-        _before: OffsetDateTime,
-        _now: OffsetDateTime,
-        _limit: u64,
-    ) -> PortResult<Vec<crate::domain::Dispatch>> {
-        Ok(Vec::new())
-    }
-
-    async fn expired(&self, now: OffsetDateTime, limit: u64) -> PortResult<Vec<Job>> {
-        let (now, limit) = (to_ms(now), limit.min(i64::MAX as u64) as i64);
+        let sql = format!("UPDATE jobs SET {set} WHERE {target} RETURNING {COLUMNS}");
         self.with(
             move |c| {
-                let mut stmt = c.prepare(&format!(
-                    "SELECT {COLUMNS} FROM jobs WHERE status = 'running' AND lease_expires_ms < ?1 LIMIT ?2"
-                ))?;
-                stmt.query_map(params![now, limit], row_to_job)?.collect()
+                c.query_row(&sql, rusqlite::params_from_iter(args), row_to_job)
+                    .optional()
             },
-            "find expired leases",
+            change.transition.as_str(),
         )
         .await
     }
 
-    async fn requeue_expired(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        self.transition(
-            "UPDATE jobs SET status = 'queued', attempt = attempt + 1, lease_owner = NULL, lease_expires_ms = NULL,
-                 started_ms = NULL
-             WHERE id = ?1 AND status = 'running' AND attempt = ?2 AND lease_expires_ms < ?3"
-                .into(),
-            vec![id.to_string().into(), (attempt as i64).into(), to_ms(now).into()],
-        )
-        .await
-    }
-
-    async fn fail_expired(
-        &self,
-        id: &JobId,
-        attempt: u32,
-        outcome: &Outcome,
-        now: OffsetDateTime,
-    ) -> PortResult<Option<Job>> {
-        let mut args = outcome_values(outcome, now)?;
-        args.extend([
-            id.to_string().into(),
-            (attempt as i64).into(),
-            to_ms(now).into(),
-        ]);
-        self.transition(
-            format!(
-                "UPDATE jobs SET {SET_OUTCOME} WHERE id = ?7 AND status = 'running' AND attempt = ?8 AND lease_expires_ms < ?9"
-            ),
-            args,
+    async fn select(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>> {
+        let mut args = Vec::new();
+        let condition = condition(guard, &mut args);
+        args.push((limit.min(i64::MAX as u64) as i64).into());
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE {condition} LIMIT ?{}",
+            args.len()
+        );
+        self.with(
+            move |c| {
+                let mut stmt = c.prepare(&sql)?;
+                stmt.query_map(rusqlite::params_from_iter(args), row_to_job)?
+                    .collect()
+            },
+            "find jobs",
         )
         .await
     }
@@ -616,119 +468,52 @@ impl ObservationStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::JobSpec;
+    use std::time::Duration;
 
-    fn store() -> (SqliteStore, std::path::PathBuf) {
+    use time::OffsetDateTime;
+
+    use crate::ports::{JobLeases, JobRecovery};
+
+    /// A fresh store in a file of its own (WAL and all, as `jobq standalone` opens it).
+    async fn fresh() -> Option<SqliteStore> {
         let dir = std::env::temp_dir().join(format!("jobq-sqlite-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        (SqliteStore::open(&dir.join("db.sqlite3")).unwrap(), dir)
+        let store = SqliteStore::open(&dir.join("db.sqlite3")).unwrap();
+        // Open files stay readable after the unlink; nothing is left behind.
+        std::fs::remove_dir_all(&dir).unwrap();
+        Some(store)
     }
 
-    fn job(owner: &str) -> Job {
-        let spec = JobSpec {
-            url: "https://example.com/r.git".into(),
-            args: String::new(),
-            config: String::new(),
-        };
-        Job::new(owner, spec, OffsetDateTime::now_utc())
-    }
+    crate::store_conformance!(fresh);
 
     #[tokio::test]
-    async fn a_free_slot_claims_the_oldest_job_that_waited_long_enough_and_only_once() {
-        let (store, dir) = store();
-        let store = std::sync::Arc::new(store);
+    async fn no_dispatch_goes_stale_where_the_store_is_the_queue() {
+        let store = SqliteStore::in_memory().unwrap();
         let now = OffsetDateTime::now_utc();
-        let lease = Duration::from_secs(30);
-        let mut ids = Vec::new();
-        for age_secs in [30, 20, 10] {
-            let mut j = job("alice");
-            j.created_at = now - time::Duration::seconds(age_secs);
-            store.insert(&j).await.unwrap();
-            ids.push(j.id);
-        }
-        let fresh = job("alice");
-        store.insert(&fresh).await.unwrap();
-        let before = now - time::Duration::seconds(5);
-        let first = store
-            .claim_waiting("w1", lease, before, now)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (first.id.clone(), first.status),
-            (ids[0].clone(), JobStatus::Running)
+        let mut old = Job::new(
+            "alice",
+            JobSpec {
+                url: "https://example.com/r.git".into(),
+                args: String::new(),
+                config: String::new(),
+            },
+            now - Duration::from_secs(3600),
         );
-        assert!(
-            store
-                .claim(&first.id, 1, "w2", lease, now)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let claims = futures::future::join_all((0..8).map(|i| {
-            let store = store.clone();
-            async move {
-                store
-                    .claim_waiting(&format!("c{i}"), lease, before, now)
-                    .await
-                    .unwrap()
-            }
-        }))
-        .await;
-        let mut won: Vec<_> = claims.into_iter().flatten().map(|j| j.id).collect();
-        won.sort();
-        let mut expected = vec![ids[1].clone(), ids[2].clone()];
-        expected.sort();
-        assert_eq!(won, expected);
-        assert_eq!(
-            store.get(&fresh.id).await.unwrap().unwrap().status,
-            JobStatus::Queued
-        );
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[tokio::test]
-    async fn listing_in_one_status_counts_and_pages_only_those() {
-        let (store, dir) = store();
-        let now = OffsetDateTime::now_utc();
-        for i in 0..3 {
-            let j = job("alice");
-            store.insert(&j).await.unwrap();
-            if i < 2 {
-                let lease = Duration::from_secs(30);
-                store
-                    .claim(&j.id, 1, "w", lease, now)
-                    .await
-                    .unwrap()
-                    .unwrap();
-            }
-        }
-        store.insert(&job("bob")).await.unwrap();
-        let page = Page {
-            offset: 0,
-            limit: 1,
-        };
-        let running = store
-            .list_in_status(Some("alice"), Some(JobStatus::Running), page)
-            .await
-            .unwrap();
-        assert_eq!((running.total, running.jobs.len()), (2, 1));
-        assert_eq!(running.jobs[0].status, JobStatus::Running);
-        let queued = store
-            .list_in_status(None, Some(JobStatus::Queued), Page::default())
-            .await
-            .unwrap();
-        assert_eq!(queued.total, 2);
-        let all = store
-            .list_in_status(Some("alice"), None, Page::default())
+        old.created_at = now - Duration::from_secs(3600);
+        store.insert_job(&old).await.unwrap();
+        let stale = store.redispatch_stale(now, now, 10).await.unwrap();
+        assert!(stale.is_empty());
+        assert_eq!(store.queued().await.unwrap(), 1);
+        let claimed = store
+            .claim_waiting("w", Duration::from_secs(30), now, now)
             .await;
-        assert_eq!(all.unwrap().total, 3);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(claimed.unwrap().map(|j| j.id), Some(old.id));
+        assert_eq!(store.queued().await.unwrap(), 0);
     }
 
     #[tokio::test]
     async fn observation_history_is_oldest_first_after_since_and_limited() {
-        let (store, dir) = store();
+        let store = fresh().await.unwrap();
         for ts in [4000, 1000, 3000, 2000] {
             let o = Observation {
                 timestamp: ts,
@@ -746,6 +531,5 @@ mod tests {
             [2000, 3000]
         );
         assert!(store.history(Some(4000), 9).await.unwrap().is_empty());
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

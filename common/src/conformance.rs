@@ -1,0 +1,725 @@
+//! The job store's conformance suite: the same test functions for every adapter of
+//! [`JobRecords`], so each proves the fencing rules the services rely on. The SQLite store
+//! runs it in this crate's unit tests, the MongoDB store in `tests/tests/mongo_adapter.rs`
+//! against the MongoDB-wire server. [`store_conformance!`](crate::store_conformance) turns
+//! every function into a `#[tokio::test]` given a function that makes a fresh store.
+//!
+//! Not part of the API: public only so the suite in `tests/` can call it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::{
+    FailureReason, Job, JobId, JobSpec, JobStatus, Outcome, from_unix_ms, unix_ms,
+};
+use crate::error::ErrorKind;
+use crate::ports::{CancelResult, Page};
+use crate::store::{JobCatalog, JobLeases, JobLookup, JobRecords, JobRecovery};
+
+/// A store under test, discarded (its database dropped) when a test is done.
+#[async_trait]
+pub trait TestStore: JobRecords + 'static {
+    async fn discard(&self);
+}
+
+#[async_trait]
+impl TestStore for crate::embedded::SqliteStore {
+    async fn discard(&self) {}
+}
+
+#[async_trait]
+impl TestStore for crate::mongo::MongoJobStore {
+    async fn discard(&self) {
+        self.drop_database().await.expect("drop the test database");
+    }
+}
+
+/// Every test of the suite as `#[tokio::test]` functions of the calling module. `$fresh`
+/// is an async function returning `Option<S>` (`None`: the store's server is not set up,
+/// the test returns); attributes after it (`#[ignore = "…"]` for a real server) go on each test.
+#[macro_export]
+macro_rules! store_conformance {
+    ($fresh:path $(, #[$attr:meta])* $(,)?) => {
+        $crate::store_conformance!(@each $fresh; [$(#[$attr])*];
+            a_job_round_trips_with_every_field,
+            the_id_is_unique,
+            of_eight_concurrent_claimers_exactly_one_wins_each_of_200_jobs,
+            a_stale_attempt_cannot_be_claimed,
+            an_expired_lease_is_found_and_requeued_with_the_next_attempt,
+            a_stale_lease_owner_can_change_nothing,
+            a_lost_job_is_requeued_up_to_the_maximum_then_failed,
+            cancel_in_every_state,
+            a_handed_back_job_is_queued_for_the_next_attempt_by_its_holder_only,
+            a_run_cannot_end_in_a_state_that_is_not_terminal,
+            listing_is_per_owner_newest_first_and_paged,
+            listing_in_one_status_counts_and_pages_only_those,
+            a_free_slot_claims_the_oldest_job_that_waited_long_enough_and_only_once,
+            restart_recovery_requeues_running_jobs_or_fails_them_after_the_last_attempt
+        );
+    };
+    (@each $fresh:path; $attrs:tt; $($name:ident),* $(,)?) => {
+        $( $crate::store_conformance!(@one $fresh; $name; $attrs); )*
+    };
+    (@one $fresh:path; $name:ident; [$($attr:tt)*]) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        $($attr)*
+        async fn $name() {
+            let Some(store) = $fresh().await else { return };
+            let store = ::std::sync::Arc::new(store);
+            $crate::conformance::$name(store.clone()).await;
+            $crate::conformance::TestStore::discard(store.as_ref()).await;
+        }
+    };
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn job(owner: &str) -> Job {
+    Job::new(
+        owner,
+        JobSpec {
+            url: "https://u:secret@example.com/r.git".into(),
+            args: "a 'b c'".into(),
+            config: "{}".into(),
+        },
+        OffsetDateTime::now_utc(),
+    )
+}
+
+fn finished(elapsed_ms: u64) -> Outcome {
+    Outcome {
+        status: JobStatus::Finished,
+        exit_code: Some(0),
+        elapsed_ms,
+        output_files: vec!["a/b.txt".into(), "é.txt".into()],
+        failure: None,
+    }
+}
+
+async fn stored<S: TestStore>(store: &S, owner: &str) -> Job {
+    let j = job(owner);
+    JobCatalog::insert(store, &j).await.unwrap();
+    j
+}
+
+async fn status<S: TestStore>(store: &S, id: &JobId) -> (JobStatus, u32) {
+    let j = JobLookup::get(store, id).await.unwrap().expect("stored");
+    (j.status, j.attempt)
+}
+
+pub async fn a_job_round_trips_with_every_field<S: TestStore>(store: Arc<S>) {
+    let j = stored(store.as_ref(), "alice").await;
+    let got = store.get(&j.id).await.unwrap().expect("stored");
+    assert_eq!(got.spec, j.spec);
+    assert_eq!(got.owner, "alice");
+    assert_eq!((got.status, got.attempt), (JobStatus::Queued, 1));
+    assert_eq!(
+        (got.lease_owner, got.started_at, got.finished_at),
+        (None, None, None)
+    );
+    assert_eq!(
+        got.created_at.unix_timestamp(),
+        j.created_at.unix_timestamp()
+    );
+    assert!(store.get(&JobId::new()).await.unwrap().is_none());
+    // Every field, times at whole milliseconds (the stores' precision).
+    let ms = |t: OffsetDateTime| from_unix_ms(unix_ms(t));
+    let now = ms(OffsetDateTime::now_utc());
+    let mut full = job("bob");
+    full.created_at = now - Duration::from_secs(9);
+    full.status = JobStatus::Failed;
+    full.attempt = 2;
+    full.lease_owner = Some("w7".into());
+    full.lease_expires_at = Some(now + LEASE);
+    full.started_at = Some(now - Duration::from_secs(5));
+    full.finished_at = Some(now);
+    full.exit_code = Some(3);
+    full.elapsed_ms = Some(5000);
+    full.output_files = vec!["a/b.txt".into(), "é ü.csv".into()];
+    full.failure = Some(FailureReason::ExitCode { code: 3 });
+    store.insert(&full).await.unwrap();
+    assert_eq!(store.get(&full.id).await.unwrap(), Some(full));
+}
+
+pub async fn the_id_is_unique<S: TestStore>(store: Arc<S>) {
+    let j = stored(store.as_ref(), "alice").await;
+    let err = store.insert(&j).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::AlreadyExists, "{err}");
+    let ids: std::collections::HashSet<_> = (0..1000).map(|_| JobId::new()).collect();
+    assert_eq!(ids.len(), 1000);
+}
+
+/// Eight workers race over the same 200 jobs, each trying to claim every one of them.
+pub async fn of_eight_concurrent_claimers_exactly_one_wins_each_of_200_jobs<S: TestStore>(
+    store: Arc<S>,
+) {
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids.push(stored(store.as_ref(), "alice").await.id);
+    }
+    let ids = Arc::new(ids);
+    let now = OffsetDateTime::now_utc();
+    let claimers = (0..8).map(|w| {
+        let (store, ids) = (store.clone(), ids.clone());
+        tokio::spawn(async move {
+            let worker = format!("w{w}");
+            let mut won = Vec::new();
+            // Each claimer walks the jobs from another starting point, so they meet.
+            for k in 0..ids.len() {
+                let id = &ids[(k + w * 25) % ids.len()];
+                if let Some(j) = store.claim(id, 1, &worker, LEASE, now).await.unwrap() {
+                    assert_eq!(j.lease_owner.as_deref(), Some(worker.as_str()));
+                    won.push(j.id);
+                }
+            }
+            won
+        })
+    });
+    let mut wins: HashMap<JobId, usize> = HashMap::new();
+    for claimer in futures::future::join_all(claimers).await {
+        for id in claimer.unwrap() {
+            *wins.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(wins.len(), 200, "every job claimed");
+    assert!(wins.values().all(|&n| n == 1), "exactly one claim per job");
+    for id in ids.iter() {
+        assert_eq!(status(store.as_ref(), id).await, (JobStatus::Running, 1));
+    }
+}
+
+pub async fn a_stale_attempt_cannot_be_claimed<S: TestStore>(store: Arc<S>) {
+    let j = stored(store.as_ref(), "alice").await;
+    let now = OffsetDateTime::now_utc();
+    assert!(
+        store
+            .claim(&j.id, 2, "w1", LEASE, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let claimed = store.claim(&j.id, 1, "w1", LEASE, now).await.unwrap();
+    let claimed = claimed.expect("the current attempt is claimed");
+    assert_eq!(
+        claimed.started_at.map(|t| t.unix_timestamp()),
+        Some(now.unix_timestamp())
+    );
+    assert!(
+        store
+            .claim(&j.id, 1, "w2", LEASE, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "already running"
+    );
+}
+
+pub async fn an_expired_lease_is_found_and_requeued_with_the_next_attempt<S: TestStore>(
+    store: Arc<S>,
+) {
+    let j = stored(store.as_ref(), "alice").await;
+    let t0 = OffsetDateTime::now_utc();
+    let short = Duration::from_secs(5);
+    store
+        .claim(&j.id, 1, "w1", short, t0)
+        .await
+        .unwrap()
+        .unwrap();
+    let soon = t0 + Duration::from_secs(1);
+    assert!(
+        store.expired(soon, 10).await.unwrap().is_empty(),
+        "lease still valid"
+    );
+    let later = t0 + Duration::from_secs(6);
+    let expired = store.expired(later, 10).await.unwrap();
+    assert_eq!(expired.iter().map(|e| &e.id).collect::<Vec<_>>(), [&j.id]);
+    let lost = &expired[0];
+    assert!(
+        store
+            .recover_expired(lost, 3, soon)
+            .await
+            .unwrap()
+            .is_none(),
+        "not expired yet"
+    );
+    let requeued = store
+        .recover_expired(lost, 3, later)
+        .await
+        .unwrap()
+        .expect("requeued");
+    assert_eq!(
+        (requeued.job.status, requeued.job.attempt),
+        (JobStatus::Queued, 2)
+    );
+    assert_eq!(
+        (requeued.job.lease_owner, requeued.job.started_at),
+        (None, None)
+    );
+    let event = requeued.event;
+    assert_eq!(
+        (event.from, event.to, event.attempt),
+        (Some(JobStatus::Running), JobStatus::Queued, 2)
+    );
+    assert!(
+        store
+            .recover_expired(lost, 3, later)
+            .await
+            .unwrap()
+            .is_none(),
+        "only once"
+    );
+    assert!(store.expired(later, 10).await.unwrap().is_empty());
+}
+
+/// A worker back from a long pause, its lease expired and the job claimed again: it can
+/// renew, finish and hand back nothing; the new holder can.
+pub async fn a_stale_lease_owner_can_change_nothing<S: TestStore>(store: Arc<S>) {
+    let j = stored(store.as_ref(), "alice").await;
+    let t0 = OffsetDateTime::now_utc();
+    let first = store
+        .claim(&j.id, 1, "w1", Duration::from_secs(1), t0)
+        .await
+        .unwrap()
+        .unwrap();
+    let later = t0 + Duration::from_secs(2);
+    store
+        .recover_expired(&first, 3, later)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .claim(&j.id, 2, "w2", LEASE, later)
+        .await
+        .unwrap()
+        .expect("second attempt claimed");
+    for (worker, attempt) in [("w1", 1), ("w1", 2), ("w2", 1)] {
+        assert!(
+            !store
+                .renew(&j.id, attempt, worker, LEASE, later)
+                .await
+                .unwrap()
+        );
+        let outcome = finished(10);
+        let done = store.complete(&j.id, attempt, worker, &outcome, later);
+        assert!(done.await.unwrap().is_none());
+        assert!(
+            store
+                .release(&j.id, attempt, worker)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(store.renew(&j.id, 2, "w2", LEASE, later).await.unwrap());
+    let done = store
+        .complete(&j.id, 2, "w2", &finished(1234), later)
+        .await
+        .unwrap()
+        .expect("owner finishes");
+    assert_eq!(done.status, JobStatus::Finished);
+    assert_eq!(done.exit_code, Some(0));
+    assert_eq!(done.elapsed_ms, Some(1234));
+    assert_eq!(done.output_files, ["a/b.txt", "é.txt"]);
+    assert_eq!(done.lease_owner, None);
+    assert_eq!(
+        done.finished_at.map(|t| t.unix_timestamp()),
+        Some(later.unix_timestamp())
+    );
+    assert!(
+        store
+            .complete(&j.id, 2, "w2", &finished(1), later)
+            .await
+            .unwrap()
+            .is_none(),
+        "terminal stays"
+    );
+    assert!(!store.renew(&j.id, 2, "w2", LEASE, later).await.unwrap());
+}
+
+pub async fn a_lost_job_is_requeued_up_to_the_maximum_then_failed<S: TestStore>(store: Arc<S>) {
+    let j = stored(store.as_ref(), "alice").await;
+    let mut now = OffsetDateTime::now_utc();
+    let short = Duration::from_secs(1);
+    for attempt in 1..=3 {
+        let held = store
+            .claim(&j.id, attempt, "w", short, now)
+            .await
+            .unwrap()
+            .unwrap();
+        now += Duration::from_secs(2);
+        let lost = store.expired(now, 10).await.unwrap();
+        assert_eq!(lost.iter().map(|l| &l.id).collect::<Vec<_>>(), [&held.id]);
+        let done = store
+            .recover_expired(&lost[0], 3, now)
+            .await
+            .unwrap()
+            .unwrap();
+        if attempt < 3 {
+            assert_eq!(
+                (done.job.status, done.job.attempt),
+                (JobStatus::Queued, attempt + 1)
+            );
+        } else {
+            assert_eq!((done.job.status, done.job.attempt), (JobStatus::Failed, 3));
+            assert_eq!(
+                done.job.failure,
+                Some(FailureReason::WorkerLost { attempts: 3 })
+            );
+            assert_eq!(done.job.elapsed_ms, Some(2000));
+            assert_eq!(done.job.lease_owner, None);
+            assert_eq!(done.event.to, JobStatus::Failed);
+            assert!(
+                done.event.elapsed_ms.is_some(),
+                "terminal events carry elapsed_ms"
+            );
+        }
+    }
+    assert!(
+        store
+            .claim(&j.id, 4, "w", short, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn cancel_in_every_state<S: TestStore>(store: Arc<S>) {
+    let now = OffsetDateTime::now_utc();
+    let queued = stored(store.as_ref(), "alice").await;
+    let Some(CancelResult::Cancelled(c)) = store.cancel(&queued.id, now).await.unwrap() else {
+        panic!("a queued job is cancelled");
+    };
+    assert_eq!(c.status, JobStatus::Cancelled);
+    assert_eq!(
+        c.finished_at.map(|t| t.unix_timestamp()),
+        Some(now.unix_timestamp())
+    );
+    assert!(
+        store
+            .claim(&queued.id, 1, "w1", LEASE, now)
+            .await
+            .unwrap()
+            .is_none(),
+        "a cancelled job never starts"
+    );
+    assert!(
+        store
+            .claim_waiting("w1", LEASE, now + LEASE, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let running = stored(store.as_ref(), "alice").await;
+    store
+        .claim(&running.id, 1, "w1", LEASE, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let result = store.cancel(&running.id, now).await.unwrap();
+    assert!(matches!(
+        result,
+        Some(CancelResult::CancelledWhileRunning(_))
+    ));
+    assert!(
+        !store.renew(&running.id, 1, "w1", LEASE, now).await.unwrap(),
+        "the worker learns at its next renew"
+    );
+    assert!(store.release(&running.id, 1, "w1").await.unwrap().is_none());
+    let late = store
+        .complete(&running.id, 1, "w1", &finished(1), now)
+        .await
+        .unwrap();
+    assert!(late.is_none(), "a cancelled run's result is dropped");
+    assert_eq!(
+        status(store.as_ref(), &running.id).await,
+        (JobStatus::Cancelled, 1)
+    );
+
+    let done = stored(store.as_ref(), "alice").await;
+    store
+        .claim(&done.id, 1, "w1", LEASE, now)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .complete(&done.id, 1, "w1", &finished(1), now)
+        .await
+        .unwrap()
+        .unwrap();
+    let failed = stored(store.as_ref(), "alice").await;
+    store
+        .claim(&failed.id, 1, "w1", Duration::ZERO, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let lost = store.get(&failed.id).await.unwrap().unwrap();
+    let later = now + Duration::from_secs(1);
+    store
+        .recover_expired(&lost, 1, later)
+        .await
+        .unwrap()
+        .unwrap();
+    for (ended, state) in [
+        (&done, JobStatus::Finished),
+        (&failed, JobStatus::Failed),
+        (&queued, JobStatus::Cancelled),
+        (&running, JobStatus::Cancelled),
+    ] {
+        let Some(CancelResult::AlreadyTerminal(j)) = store.cancel(&ended.id, later).await.unwrap()
+        else {
+            panic!("an ended job stays as it is");
+        };
+        assert_eq!(j.status, state);
+    }
+    assert!(store.cancel(&JobId::new(), now).await.unwrap().is_none());
+}
+
+pub async fn a_handed_back_job_is_queued_for_the_next_attempt_by_its_holder_only<S: TestStore>(
+    store: Arc<S>,
+) {
+    let j = stored(store.as_ref(), "alice").await;
+    let now = OffsetDateTime::now_utc();
+    store
+        .claim(&j.id, 1, "w1", LEASE, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.release(&j.id, 1, "w2").await.unwrap().is_none());
+    let back = store
+        .release(&j.id, 1, "w1")
+        .await
+        .unwrap()
+        .expect("handed back");
+    assert_eq!((back.status, back.attempt), (JobStatus::Queued, 2));
+    assert_eq!((back.lease_owner, back.started_at), (None, None));
+    assert!(
+        store.release(&j.id, 1, "w1").await.unwrap().is_none(),
+        "only once"
+    );
+    assert!(
+        store
+            .claim(&j.id, 1, "w2", LEASE, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .claim(&j.id, 2, "w2", LEASE, now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+pub async fn a_run_cannot_end_in_a_state_that_is_not_terminal<S: TestStore>(store: Arc<S>) {
+    let j = stored(store.as_ref(), "alice").await;
+    let now = OffsetDateTime::now_utc();
+    store
+        .claim(&j.id, 1, "w1", LEASE, now)
+        .await
+        .unwrap()
+        .unwrap();
+    for state in [JobStatus::Queued, JobStatus::Running] {
+        let outcome = Outcome {
+            status: state,
+            ..finished(1)
+        };
+        let err = store
+            .complete(&j.id, 1, "w1", &outcome, now)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Invalid, "{err}");
+    }
+    assert_eq!(status(store.as_ref(), &j.id).await, (JobStatus::Running, 1));
+}
+
+pub async fn listing_is_per_owner_newest_first_and_paged<S: TestStore>(store: Arc<S>) {
+    let base = OffsetDateTime::now_utc();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut j = job("alice");
+        j.created_at = base + Duration::from_millis(i * 10);
+        store.insert(&j).await.unwrap();
+        ids.push(j.id);
+    }
+    stored(store.as_ref(), "bob").await;
+    let page = |offset, limit| Page { offset, limit };
+    let first = store.list(Some("alice"), page(0, 3)).await.unwrap();
+    assert_eq!(first.total, 7);
+    let newest: Vec<_> = ids.iter().rev().take(3).collect();
+    assert_eq!(first.jobs.iter().map(|j| &j.id).collect::<Vec<_>>(), newest);
+    let next = store.list(Some("alice"), page(3, 3)).await.unwrap();
+    let middle: Vec<_> = ids.iter().rev().skip(3).take(3).collect();
+    assert_eq!(next.jobs.iter().map(|j| &j.id).collect::<Vec<_>>(), middle);
+    let last = store.list(Some("alice"), page(6, 3)).await.unwrap();
+    assert_eq!(
+        last.jobs.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&ids[0]]
+    );
+    assert!(
+        store
+            .list(Some("alice"), page(7, 3))
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
+    assert_eq!(store.list(None, Page::default()).await.unwrap().total, 8);
+    assert_eq!(
+        store
+            .list(Some("carol"), Page::default())
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+}
+
+pub async fn listing_in_one_status_counts_and_pages_only_those<S: TestStore>(store: Arc<S>) {
+    let now = OffsetDateTime::now_utc();
+    for i in 0..3 {
+        let j = stored(store.as_ref(), "alice").await;
+        if i < 2 {
+            store
+                .claim(&j.id, 1, "w", LEASE, now)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    stored(store.as_ref(), "bob").await;
+    let one = Page {
+        offset: 0,
+        limit: 1,
+    };
+    let running = store
+        .list_in_status(Some("alice"), Some(JobStatus::Running), one)
+        .await
+        .unwrap();
+    assert_eq!((running.total, running.jobs.len()), (2, 1));
+    assert_eq!(running.jobs[0].status, JobStatus::Running);
+    let queued = store
+        .list_in_status(None, Some(JobStatus::Queued), Page::default())
+        .await
+        .unwrap();
+    assert_eq!(queued.total, 2, "alice's third job and bob's");
+    assert!(queued.jobs.iter().all(|j| j.status == JobStatus::Queued));
+    let all = store
+        .list_in_status(Some("alice"), None, Page::default())
+        .await;
+    assert_eq!(all.unwrap().total, 3);
+}
+
+pub async fn a_free_slot_claims_the_oldest_job_that_waited_long_enough_and_only_once<
+    S: TestStore,
+>(
+    store: Arc<S>,
+) {
+    let now = OffsetDateTime::now_utc();
+    let mut ids = Vec::new();
+    for age_secs in [30, 20, 10] {
+        let mut j = job("alice");
+        j.created_at = now - time::Duration::seconds(age_secs);
+        store.insert(&j).await.unwrap();
+        ids.push(j.id);
+    }
+    let fresh = stored(store.as_ref(), "alice").await;
+    // Oldest first, and only jobs older than the threshold.
+    let before = now - time::Duration::seconds(5);
+    let first = store
+        .claim_waiting("w1", LEASE, before, now)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&first.id, first.status), (&ids[0], JobStatus::Running));
+    assert_eq!(first.lease_owner.as_deref(), Some("w1"));
+    // Its message's owner comes later and finds it taken.
+    assert!(
+        store
+            .claim(&first.id, 1, "w2", LEASE, now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Eight claimers, two old jobs left: each is claimed exactly once, the fresh one not at all.
+    let claims = futures::future::join_all((0..8).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let worker = format!("c{i}");
+            store
+                .claim_waiting(&worker, LEASE, before, now)
+                .await
+                .unwrap()
+        })
+    }))
+    .await;
+    let mut won: Vec<_> = claims
+        .into_iter()
+        .filter_map(|c| c.unwrap())
+        .map(|j| j.id)
+        .collect();
+    won.sort();
+    let mut expected = vec![ids[1].clone(), ids[2].clone()];
+    expected.sort();
+    assert_eq!(won, expected);
+    assert_eq!(
+        status(store.as_ref(), &fresh.id).await,
+        (JobStatus::Queued, 1)
+    );
+}
+
+pub async fn restart_recovery_requeues_running_jobs_or_fails_them_after_the_last_attempt<
+    S: TestStore,
+>(
+    store: Arc<S>,
+) {
+    let now = OffsetDateTime::now_utc();
+    let (first, last, queued) = (
+        stored(store.as_ref(), "alice").await,
+        stored(store.as_ref(), "alice").await,
+        stored(store.as_ref(), "alice").await,
+    );
+    store
+        .claim(&first.id, 1, "w", LEASE, now)
+        .await
+        .unwrap()
+        .unwrap();
+    store.claim(&last.id, 1, "w", LEASE, now).await.unwrap();
+    let last_back = store.release(&last.id, 1, "w").await.unwrap().unwrap();
+    store
+        .claim(&last.id, last_back.attempt, "w", LEASE, now)
+        .await
+        .unwrap()
+        .unwrap();
+    // Leases still valid: the process that held them is gone all the same.
+    let events = crate::store::recover_running(store.as_ref(), 2, now)
+        .await
+        .unwrap();
+    let mut seen: Vec<_> = events.iter().map(|e| (e.job_id.clone(), e.to)).collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected = vec![
+        (first.id.clone(), JobStatus::Queued),
+        (last.id.clone(), JobStatus::Failed),
+    ];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(seen, expected);
+    assert_eq!(
+        status(store.as_ref(), &first.id).await,
+        (JobStatus::Queued, 2)
+    );
+    let failed = store.get(&last.id).await.unwrap().unwrap();
+    assert_eq!(
+        failed.failure,
+        Some(FailureReason::WorkerLost { attempts: 2 })
+    );
+    assert_eq!(
+        status(store.as_ref(), &queued.id).await,
+        (JobStatus::Queued, 1)
+    );
+}
