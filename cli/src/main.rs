@@ -78,6 +78,8 @@ enum SandboxAction {
 fn main() -> ExitCode {
     // A worker runs each job under its own executable as the job shim.
     jobq_worker::shim::run_if_requested();
+    // The observer counts the worker group's members in a child of its own executable.
+    jobq_common::kafka::group_members_if_requested();
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(run()),
         Err(e) => {

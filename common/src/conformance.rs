@@ -78,7 +78,8 @@ macro_rules! store_conformance {
 
 const LEASE: Duration = Duration::from_secs(30);
 
-fn job(owner: &str) -> Job {
+/// A queued job of `owner` with a credential in its URL, args that need quoting and a config.
+pub fn job(owner: &str) -> Job {
     Job::new(
         owner,
         JobSpec {

@@ -362,6 +362,37 @@ pub struct KafkaAdmin {
     brokers: String,
     admin: Arc<AdminClient<DefaultClientContext>>,
     metadata: Arc<BaseConsumer>,
+    /// Run `DescribeConsumerGroups` in a child process of this executable (see
+    /// [`KafkaAdmin::isolate_group_describe`]).
+    describe_exe: Option<std::path::PathBuf>,
+}
+
+/// The hidden first argument under which a jobq executable counts one group's members,
+/// prints the count and exits ([`group_members_if_requested`]).
+pub const GROUP_MEMBERS_ARG: &str = "__jobq-group-members";
+
+/// Called first thing in `main` of every executable that may be asked to count a group's
+/// members in a child process: `<exe> __jobq-group-members <brokers> <group>` prints the
+/// count on stdout and exits 0, or the reason on stderr and exits 1.
+pub fn group_members_if_requested() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some(GROUP_MEMBERS_ARG) || args.len() != 4 {
+        return;
+    }
+    let counted = base_config(&args[2])
+        .create::<BaseConsumer>()
+        .map_err(|e| e.to_string())
+        .and_then(|client| describe::member_count(client.client(), &args[3], ADMIN_TIMEOUT));
+    match counted {
+        Ok(n) => {
+            println!("{n}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1)
+        }
+    }
 }
 
 impl std::fmt::Debug for KafkaAdmin {
@@ -384,7 +415,21 @@ impl KafkaAdmin {
             brokers: brokers.to_string(),
             admin: Arc::new(admin),
             metadata: Arc::new(metadata),
+            describe_exe: None,
         })
+    }
+
+    /// Counts group members ([`KafkaAdmin::group_members`]) in a short-lived child process
+    /// of `exe`, which must call [`group_members_if_requested`] first thing in `main`.
+    /// librdkafka (up to 2.12 at least, issue confluentinc/librdkafka#4605, fix in pull
+    /// request #5397 not released) can abort the whole process with `rd_kafka_enq_once_del_
+    /// source_return: Assertion 'eonce->refcnt > 0' failed` when a coordinator-bound admin
+    /// request such as `DescribeConsumerGroups` fails to be sent while a broker connection
+    /// drops; the observer met it during Kafka and MongoDB restarts. In a child process the
+    /// abort costs one period's member count, not the observer.
+    pub fn isolate_group_describe(mut self, exe: std::path::PathBuf) -> Self {
+        self.describe_exe = Some(exe);
+        self
     }
 
     /// Creates the topic with `partitions` partitions if it does not exist; an existing
@@ -525,6 +570,9 @@ impl KafkaAdmin {
     /// protocols (`DescribeConsumerGroups`; the classic `DescribeGroups` sees no member of a
     /// KIP-848 group).
     pub async fn group_members(&self, group: &str) -> PortResult<u32> {
+        if let Some(exe) = &self.describe_exe {
+            return group_members_in_child(exe, &self.brokers, group).await;
+        }
         let client = self.metadata.clone();
         let group = group.to_string();
         blocking(move || {
@@ -552,6 +600,39 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         PortError::with_source(ErrorKind::Internal, "blocking kafka call panicked", e)
     })?
+}
+
+/// [`KafkaAdmin::group_members`] in a child process: its answer, or why there is none (a
+/// child killed by a signal is librdkafka's abort, reported as a temporary failure).
+async fn group_members_in_child(
+    exe: &std::path::Path,
+    brokers: &str,
+    group: &str,
+) -> PortResult<u32> {
+    let child = tokio::process::Command::new(exe)
+        .args([GROUP_MEMBERS_ARG, brokers, group])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let unavailable = |why: String| {
+        PortError::unavailable(format!("cannot describe consumer group {group}: {why}"))
+    };
+    let output = tokio::time::timeout(ADMIN_TIMEOUT + Duration::from_secs(5), child)
+        .await
+        .map_err(|_| unavailable("no answer in time".into()))?
+        .map_err(|e| unavailable(format!("cannot start {}: {e}", exe.display())))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().last().unwrap_or("").trim().to_string();
+        return Err(unavailable(match output.status.code() {
+            Some(_) => last,
+            None => format!("the describing process died ({}): {last}", output.status),
+        }));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| unavailable(format!("unreadable member count: {e}")))
 }
 
 /// `DescribeConsumerGroups` through librdkafka's C API, which rust-rdkafka 0.39 does not wrap.

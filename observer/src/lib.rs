@@ -111,7 +111,15 @@ pub fn partitions_needed(workers: u32, slots_per_worker: u32, partitions: u32) -
 /// Runs the observer against Kafka and MongoDB until `shutdown`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let producer = KafkaProducer::new(&settings.kafka.brokers).context("kafka")?;
-    let admin = KafkaAdmin::new(&settings.kafka.brokers)?;
+    let mut admin = KafkaAdmin::new(&settings.kafka.brokers)?;
+    // librdkafka can abort the process in DescribeConsumerGroups while a broker connection
+    // drops (confluentinc/librdkafka#4605): count the members in a child process.
+    match std::env::current_exe() {
+        Ok(exe) => admin = admin.isolate_group_describe(exe),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find this executable: the group's members are counted in-process")
+        }
+    }
     admin
         .ensure_topics(&settings.kafka)
         .await

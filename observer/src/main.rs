@@ -255,6 +255,8 @@ fn score(model: &Model, runs: &[String]) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The observer counts the worker group's members in a child of its own executable.
+    jobq_common::kafka::group_members_if_requested();
     let args = Args::parse();
     match args.command {
         Some(Command::Simulate {

@@ -358,6 +358,26 @@ async fn group_members_counts_the_members_of_either_protocol() {
                 "{protocol:?}: {n} members after 30 s"
             );
         }
+        // The observer counts them in a child process of its executable (librdkafka can
+        // abort in this call): the same answer, from the `jobq` binary.
+        let isolated = KafkaAdmin::new(&brokers)
+            .unwrap()
+            .isolate_group_describe(jobq_tests::stack::binary("jobq"));
+        assert_eq!(
+            members(&isolated, &group).await,
+            2,
+            "{protocol:?}, in a child"
+        );
+        assert_eq!(
+            members(&isolated, &unique_name("g")).await,
+            0,
+            "unknown group, in a child"
+        );
     }
+    // A child that cannot answer is a temporary failure, never a count.
+    let broken = KafkaAdmin::new(&brokers)
+        .unwrap()
+        .isolate_group_describe("/nonexistent/jobq".into());
+    assert!(broken.group_members("g").await.is_err());
     admin.delete_topics(&[&topic]).await.unwrap();
 }

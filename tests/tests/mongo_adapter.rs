@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use jobq_common::domain::{Job, JobSpec};
+use jobq_common::conformance::job;
 use jobq_common::mongo::MongoJobStore;
 use jobq_common::ports::{JobCatalog, JobLeases, JobRecovery};
 use jobq_tests::{infra_settings, unique_name};
@@ -21,18 +21,6 @@ async fn store() -> Option<MongoJobStore> {
         MongoJobStore::connect(&settings.mongo)
             .await
             .expect("connect to mongo"),
-    )
-}
-
-fn job(owner: &str) -> Job {
-    Job::new(
-        owner,
-        JobSpec {
-            url: "https://u:secret@example.com/r.git".into(),
-            args: "a 'b c'".into(),
-            config: "{}".into(),
-        },
-        OffsetDateTime::now_utc(),
     )
 }
 
