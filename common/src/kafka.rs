@@ -42,8 +42,8 @@ pub fn base_config(brokers: &str) -> ClientConfig {
     cfg
 }
 
-/// Producer with `enable.idempotence=true`, `acks=all` and a small linger: a send
-/// returns only after every in-sync replica has the message, without duplicates on retry.
+/// Producer with `enable.idempotence=true`, `acks=all` and no linger: a send returns only
+/// after every in-sync replica has the message, without duplicates on retry.
 #[derive(Clone)]
 pub struct KafkaProducer {
     producer: FutureProducer,
@@ -55,7 +55,10 @@ impl KafkaProducer {
         let producer: FutureProducer = base_config(brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            // Every send is awaited (a submission waits for two: dispatch, then the event),
+            // so a linger is latency paid on each; messages queued while a request is in
+            // flight are still batched (scripts/bench-pipeline, docs/performance.md).
+            .set("linger.ms", "0")
             .set("message.timeout.ms", "30000")
             .create()
             .map_err(|e| kafka_error("cannot create kafka producer", e))?;

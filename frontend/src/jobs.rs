@@ -64,7 +64,8 @@ pub async fn submit(
 ) -> Result<Job, ApiError> {
     let spec = request.into_spec(&state.limits, state.allow_local_repos)?;
     let job = Job::new(caller.username.clone(), spec, OffsetDateTime::now_utc());
-    let deadline = Instant::now() + Duration::from_millis(state.limits.store_retry_ms);
+    let at = Instant::now();
+    let deadline = at + Duration::from_millis(state.limits.store_retry_ms);
     retry_store(deadline, "insert", |tries| {
         let job = &job;
         async move {
@@ -78,6 +79,7 @@ pub async fn submit(
     })
     .await
     .or_api(STORE)?;
+    let at = submit_stage("insert", at);
     state.live.remember_owner(&job.id, &job.owner);
     let message = Dispatch {
         id: job.id.clone(),
@@ -98,10 +100,21 @@ pub async fn submit(
             "the queue is unavailable; the job was not accepted".into(),
         ));
     }
+    let at = submit_stage("dispatch", at);
     publish(state, lifecycle::submitted(&job, OffsetDateTime::now_utc())).await;
+    submit_stage("publish", at);
     metrics::counter!("jobq_jobs_submitted_total").increment(1);
     tracing::info!(job_id = %job.id, owner = %job.owner, url = %job.spec.redacted_url(), "job submitted");
     Ok(job)
+}
+
+/// Records one stage of a submission (`jobq_submit_stage_duration_seconds{stage}`: the
+/// store insert, the dispatch produce, the event publish) up to now, and returns now.
+fn submit_stage(stage: &'static str, since: Instant) -> Instant {
+    let now = Instant::now();
+    metrics::histogram!("jobq_submit_stage_duration_seconds", "stage" => stage)
+        .record((now - since).as_secs_f64());
+    now
 }
 
 /// The job with this id if the caller may see it; unknown, malformed and other users' ids

@@ -158,6 +158,7 @@ pub async fn run(
     stop: &CancellationToken,
     sandbox: &Sandbox,
 ) -> std::io::Result<RunEnd> {
+    let at = std::time::Instant::now();
     let job = sandbox.prepare(limits.name)?;
     let command: Vec<OsString> = ["npm", "run", "start", "--"]
         .iter()
@@ -165,6 +166,7 @@ pub async fn run(
         .chain(argv.iter().map(OsString::from))
         .collect();
     let mut child = spawn(dir, &command, sandbox, &job).await?;
+    let at = crate::runner::stage_done("spawn", at);
     let group = child.id().map(|id| Pid::from_raw(id as i32));
     let out = tokio::spawn(capture(
         child.stdout.take(),
@@ -211,6 +213,7 @@ pub async fn run(
             }
         }
     };
+    let at = crate::runner::stage_done("run", at);
     // Whatever the command left running goes too: its process group, and through the
     // sandbox's PID namespace (or the cgroup) everything else it started.
     signal_group(group, Signal::SIGKILL);
@@ -228,6 +231,7 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || drop(job)).await;
     let _ = out.await;
     let _ = err.await;
+    crate::runner::stage_done("reap", at);
     Ok(end)
 }
 

@@ -33,6 +33,19 @@ pub struct Ports {
 /// Least time between two uploads of a running job's logs.
 const LOG_UPLOAD_EVERY: Duration = Duration::from_secs(2);
 
+/// Records how long one stage of a job took, up to now, and returns now: the
+/// `jobq_worker_stage_duration_seconds{stage}` histogram, and a debug event on the
+/// `jobq_worker::stages` target (`RUST_LOG=info,jobq_worker::stages=debug`) that
+/// scripts/bench-pipeline reads for its per-stage breakdown of a job.
+pub(crate) fn stage_done(stage: &'static str, since: Instant) -> Instant {
+    let now = Instant::now();
+    let took = now.saturating_duration_since(since);
+    metrics::histogram!("jobq_worker_stage_duration_seconds", "stage" => stage)
+        .record(took.as_secs_f64());
+    tracing::debug!(target: "jobq_worker::stages", stage, us = took.as_micros() as u64, "stage done");
+    now
+}
+
 /// What storing a run's files came to.
 #[derive(Debug)]
 enum Finished {
@@ -184,7 +197,7 @@ impl JobRunner {
         };
         // The run itself is never dropped half-way: a stop reaches it through `stop`, and it
         // kills its process group before returning.
-        let result = self.execute(&job, &dir, &stop).await;
+        let result = self.execute(&job, &dir, &stop, started).await;
         watcher.abort();
         let stopped_by = *reason.lock().expect("reason lock");
         match stopped_by {
@@ -220,7 +233,9 @@ impl JobRunner {
                 }
             }
         }
+        let at = Instant::now();
         executor::remove_job_dir(&dir.root).await;
+        stage_done("cleanup", at);
         metrics::gauge!("jobq_worker_busy_slots").decrement(1.0);
         metrics::histogram!("jobq_worker_job_duration_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -232,12 +247,14 @@ impl JobRunner {
         job: &Job,
         dir: &JobDir,
         stop: &CancellationToken,
+        started: Instant,
     ) -> Result<RunEnd, FailureReason> {
         tokio::fs::create_dir_all(&dir.root)
             .await
             .map_err(|e| FailureReason::Internal {
                 detail: format!("cannot create the job folder: {e}"),
             })?;
+        let at = stage_done("setup", started);
         let timeout = Duration::from_secs(self.settings.job_timeout_secs);
         let abort = Arc::new(AtomicBool::new(false));
         let abort_on_stop = {
@@ -270,7 +287,9 @@ impl JobRunner {
                 detail: e.to_string(),
             });
         }
+        let at = stage_done("clone", at);
         let argv = executor::prepare(dir, &job.spec.config, &job.spec.args).await?;
+        stage_done("config", at);
         let name = format!("{}-{}-{}", self.worker_id, job.id, job.attempt);
         let limits = Limits {
             name: &name,
@@ -407,6 +426,7 @@ impl JobRunner {
         result: Result<RunEnd, FailureReason>,
         started: Instant,
     ) -> Finished {
+        let upload_started = Instant::now();
         let timeout = Duration::from_secs(self.settings.job_timeout_secs);
         let (exit_code, mut failure) = match result {
             Ok(end) => (
@@ -456,6 +476,7 @@ impl JobRunner {
                 }
             }
         }
+        stage_done("upload", upload_started);
         Finished::Stored(Outcome {
             status: if failure.is_some() {
                 JobStatus::Failed
@@ -471,12 +492,14 @@ impl JobRunner {
 
     async fn complete(&self, job: &Job, outcome: Outcome) {
         let now = OffsetDateTime::now_utc();
-        match self
+        let at = Instant::now();
+        let completed = self
             .ports
             .store
             .complete(&job.id, job.attempt, &self.worker_id, &outcome, now)
-            .await
-        {
+            .await;
+        let at = stage_done("transition", at);
+        match completed {
             Ok(Some(done)) => {
                 metrics::counter!("jobq_worker_jobs_ended_total", "status" => done.status.as_str())
                     .increment(1);
@@ -489,6 +512,7 @@ impl JobRunner {
                     now,
                 ))
                 .await;
+                stage_done("publish", at);
             }
             Ok(None) => tracing::info!("job ended but the lease was gone; the result is dropped"),
             Err(e) => {
