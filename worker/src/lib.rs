@@ -92,7 +92,7 @@ fn retryable(e: &anyhow::Error) -> bool {
 }
 
 /// Announces a job this worker claimed and runs it in a slot of its own.
-async fn start_claimed(
+fn start_claimed(
     runner: &Arc<JobRunner>,
     name: &str,
     job: Job,
@@ -101,18 +101,17 @@ async fn start_claimed(
     hand_back: &CancellationToken,
     running: &mut JoinSet<()>,
 ) {
-    runner
-        .publish(runner::event(
-            &job,
-            JobStatus::Queued,
-            JobStatus::Running,
-            name,
-            now,
-        ))
-        .await;
+    let event = runner::event(&job, JobStatus::Queued, JobStatus::Running, name, now);
     let (runner, hand_back) = (runner.clone(), hand_back.clone());
     running.spawn(async move {
-        runner.run_claimed(job, hand_back).await;
+        // The running event goes out beside the run, not before it: with the broker away
+        // (a store look can claim a job then) its delivery may take the producer's whole
+        // timeout, and the job's lease is renewed only once the job runs; waiting would let
+        // the lease expire and the job be lost, attempt after attempt. Polled first, the
+        // event is queued in the producer before the run's own events, so their order holds.
+        let announced = runner.publish(event);
+        let run = runner.clone().run_claimed(job, hand_back);
+        tokio::join!(announced, run);
         drop(permit);
     });
 }
@@ -195,7 +194,7 @@ async fn take<I: Intake>(
         Ok(Some(job)) => {
             intake.settle(&ticket);
             tracing::info!(worker = %name, job_id = %job.id, attempt = job.attempt, "job claimed");
-            start_claimed(runner, name, job, now, permit, hand_back, running).await;
+            start_claimed(runner, name, job, now, permit, hand_back, running);
         }
         // Cancelled, already taken, or a stale attempt: nothing to run.
         Ok(None) => intake.settle(&ticket),
@@ -233,7 +232,7 @@ async fn claim_waiting<I: Intake>(
         Ok(Some(job)) => {
             tracing::info!(worker = %name, job_id = %job.id, attempt = job.attempt, "waiting job claimed from the store");
             metrics::counter!("jobq_worker_waiting_claims_total").increment(1);
-            start_claimed(runner, name, job, now, permit, hand_back, running).await;
+            start_claimed(runner, name, job, now, permit, hand_back, running);
             true
         }
         Ok(None) => false,
