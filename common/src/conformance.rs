@@ -906,7 +906,7 @@ pub async fn cancelling_a_running_job_ends_its_attempt_as_cancelled<S: TestStore
         outcome: AttemptOutcome::Cancelled,
         reason: None,
     };
-    assert_eq!(c.attempts, [expected.clone()]);
+    assert_eq!(c.attempts, std::slice::from_ref(&expected));
     // The worker's late result is dropped and adds no second record.
     let hold = held(&running.id, 1, "w1");
     let late = store.complete(&hold, &finished(1), later).await;
