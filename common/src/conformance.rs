@@ -14,11 +14,12 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    FailureReason, Job, JobId, JobSpec, JobStatus, Outcome, from_unix_ms, unix_ms,
+    AttemptOutcome, AttemptRecord, FailureReason, Job, JobId, JobSpec, JobStatus, Outcome,
+    from_unix_ms, unix_ms,
 };
 use crate::error::ErrorKind;
 use crate::ports::{CancelResult, Page};
-use crate::store::{JobCatalog, JobLeases, JobLookup, JobRecords, JobRecovery};
+use crate::store::{Held, JobCatalog, JobLeases, JobLookup, JobRecords, JobRecovery};
 
 /// A store under test, discarded (its database dropped) when a test is done.
 #[async_trait]
@@ -58,7 +59,9 @@ macro_rules! store_conformance {
             listing_is_per_owner_newest_first_and_paged,
             listing_in_one_status_counts_and_pages_only_those,
             a_free_slot_claims_the_oldest_job_that_waited_long_enough_and_only_once,
-            restart_recovery_requeues_running_jobs_or_fails_them_after_the_last_attempt
+            restart_recovery_requeues_running_jobs_or_fails_them_after_the_last_attempt,
+            a_job_handed_back_then_lost_then_finished_lists_its_three_attempts_in_order,
+            cancelling_a_running_job_ends_its_attempt_as_cancelled
         );
     };
     (@each $fresh:path; $attrs:tt; $($name:ident),* $(,)?) => {
@@ -98,6 +101,16 @@ fn finished(elapsed_ms: u64) -> Outcome {
         elapsed_ms,
         output_files: vec!["a/b.txt".into(), "é.txt".into()],
         failure: None,
+    }
+}
+
+/// A worker's hold on an attempt, its start unknown.
+fn held<'a>(id: &'a JobId, attempt: u32, worker: &'a str) -> Held<'a> {
+    Held {
+        id,
+        attempt,
+        worker,
+        started_at: None,
     }
 }
 
@@ -142,6 +155,14 @@ pub async fn a_job_round_trips_with_every_field<S: TestStore>(store: Arc<S>) {
     full.elapsed_ms = Some(5000);
     full.output_files = vec!["a/b.txt".into(), "é ü.csv".into()];
     full.failure = Some(FailureReason::ExitCode { code: 3 });
+    full.attempts = vec![AttemptRecord {
+        attempt: 1,
+        worker: Some("w6".into()),
+        started_at: Some(now - Duration::from_secs(8)),
+        ended_at: now - Duration::from_secs(6),
+        outcome: AttemptOutcome::HandedBack,
+        reason: Some("shutting down".into()),
+    }];
     store.insert(&full).await.unwrap();
     assert_eq!(store.get(&full.id).await.unwrap(), Some(full));
 }
@@ -305,11 +326,12 @@ pub async fn a_stale_lease_owner_can_change_nothing<S: TestStore>(store: Arc<S>)
                 .unwrap()
         );
         let outcome = finished(10);
-        let done = store.complete(&j.id, attempt, worker, &outcome, later);
+        let hold = held(&j.id, attempt, worker);
+        let done = store.complete(&hold, &outcome, later);
         assert!(done.await.unwrap().is_none());
         assert!(
             store
-                .release(&j.id, attempt, worker)
+                .release(&held(&j.id, attempt, worker), "test")
                 .await
                 .unwrap()
                 .is_none()
@@ -317,7 +339,7 @@ pub async fn a_stale_lease_owner_can_change_nothing<S: TestStore>(store: Arc<S>)
     }
     assert!(store.renew(&j.id, 2, "w2", LEASE, later).await.unwrap());
     let done = store
-        .complete(&j.id, 2, "w2", &finished(1234), later)
+        .complete(&held(&j.id, 2, "w2"), &finished(1234), later)
         .await
         .unwrap()
         .expect("owner finishes");
@@ -332,7 +354,7 @@ pub async fn a_stale_lease_owner_can_change_nothing<S: TestStore>(store: Arc<S>)
     );
     assert!(
         store
-            .complete(&j.id, 2, "w2", &finished(1), later)
+            .complete(&held(&j.id, 2, "w2"), &finished(1), later)
             .await
             .unwrap()
             .is_none(),
@@ -371,6 +393,17 @@ pub async fn a_lost_job_is_requeued_up_to_the_maximum_then_failed<S: TestStore>(
                 Some(FailureReason::WorkerLost { attempts: 3 })
             );
             assert_eq!(done.job.elapsed_ms, Some(2000));
+            let lost: Vec<_> = done
+                .job
+                .attempts
+                .iter()
+                .map(|a| (a.attempt, a.outcome))
+                .collect();
+            assert_eq!(
+                lost,
+                [1, 2, 3].map(|a| (a, AttemptOutcome::Lost)),
+                "the give-up records the last attempt too"
+            );
             assert_eq!(done.job.lease_owner, None);
             assert_eq!(done.event.to, JobStatus::Failed);
             assert!(
@@ -430,9 +463,15 @@ pub async fn cancel_in_every_state<S: TestStore>(store: Arc<S>) {
         !store.renew(&running.id, 1, "w1", LEASE, now).await.unwrap(),
         "the worker learns at its next renew"
     );
-    assert!(store.release(&running.id, 1, "w1").await.unwrap().is_none());
+    assert!(
+        store
+            .release(&held(&running.id, 1, "w1"), "test")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let late = store
-        .complete(&running.id, 1, "w1", &finished(1), now)
+        .complete(&held(&running.id, 1, "w1"), &finished(1), now)
         .await
         .unwrap();
     assert!(late.is_none(), "a cancelled run's result is dropped");
@@ -448,7 +487,7 @@ pub async fn cancel_in_every_state<S: TestStore>(store: Arc<S>) {
         .unwrap()
         .unwrap();
     store
-        .complete(&done.id, 1, "w1", &finished(1), now)
+        .complete(&held(&done.id, 1, "w1"), &finished(1), now)
         .await
         .unwrap()
         .unwrap();
@@ -490,16 +529,26 @@ pub async fn a_handed_back_job_is_queued_for_the_next_attempt_by_its_holder_only
         .await
         .unwrap()
         .unwrap();
-    assert!(store.release(&j.id, 1, "w2").await.unwrap().is_none());
+    assert!(
+        store
+            .release(&held(&j.id, 1, "w2"), "test")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let back = store
-        .release(&j.id, 1, "w1")
+        .release(&held(&j.id, 1, "w1"), "test")
         .await
         .unwrap()
         .expect("handed back");
     assert_eq!((back.status, back.attempt), (JobStatus::Queued, 2));
     assert_eq!((back.lease_owner, back.started_at), (None, None));
     assert!(
-        store.release(&j.id, 1, "w1").await.unwrap().is_none(),
+        store
+            .release(&held(&j.id, 1, "w1"), "test")
+            .await
+            .unwrap()
+            .is_none(),
         "only once"
     );
     assert!(
@@ -532,7 +581,7 @@ pub async fn a_run_cannot_end_in_a_state_that_is_not_terminal<S: TestStore>(stor
             ..finished(1)
         };
         let err = store
-            .complete(&j.id, 1, "w1", &outcome, now)
+            .complete(&held(&j.id, 1, "w1"), &outcome, now)
             .await
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::Invalid, "{err}");
@@ -692,7 +741,11 @@ pub async fn restart_recovery_requeues_running_jobs_or_fails_them_after_the_last
         .unwrap()
         .unwrap();
     store.claim(&last.id, 1, "w", LEASE, now).await.unwrap();
-    let last_back = store.release(&last.id, 1, "w").await.unwrap().unwrap();
+    let last_back = store
+        .release(&held(&last.id, 1, "w"), "test")
+        .await
+        .unwrap()
+        .unwrap();
     store
         .claim(&last.id, last_back.attempt, "w", LEASE, now)
         .await
@@ -719,8 +772,146 @@ pub async fn restart_recovery_requeues_running_jobs_or_fails_them_after_the_last
         failed.failure,
         Some(FailureReason::WorkerLost { attempts: 2 })
     );
+    let outcomes: Vec<_> = failed.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [AttemptOutcome::HandedBack, AttemptOutcome::Lost]);
+    assert!(
+        failed.attempts[1]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("restarted"))
+    );
     assert_eq!(
         status(store.as_ref(), &queued.id).await,
         (JobStatus::Queued, 1)
     );
+}
+
+/// Hand back (attempt 1), lost lease (attempt 2), finished (attempt 3): the history has one
+/// record per attempt, oldest first, each with its worker, times, outcome and reason.
+pub async fn a_job_handed_back_then_lost_then_finished_lists_its_three_attempts_in_order<
+    S: TestStore,
+>(
+    store: Arc<S>,
+) {
+    let j = stored(store.as_ref(), "alice").await;
+    assert!(j.attempts.is_empty());
+    let ms = |t: OffsetDateTime| from_unix_ms(unix_ms(t));
+    let t0 = ms(OffsetDateTime::now_utc());
+    let first = store
+        .claim(&j.id, 1, "w1", LEASE, t0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.attempts.is_empty(),
+        "a running attempt is not in the history"
+    );
+    let held1 = Held {
+        started_at: first.started_at,
+        ..held(&j.id, 1, "w1")
+    };
+    let back = store
+        .release(&held1, "the artifact store stayed unavailable")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.attempts.len(), 1);
+    let t1 = t0 + Duration::from_secs(1);
+    let second = store
+        .claim(&j.id, 2, "w2", Duration::from_secs(1), t1)
+        .await
+        .unwrap()
+        .unwrap();
+    let t2 = t1 + Duration::from_secs(2);
+    let lost = store
+        .recover_expired(&second, 3, t2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lost.job.attempts.len(), 2);
+    let third = store
+        .claim(&j.id, 3, "w3", LEASE, t2)
+        .await
+        .unwrap()
+        .unwrap();
+    let t3 = t2 + Duration::from_secs(3);
+    let held3 = Held {
+        started_at: third.started_at,
+        ..held(&j.id, 3, "w3")
+    };
+    let done = store
+        .complete(&held3, &finished(3000), t3)
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = store.get(&j.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.attempts, done.attempts,
+        "the store returns what it keeps"
+    );
+    let summary: Vec<_> = stored
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.worker.as_deref(), a.outcome))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, Some("w1"), AttemptOutcome::HandedBack),
+            (2, Some("w2"), AttemptOutcome::Lost),
+            (3, Some("w3"), AttemptOutcome::Finished),
+        ]
+    );
+    let [handed, lost, finished] = &stored.attempts[..] else {
+        panic!("three attempts");
+    };
+    assert_eq!(
+        handed.reason.as_deref(),
+        Some("the artifact store stayed unavailable")
+    );
+    assert_eq!(handed.started_at, Some(t0));
+    assert_eq!((lost.started_at, lost.ended_at), (Some(t1), t2));
+    assert!(
+        lost.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("lease expired"))
+    );
+    assert_eq!((finished.started_at, finished.ended_at), (Some(t2), t3));
+    assert_eq!(finished.reason, None);
+}
+
+pub async fn cancelling_a_running_job_ends_its_attempt_as_cancelled<S: TestStore>(store: Arc<S>) {
+    let now = from_unix_ms(unix_ms(OffsetDateTime::now_utc()));
+    let queued = stored(store.as_ref(), "alice").await;
+    let Some(CancelResult::Cancelled(c)) = store.cancel(&queued.id, now).await.unwrap() else {
+        panic!("a queued job is cancelled");
+    };
+    assert!(c.attempts.is_empty(), "no attempt ran");
+    let running = stored(store.as_ref(), "alice").await;
+    store
+        .claim(&running.id, 1, "w1", LEASE, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let later = now + Duration::from_secs(4);
+    let Some(CancelResult::CancelledWhileRunning(c)) =
+        store.cancel(&running.id, later).await.unwrap()
+    else {
+        panic!("a running job is cancelled");
+    };
+    let expected = AttemptRecord {
+        attempt: 1,
+        worker: Some("w1".into()),
+        started_at: Some(now),
+        ended_at: later,
+        outcome: AttemptOutcome::Cancelled,
+        reason: None,
+    };
+    assert_eq!(c.attempts, std::slice::from_ref(&expected));
+    // The worker's late result is dropped and adds no second record.
+    let hold = held(&running.id, 1, "w1");
+    let late = store.complete(&hold, &finished(1), later).await;
+    assert!(late.unwrap().is_none());
+    let stored = store.get(&running.id).await.unwrap().unwrap();
+    assert_eq!(stored.attempts, [expected]);
 }

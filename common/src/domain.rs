@@ -259,6 +259,9 @@ pub struct Job {
     pub elapsed_ms: Option<u64>,
     pub output_files: Vec<String>,
     pub failure: Option<FailureReason>,
+    /// Every attempt that ended, oldest first: the current one is not in it while it runs.
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
 }
 
 impl Job {
@@ -279,7 +282,81 @@ impl Job {
             elapsed_ms: None,
             output_files: Vec::new(),
             failure: None,
+            attempts: Vec::new(),
         }
+    }
+}
+
+/// How one attempt of a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Finished,
+    Failed,
+    Cancelled,
+    /// Its worker gave the job back for another attempt (shutting down, or it could not
+    /// store the job's files).
+    HandedBack,
+    /// Its worker was lost: the lease expired, or the process that held it restarted.
+    Lost,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Finished => "finished",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::HandedBack => "handed_back",
+            AttemptOutcome::Lost => "lost",
+        }
+    }
+}
+
+/// One attempt of a job that ended, as its history keeps it. Serialised with times as
+/// milliseconds since the Unix epoch, the stores' form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    /// The worker that held the lease.
+    pub worker: Option<String>,
+    #[serde(with = "unix_ms_option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "unix_ms_serde")]
+    pub ended_at: OffsetDateTime,
+    pub outcome: AttemptOutcome,
+    /// Why it ended so, in words (a failure, why it was handed back or lost).
+    pub reason: Option<String>,
+}
+
+mod unix_ms_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(super::unix_ms(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        i64::deserialize(d).map(super::from_unix_ms)
+    }
+}
+
+mod unix_ms_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_some(&super::unix_ms(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<OffsetDateTime>, D::Error> {
+        Option::<i64>::deserialize(d).map(|ms| ms.map(super::from_unix_ms))
     }
 }
 

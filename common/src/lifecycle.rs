@@ -11,12 +11,18 @@
 //! (`running → queued`, attempt + 1, by the lease holder), re-queue after a lost lease
 //! (`running → queued`, attempt + 1) and give up after the last attempt (`running → failed`,
 //! worker lost).
+//!
+//! Every transition that ends an attempt (finish, cancel of a running job, hand back,
+//! re-queue, give up) appends its [`AttemptRecord`] to the job's history in the same
+//! conditional write ([`Effects::attempt_ended`]).
 
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::domain::{FailureReason, Job, JobEvent, JobId, JobStatus, Outcome};
+use crate::domain::{
+    AttemptOutcome, AttemptRecord, FailureReason, Job, JobEvent, JobId, JobStatus, Outcome,
+};
 
 /// Which transition a [`Change`] is; its name appears in store errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +157,8 @@ pub struct Effects {
     /// The current attempt is handed to the dispatch queue now (a store that is its own
     /// queue keeps no such record).
     pub dispatched_at: Option<OffsetDateTime>,
+    /// The attempt that this change ends, appended to the job's history.
+    pub attempt_ended: Option<AttemptRecord>,
 }
 
 impl Effects {
@@ -163,6 +171,7 @@ impl Effects {
             finished_at: None,
             outcome: None,
             dispatched_at: None,
+            attempt_ended: None,
         }
     }
 
@@ -199,6 +208,9 @@ impl Effects {
             job.elapsed_ms = Some(o.elapsed_ms);
             job.output_files = o.output_files.clone();
             job.failure = o.failure.clone();
+        }
+        if let Some(record) = &self.attempt_ended {
+            job.attempts.push(record.clone());
         }
     }
 }
@@ -307,75 +319,137 @@ pub fn renew(
 #[error("a worker cannot end a job as {0}")]
 pub struct NotTerminal(pub JobStatus);
 
-fn ended(outcome: &Outcome, now: OffsetDateTime) -> Effects {
+fn ended(outcome: &Outcome, attempt: AttemptRecord, now: OffsetDateTime) -> Effects {
     Effects {
         status: Some(outcome.status),
         lease: LeaseEffect::Drop,
         finished_at: Some(now),
         outcome: Some(outcome.clone()),
+        attempt_ended: Some(attempt),
         ..Effects::none()
     }
 }
 
-/// `running → finished | failed | cancelled` by the worker holding the lease at `attempt`.
+/// The attempt a worker holds, as its history will keep it when it ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held<'a> {
+    pub id: &'a JobId,
+    pub attempt: u32,
+    pub worker: &'a str,
+    /// When the attempt started (the claimed job's `started_at`).
+    pub started_at: Option<OffsetDateTime>,
+}
+
+impl Held<'_> {
+    fn record(
+        &self,
+        outcome: AttemptOutcome,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    ) -> AttemptRecord {
+        AttemptRecord {
+            attempt: self.attempt,
+            worker: Some(self.worker.to_string()),
+            started_at: self.started_at,
+            ended_at: now,
+            outcome,
+            reason,
+        }
+    }
+}
+
+/// The record of `job`'s current attempt, ended at `now`.
+fn current_attempt(
+    job: &Job,
+    outcome: AttemptOutcome,
+    reason: Option<String>,
+    now: OffsetDateTime,
+) -> AttemptRecord {
+    AttemptRecord {
+        attempt: job.attempt,
+        worker: job.lease_owner.clone(),
+        started_at: job.started_at,
+        ended_at: now,
+        outcome,
+        reason,
+    }
+}
+
+/// `running → finished | failed | cancelled` by the worker holding the lease at its attempt;
+/// the attempt ends with the run's status and failure.
 pub fn finish(
-    id: &JobId,
-    attempt: u32,
-    worker: &str,
+    held: &Held<'_>,
     outcome: &Outcome,
     now: OffsetDateTime,
 ) -> Result<Change, NotTerminal> {
-    if !outcome.status.is_terminal() {
-        return Err(NotTerminal(outcome.status));
-    }
+    let ends = match outcome.status {
+        JobStatus::Finished => AttemptOutcome::Finished,
+        JobStatus::Failed => AttemptOutcome::Failed,
+        JobStatus::Cancelled => AttemptOutcome::Cancelled,
+        other => return Err(NotTerminal(other)),
+    };
+    let record = held.record(ends, outcome.failure.as_ref().map(ToString::to_string), now);
     Ok(Change {
         transition: Transition::Finish,
-        guard: Guard::held(id, attempt, worker),
-        effects: ended(outcome, now),
-        actor: Some(worker.to_string()),
+        guard: Guard::held(held.id, held.attempt, held.worker),
+        effects: ended(outcome, record, now),
+        actor: Some(held.worker.to_string()),
     })
 }
 
-/// Back to the queue for attempt + 1, lease dropped; the caller dispatches it now.
-fn requeued(attempt: u32, now: OffsetDateTime) -> Effects {
+/// Back to the queue for attempt + 1, lease dropped, the ended attempt recorded; the caller
+/// dispatches it now.
+fn requeued(ended: AttemptRecord, now: OffsetDateTime) -> Effects {
     Effects {
         status: Some(JobStatus::Queued),
-        attempt: Some(attempt + 1),
+        attempt: Some(ended.attempt + 1),
         lease: LeaseEffect::Drop,
         started_at: Stamp::Clear,
         dispatched_at: Some(now),
+        attempt_ended: Some(ended),
         ..Effects::none()
     }
 }
 
 /// `running → queued` with attempt + 1: the worker holding the lease hands the job back
-/// (it is shutting down, or cannot store the job's files).
-pub fn hand_back(id: &JobId, attempt: u32, worker: &str, now: OffsetDateTime) -> Change {
+/// (it is shutting down, or cannot store the job's files); `reason` says which, in words.
+pub fn hand_back(held: &Held<'_>, reason: &str, now: OffsetDateTime) -> Change {
+    let record = held.record(AttemptOutcome::HandedBack, Some(reason.to_string()), now);
     Change {
         transition: Transition::HandBack,
-        guard: Guard::held(id, attempt, worker),
-        effects: requeued(attempt, now),
-        actor: Some(worker.to_string()),
+        guard: Guard::held(held.id, held.attempt, held.worker),
+        effects: requeued(record, now),
+        actor: Some(held.worker.to_string()),
     }
 }
 
-/// The states a job can be cancelled from, in the order a cancel tries them: a queued job
-/// never starts; a running one keeps its lease owner, whose next renewal fails, so its
-/// worker kills the run.
+/// The states a job can be cancelled from: a queued job never starts; a running one keeps
+/// its lease owner, whose next renewal fails, so its worker kills the run.
 pub const CANCELLABLE: [JobStatus; 2] = [JobStatus::Queued, JobStatus::Running];
 
-/// `from → cancelled` (`from` one of [`CANCELLABLE`]).
-pub fn cancel(id: &JobId, from: JobStatus, now: OffsetDateTime) -> Change {
-    Change {
+/// `queued | running → cancelled` for `job` as it was read, only while it is still in that
+/// state at that attempt; a running job's attempt ends `cancelled`. `None` for a job that
+/// cannot be cancelled (it ended).
+pub fn cancel(job: &Job, now: OffsetDateTime) -> Option<Change> {
+    if !CANCELLABLE.contains(&job.status) {
+        return None;
+    }
+    let ends = (job.status == JobStatus::Running)
+        .then(|| current_attempt(job, AttemptOutcome::Cancelled, None, now));
+    Some(Change {
         transition: Transition::Cancel,
-        guard: Guard::job(id, from),
+        guard: Guard {
+            attempt: Some(job.attempt),
+            ..Guard::job(&job.id, job.status)
+        },
         effects: Effects {
             status: Some(JobStatus::Cancelled),
             finished_at: Some(now),
+            attempt_ended: ends,
             ..Effects::none()
         },
         actor: None,
-    }
+    })
 }
 
 /// Running jobs whose lease ended before `now`: their worker was lost.
@@ -396,19 +470,31 @@ pub enum LeaseLost {
     Void,
 }
 
+impl LeaseLost {
+    /// Why the attempt was lost, in words, as its history keeps it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            LeaseLost::Expired => "lease expired: the worker stopped renewing it",
+            LeaseLost::Void => "the process that ran it restarted",
+        }
+    }
+}
+
 /// The max-attempts rule: a job whose worker was lost goes back to the queue for the next
-/// attempt while `attempt < max_attempts`, and fails (worker lost) after the last one.
+/// attempt while `attempt < max_attempts`, and fails (worker lost) after the last one. Either
+/// way the attempt ends `lost`.
 pub fn lease_lost(job: &Job, max_attempts: u32, how: LeaseLost, now: OffsetDateTime) -> Change {
     let guard = Guard {
         attempt: Some(job.attempt),
         lease_ended_before: (how == LeaseLost::Expired).then_some(now),
         ..Guard::job(&job.id, JobStatus::Running)
     };
+    let record = current_attempt(job, AttemptOutcome::Lost, Some(how.reason().into()), now);
     if job.attempt < max_attempts {
         return Change {
             transition: Transition::Requeue,
             guard,
-            effects: requeued(job.attempt, now),
+            effects: requeued(record, now),
             actor: None,
         };
     }
@@ -427,7 +513,7 @@ pub fn lease_lost(job: &Job, max_attempts: u32, how: LeaseLost, now: OffsetDateT
     Change {
         transition: Transition::GiveUp,
         guard,
-        effects: ended(&outcome, now),
+        effects: ended(&outcome, record, now),
         actor: None,
     }
 }
@@ -490,6 +576,107 @@ mod tests {
 
     const LEASE: Duration = Duration::from_secs(30);
 
+    fn held<'a>(id: &'a JobId, attempt: u32, worker: &'a str) -> Held<'a> {
+        Held {
+            id,
+            attempt,
+            worker,
+            started_at: None,
+        }
+    }
+
+    fn outcomes(job: &Job) -> Vec<(u32, AttemptOutcome, Option<&str>)> {
+        job.attempts
+            .iter()
+            .map(|a| (a.attempt, a.outcome, a.reason.as_deref()))
+            .collect()
+    }
+
+    #[test]
+    fn every_end_of_an_attempt_records_it_and_nothing_else_does() {
+        let now = OffsetDateTime::now_utc();
+        let j = job();
+        let start = now - Duration::from_secs(7);
+        let claim1 = claim(&j.id, 1, "w", LEASE, start);
+        let running = applied(&claim1, &j).unwrap();
+        assert!(running.attempts.is_empty(), "a claim ends no attempt");
+        let renewed = applied(&renew(&j.id, 1, "w", LEASE, now), &running).unwrap();
+        assert!(renewed.attempts.is_empty(), "nor does a renewal");
+        let w = Held {
+            started_at: running.started_at,
+            ..held(&j.id, 1, "w")
+        };
+        let back = applied(&hand_back(&w, "shutting down", now), &running).unwrap();
+        assert_eq!(
+            back.attempts,
+            [AttemptRecord {
+                attempt: 1,
+                worker: Some("w".into()),
+                started_at: Some(start),
+                ended_at: now,
+                outcome: AttemptOutcome::HandedBack,
+                reason: Some("shutting down".into()),
+            }]
+        );
+        let failed = Outcome {
+            status: JobStatus::Failed,
+            exit_code: Some(2),
+            elapsed_ms: 5,
+            output_files: vec![],
+            failure: Some(FailureReason::ExitCode { code: 2 }),
+        };
+        let running2 = applied(&claim(&j.id, 2, "v", LEASE, now), &back).unwrap();
+        let end = finish(&held(&j.id, 2, "v"), &failed, now).unwrap();
+        let done = applied(&end, &running2).unwrap();
+        assert_eq!(
+            outcomes(&done),
+            [
+                (1, AttemptOutcome::HandedBack, Some("shutting down")),
+                (2, AttemptOutcome::Failed, Some("exit code 2")),
+            ]
+        );
+        assert_eq!(done.attempts[1].worker.as_deref(), Some("v"));
+        let cancelled = applied(&cancel(&running, now).unwrap(), &running).unwrap();
+        assert_eq!(outcomes(&cancelled), [(1, AttemptOutcome::Cancelled, None)]);
+        assert_eq!(cancelled.attempts[0].started_at, Some(start));
+        assert!(
+            applied(&cancel(&j, now).unwrap(), &j)
+                .unwrap()
+                .attempts
+                .is_empty(),
+            "a queued job's cancel ends no attempt"
+        );
+    }
+
+    #[test]
+    fn a_lost_attempt_is_recorded_with_why_on_requeue_and_on_give_up() {
+        let now = OffsetDateTime::now_utc();
+        let mut j = job();
+        j.status = JobStatus::Running;
+        j.lease_owner = Some("w".into());
+        j.lease_expires_at = Some(now - Duration::from_secs(1));
+        j.started_at = Some(now - Duration::from_secs(10));
+        let requeued = applied(&lease_lost(&j, 2, LeaseLost::Expired, now), &j).unwrap();
+        assert_eq!(
+            requeued.attempts,
+            [AttemptRecord {
+                attempt: 1,
+                worker: Some("w".into()),
+                started_at: j.started_at,
+                ended_at: now,
+                outcome: AttemptOutcome::Lost,
+                reason: Some(LeaseLost::Expired.reason().into()),
+            }]
+        );
+        j.attempt = 2;
+        let gave_up = applied(&lease_lost(&j, 2, LeaseLost::Void, now), &j).unwrap();
+        assert_eq!(gave_up.status, JobStatus::Failed);
+        assert_eq!(
+            outcomes(&gave_up),
+            [(2, AttemptOutcome::Lost, Some(LeaseLost::Void.reason()))]
+        );
+    }
+
     #[test]
     fn every_transition_leaves_only_an_allowed_state() {
         let now = OffsetDateTime::now_utc();
@@ -505,10 +692,10 @@ mod tests {
         let changes = [
             (claim(&j.id, 1, "w", LEASE, now), &j),
             (claim_waiting("w", LEASE, None, now), &j),
-            (cancel(&j.id, JobStatus::Queued, now), &j),
-            (finish(&j.id, 1, "w", &done, now).unwrap(), &running),
-            (hand_back(&j.id, 1, "w", now), &running),
-            (cancel(&j.id, JobStatus::Running, now), &running),
+            (cancel(&j, now).unwrap(), &j),
+            (finish(&held(&j.id, 1, "w"), &done, now).unwrap(), &running),
+            (hand_back(&held(&j.id, 1, "w"), "test", now), &running),
+            (cancel(&running, now).unwrap(), &running),
         ];
         for (change, before) in changes {
             let after = applied(&change, before).expect("guard holds");
@@ -553,11 +740,12 @@ mod tests {
         };
         for (worker, attempt) in [("v", 1), ("w", 2)] {
             assert!(applied(&renew(&j.id, attempt, worker, LEASE, now), &running).is_none());
-            let end = finish(&j.id, attempt, worker, &failed, now).unwrap();
+            let end = finish(&held(&j.id, attempt, worker), &failed, now).unwrap();
             assert!(applied(&end, &running).is_none());
-            assert!(applied(&hand_back(&j.id, attempt, worker, now), &running).is_none());
+            let back = hand_back(&held(&j.id, attempt, worker), "test", now);
+            assert!(applied(&back, &running).is_none());
         }
-        let back = applied(&hand_back(&j.id, 1, "w", now), &running).unwrap();
+        let back = applied(&hand_back(&held(&j.id, 1, "w"), "test", now), &running).unwrap();
         assert_eq!((back.status, back.attempt), (JobStatus::Queued, 2));
         assert_eq!((back.lease_owner, back.started_at), (None, None));
         let queued_end = Outcome {
@@ -565,7 +753,7 @@ mod tests {
             ..failed
         };
         assert_eq!(
-            finish(&j.id, 1, "w", &queued_end, now),
+            finish(&held(&j.id, 1, "w"), &queued_end, now),
             Err(NotTerminal(JobStatus::Queued))
         );
     }
@@ -614,8 +802,11 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let j = job();
         assert_eq!(CANCELLABLE, [JobStatus::Queued, JobStatus::Running]);
-        assert!(applied(&cancel(&j.id, JobStatus::Running, now), &j).is_none());
-        let change = cancel(&j.id, JobStatus::Queued, now);
+        let mut moved_on = j.clone();
+        moved_on.status = JobStatus::Running;
+        let stale = cancel(&moved_on, now).unwrap();
+        assert!(applied(&stale, &j).is_none(), "the job as read, or nothing");
+        let change = cancel(&j, now).unwrap();
         let after = applied(&change, &j).unwrap();
         assert_eq!(
             (after.status, after.finished_at),
@@ -625,8 +816,11 @@ mod tests {
         for terminal in [JobStatus::Finished, JobStatus::Failed, JobStatus::Cancelled] {
             let mut ended = j.clone();
             ended.status = terminal;
+            assert_eq!(cancel(&ended, now), None);
             for from in CANCELLABLE {
-                assert!(applied(&cancel(&j.id, from, now), &ended).is_none());
+                let mut read = j.clone();
+                read.status = from;
+                assert!(applied(&cancel(&read, now).unwrap(), &ended).is_none());
             }
         }
     }

@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Observation;
-use crate::domain::{FailureReason, Job, JobId, JobSpec, JobStatus};
+use crate::domain::{AttemptRecord, FailureReason, Job, JobId, JobSpec, JobStatus};
 use crate::error::{ErrorKind, PortError, PortResult};
 use crate::lifecycle::{Change, Guard, LeaseEffect, Stamp};
 use crate::ports::{JobPage, JobRecords, ObservationStore, Page};
@@ -45,6 +45,9 @@ struct JobDoc {
     /// [`crate::store::JobRecovery::redispatch_stale`].
     #[serde(default)]
     dispatched_ms: Option<i64>,
+    /// The ended attempts, oldest first; missing in a job stored before they were kept.
+    #[serde(default)]
+    attempts: Vec<AttemptRecord>,
 }
 
 use crate::domain::{from_unix_ms as from_ms, unix_ms as to_ms};
@@ -69,6 +72,7 @@ impl From<&Job> for JobDoc {
             output_files: job.output_files.clone(),
             failure: job.failure.clone(),
             dispatched_ms: Some(to_ms(job.created_at)),
+            attempts: job.attempts.clone(),
         }
     }
 }
@@ -99,6 +103,7 @@ impl TryFrom<JobDoc> for Job {
             elapsed_ms: d.elapsed_ms.map(|v| v.max(0) as u64),
             output_files: d.output_files,
             failure: d.failure,
+            attempts: d.attempts,
         })
     }
 }
@@ -138,7 +143,8 @@ fn filter(guard: &Guard) -> Document {
     f
 }
 
-/// The effects as a `$set` update.
+/// The effects as a `$set` update, and a `$push` of the attempt that ended, in the same
+/// update.
 fn update(change: &Change) -> PortResult<Document> {
     let e = &change.effects;
     let mut set = Document::new();
@@ -191,7 +197,13 @@ fn update(change: &Change) -> PortResult<Document> {
     if let Some(t) = e.dispatched_at {
         set.insert("dispatched_ms", to_ms(t));
     }
-    Ok(doc! {"$set": set})
+    let mut update = doc! {"$set": set};
+    if let Some(record) = &e.attempt_ended {
+        let record = mongodb::bson::to_bson(record)
+            .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?;
+        update.insert("$push", doc! {"attempts": record});
+    }
+    Ok(update)
 }
 
 /// The job store ([`JobRecords`], so every role) on a MongoDB collection `jobs`.

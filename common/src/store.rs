@@ -20,11 +20,15 @@ use time::OffsetDateTime;
 
 use crate::domain::{Dispatch, Job, JobEvent, JobId, JobStatus, Outcome};
 use crate::error::{PortError, PortResult};
+pub use crate::lifecycle::Held;
 use crate::lifecycle::{self, Change, Guard, LeaseLost, Transitioned};
 use crate::ports::{CancelResult, JobPage, Page};
 
 /// How many jobs one recovery step reads at a time.
 const BATCH: u64 = 500;
+
+/// How often a cancel reads the job again after another transition got there first.
+const CANCEL_TRIES: usize = 8;
 
 /// What a store adapter implements: records and the atomic application of a change.
 #[async_trait]
@@ -118,20 +122,20 @@ pub trait JobLeases: JobLookup {
         now: OffsetDateTime,
     ) -> PortResult<bool>;
 
-    /// `running → finished | failed | cancelled`, only while `worker` holds the lease at
-    /// `attempt`; `Invalid` for an outcome that is not terminal.
+    /// `running → finished | failed | cancelled`, only while the worker holds the lease at
+    /// its attempt, which is appended to the job's history; `Invalid` for an outcome that is
+    /// not terminal.
     async fn complete(
         &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
+        held: &Held<'_>,
         outcome: &Outcome,
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>>;
 
     /// `running → queued` with `attempt + 1`: the worker holding the lease hands the job back
-    /// (it is shutting down). `None` if it no longer holds the lease.
-    async fn release(&self, id: &JobId, attempt: u32, worker: &str) -> PortResult<Option<Job>>;
+    /// (it is shutting down, or cannot store the job's files), `reason` in its history.
+    /// `None` if it no longer holds the lease.
+    async fn release(&self, held: &Held<'_>, reason: &str) -> PortResult<Option<Job>>;
 }
 
 /// What recovery (the lease reaper) needs.
@@ -192,15 +196,25 @@ impl<S: JobRecords + ?Sized> JobCatalog for S {
     }
 
     async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>> {
-        for from in lifecycle::CANCELLABLE {
-            if let Some(job) = apply(self, &lifecycle::cancel(id, from, now)).await? {
-                return Ok(Some(match from {
-                    JobStatus::Running => CancelResult::CancelledWhileRunning(job),
-                    _ => CancelResult::Cancelled(job),
+        // The job is read first: cancelling a running job ends its current attempt, which
+        // the change records; the guard holds it to that attempt.
+        for _ in 0..CANCEL_TRIES {
+            let Some(job) = self.find_job(id).await? else {
+                return Ok(None);
+            };
+            let Some(change) = lifecycle::cancel(&job, now) else {
+                return Ok(Some(CancelResult::AlreadyTerminal(job)));
+            };
+            if let Some(after) = apply(self, &change).await? {
+                return Ok(Some(match change.guard.state {
+                    JobStatus::Running => CancelResult::CancelledWhileRunning(after),
+                    _ => CancelResult::Cancelled(after),
                 }));
             }
         }
-        Ok(self.find_job(id).await?.map(CancelResult::AlreadyTerminal))
+        Err(PortError::unavailable(
+            "cancel: the job kept changing under it",
+        ))
     }
 }
 
@@ -242,19 +256,17 @@ impl<S: JobRecords + ?Sized> JobLeases for S {
 
     async fn complete(
         &self,
-        id: &JobId,
-        attempt: u32,
-        worker: &str,
+        held: &Held<'_>,
         outcome: &Outcome,
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>> {
-        let change = lifecycle::finish(id, attempt, worker, outcome, now)
-            .map_err(|e| PortError::invalid(e.to_string()))?;
+        let change =
+            lifecycle::finish(held, outcome, now).map_err(|e| PortError::invalid(e.to_string()))?;
         apply(self, &change).await
     }
 
-    async fn release(&self, id: &JobId, attempt: u32, worker: &str) -> PortResult<Option<Job>> {
-        let change = lifecycle::hand_back(id, attempt, worker, OffsetDateTime::now_utc());
+    async fn release(&self, held: &Held<'_>, reason: &str) -> PortResult<Option<Job>> {
+        let change = lifecycle::hand_back(held, reason, OffsetDateTime::now_utc());
         apply(self, &change).await
     }
 }

@@ -1,7 +1,7 @@
 //! Request and response bodies of the API, with their OpenAPI schemas. They are built
 //! from the domain types and never expose store documents or credentials.
 
-use jobq_common::domain::{Job, JobSpec, JobStatus, Observation};
+use jobq_common::domain::{AttemptOutcome, AttemptRecord, Job, JobSpec, JobStatus, Observation};
 use jobq_common::repo_url::RepoUrl;
 use jobq_common::settings::FrontendSettings;
 use serde::{Deserialize, Serialize};
@@ -179,6 +179,55 @@ pub struct JobView {
     /// The repository URL with any credentials removed.
     pub url: String,
     pub args: String,
+    /// Every attempt that ended, oldest first (the running one is not listed yet).
+    #[serde(default)]
+    pub attempts: Vec<AttemptView>,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AttemptOutcome)]
+#[allow(dead_code)] // only describes `jobq_common::domain::AttemptOutcome` in the OpenAPI document
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcomeDoc {
+    Finished,
+    Failed,
+    Cancelled,
+    /// Its worker gave the job back for another attempt (shutting down, or the artifact
+    /// store stayed unavailable).
+    HandedBack,
+    /// Its worker was lost (the lease expired, or the process restarted).
+    Lost,
+}
+
+/// One ended attempt of a job.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    pub attempt: u32,
+    /// The worker that ran it.
+    pub worker: Option<String>,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// RFC 3339.
+    pub ended_at: String,
+    #[schema(value_type = AttemptOutcomeDoc)]
+    pub outcome: AttemptOutcome,
+    /// Why it ended so, in words: the failure, or why it was handed back or lost.
+    pub reason: Option<String>,
+}
+
+impl From<&AttemptRecord> for AttemptView {
+    fn from(a: &AttemptRecord) -> Self {
+        AttemptView {
+            attempt: a.attempt,
+            worker: a.worker.clone(),
+            started_at: a.started_at.map(rfc3339),
+            ended_at: rfc3339(a.ended_at),
+            outcome: a.outcome,
+            reason: a.reason.clone(),
+        }
+    }
 }
 
 fn rfc3339(at: OffsetDateTime) -> String {
@@ -201,6 +250,7 @@ impl From<&Job> for JobView {
             failure: job.failure.as_ref().map(ToString::to_string),
             url: job.spec.redacted_url(),
             args: job.spec.args.clone(),
+            attempts: job.attempts.iter().map(AttemptView::from).collect(),
         }
     }
 }

@@ -23,6 +23,7 @@ use jobq_common::ports::{
     JobLookup, JobPage, ObservationStore, Page, PasswordLogin, Principal, TokenValidator,
 };
 use jobq_common::settings::FrontendSettings;
+use jobq_common::store::Held;
 use jobq_common::{PortError, PortResult};
 use jobq_frontend::openapi::ApiDoc;
 use jobq_frontend::{AppState, metrics_handle, router};
@@ -985,6 +986,120 @@ async fn v1_view_shows_every_field_with_the_url_redacted() {
 }
 
 #[tokio::test]
+async fn v1_view_lists_every_ended_attempt_with_its_outcome_and_reason() {
+    let h = harness();
+    let job = h.seed("alice", JobStatus::Running, &[]).await;
+    let fresh = h
+        .get(&format!("/api/v1/jobs/{}", job.id), Some(ALICE))
+        .await;
+    assert_eq!(fresh.json()["attempts"], json!([]));
+    let first = Held {
+        id: &job.id,
+        attempt: 1,
+        worker: "w",
+        started_at: job.started_at,
+    };
+    let reason = "the artifact store stayed unavailable for 60 s";
+    h.store
+        .inner
+        .release(&first, reason)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    let lease = Duration::from_secs(30);
+    let second = h
+        .store
+        .inner
+        .claim(&job.id, 2, "v", lease, now)
+        .await
+        .unwrap();
+    let second = second.expect("the next attempt is claimed");
+    let failed = Outcome {
+        status: JobStatus::Failed,
+        exit_code: Some(3),
+        elapsed_ms: 10,
+        output_files: vec![],
+        failure: Some(FailureReason::ExitCode { code: 3 }),
+    };
+    let held = Held {
+        id: &job.id,
+        attempt: 2,
+        worker: "v",
+        started_at: second.started_at,
+    };
+    h.store
+        .inner
+        .complete(&held, &failed, now)
+        .await
+        .unwrap()
+        .unwrap();
+    let view = h
+        .get(&format!("/api/v1/jobs/{}", job.id), Some(ALICE))
+        .await
+        .json();
+    let attempts = view["attempts"].as_array().expect("an array").clone();
+    assert_eq!(attempts.len(), 2, "{view}");
+    let keys = |a: &Value| {
+        a.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    };
+    let expected: BTreeSet<String> = [
+        "attempt",
+        "worker",
+        "startedAt",
+        "endedAt",
+        "outcome",
+        "reason",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(keys(&attempts[0]), expected);
+    assert_eq!(
+        (
+            &attempts[0]["attempt"],
+            &attempts[0]["worker"],
+            &attempts[0]["outcome"],
+            &attempts[0]["reason"]
+        ),
+        (
+            &json!(1),
+            &json!("w"),
+            &json!("handed_back"),
+            &json!(reason)
+        )
+    );
+    assert_eq!(
+        (
+            &attempts[1]["attempt"],
+            &attempts[1]["worker"],
+            &attempts[1]["outcome"],
+            &attempts[1]["reason"]
+        ),
+        (
+            &json!(2),
+            &json!("v"),
+            &json!("failed"),
+            &json!("exit code 3")
+        )
+    );
+    for a in &attempts {
+        for key in ["startedAt", "endedAt"] {
+            let text = a[key].as_str().unwrap();
+            assert!(
+                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok(),
+                "{key}: {text}"
+            );
+        }
+    }
+    let listed = h.get("/api/v1/jobs", Some(ALICE)).await.json();
+    assert_eq!(listed["jobs"][0]["attempts"], json!(attempts));
+}
+
+#[tokio::test]
 async fn v1_list_pages_newest_first() {
     let h = harness();
     let mut ids = Vec::new();
@@ -1462,7 +1577,13 @@ async fn a_followed_log_sends_stdout_and_stderr_then_ends_with_the_job() {
             failure: None,
         };
         let now = OffsetDateTime::now_utc();
-        let ended = store.inner.complete(&id, 1, "w", &done, now).await.unwrap();
+        let held = Held {
+            id: &id,
+            attempt: 1,
+            worker: "w",
+            started_at: None,
+        };
+        let ended = store.inner.complete(&held, &done, now).await.unwrap();
         assert!(ended.is_some(), "the seeded holder finishes the job");
     });
     let (status, events) = read_events(&h, &uri, ALICE, None, 10, Duration::from_secs(5)).await;
@@ -1741,4 +1862,11 @@ async fn openapi_document_is_served_to_callers_with_a_token() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["JobView"].is_object());
+    let attempts = &doc["components"]["schemas"]["JobView"]["properties"]["attempts"];
+    assert_eq!(attempts["type"], "array", "{attempts}");
+    let outcomes = &doc["components"]["schemas"]["AttemptOutcome"]["enum"];
+    assert_eq!(
+        outcomes,
+        &json!(["finished", "failed", "cancelled", "handed_back", "lost"])
+    );
 }

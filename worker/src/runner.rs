@@ -12,6 +12,7 @@ use jobq_common::domain::{
 use jobq_common::ports::{ArtifactStore, DispatchQueue, EventBus, JobLeases};
 use jobq_common::repo_url::RepoUrl;
 use jobq_common::settings::WorkerSettings;
+use jobq_common::store::Held;
 use jobq_common::{ErrorKind, PortResult};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -51,8 +52,8 @@ pub(crate) fn stage_done(stage: &'static str, since: Instant) -> Instant {
 enum Finished {
     /// Every file is stored (or was refused for good, which the outcome records as a failure).
     Stored(Outcome),
-    /// The artifact store did not answer for `upload_retry_secs`.
-    StoreUnavailable,
+    /// The artifact store did not answer for `upload_retry_secs`; why, in words.
+    StoreUnavailable(String),
 }
 
 /// A job's stdout and stderr files with their object keys.
@@ -220,7 +221,7 @@ impl JobRunner {
             Some(StopReason::HandBack) => {
                 renewer.abort();
                 self.upload_logs(&job, &dir).await;
-                self.hand_back(&job).await;
+                self.hand_back(&job, "the worker is shutting down").await;
             }
             None => {
                 // The lease is still renewed while the files are stored: uploads may wait
@@ -229,7 +230,7 @@ impl JobRunner {
                 renewer.abort();
                 match finished {
                     Finished::Stored(outcome) => self.complete(&job, outcome).await,
-                    Finished::StoreUnavailable => self.hand_back(&job).await,
+                    Finished::StoreUnavailable(why) => self.hand_back(&job, &why).await,
                 }
             }
         }
@@ -466,7 +467,10 @@ impl JobRunner {
                 Err(e) if e.kind == ErrorKind::Unavailable => {
                     tracing::warn!(error = %e, key, retry_secs = self.settings.upload_retry_secs,
                         "the artifact store stayed unavailable: handing the job back");
-                    return Finished::StoreUnavailable;
+                    return Finished::StoreUnavailable(format!(
+                        "the artifact store stayed unavailable for {} s: {e}",
+                        self.settings.upload_retry_secs
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, key, "upload refused");
@@ -496,7 +500,7 @@ impl JobRunner {
         let completed = self
             .ports
             .store
-            .complete(&job.id, job.attempt, &self.worker_id, &outcome, now)
+            .complete(&self.held(job), &outcome, now)
             .await;
         let at = stage_done("transition", at);
         match completed {
@@ -521,13 +525,19 @@ impl JobRunner {
         }
     }
 
-    async fn hand_back(&self, job: &Job) {
-        match self
-            .ports
-            .store
-            .release(&job.id, job.attempt, &self.worker_id)
-            .await
-        {
+    /// The attempt of `job` this worker holds.
+    fn held<'a>(&'a self, job: &'a Job) -> Held<'a> {
+        Held {
+            id: &job.id,
+            attempt: job.attempt,
+            worker: &self.worker_id,
+            started_at: job.started_at,
+        }
+    }
+
+    /// Hands `job` back for another attempt; `reason` goes into its attempt history.
+    async fn hand_back(&self, job: &Job, reason: &str) {
+        match self.ports.store.release(&self.held(job), reason).await {
             Ok(Some(released)) => {
                 let message = Dispatch {
                     id: released.id.clone(),

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jobq_common::domain::{Job, JobSpec, JobStatus, artifact_keys};
+use jobq_common::domain::{AttemptOutcome, Job, JobSpec, JobStatus, artifact_keys};
 use jobq_common::embedded::{InProcessBus, LocalArtifactStore, SqliteStore};
 use jobq_common::ports::{Artifact, ArtifactStore, JobCatalog, JobLeases, JobLookup};
 use jobq_common::settings::WorkerSettings;
@@ -200,6 +200,20 @@ async fn a_store_away_past_the_retry_time_hands_the_job_back_instead_of_ending_i
     assert!(job.lease_owner.is_none());
     assert!(job.output_files.is_empty());
     assert!(job.failure.is_none());
+    // The hand-back is in the job's attempt history, with why.
+    let [back] = &job.attempts[..] else {
+        panic!("one ended attempt: {:?}", job.attempts);
+    };
+    assert_eq!(
+        (back.attempt, back.outcome),
+        (1, AttemptOutcome::HandedBack)
+    );
+    assert_eq!(back.worker.as_deref(), Some("w1"));
+    let reason = back.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("artifact store stayed unavailable"),
+        "{reason}"
+    );
     // Then the store comes back and the next attempt finishes with its files.
     s.artifacts.refusals.store(0, Ordering::SeqCst);
     let now = OffsetDateTime::now_utc();
@@ -217,6 +231,18 @@ async fn a_store_away_past_the_retry_time_hands_the_job_back_instead_of_ending_i
     assert_eq!(done.status, JobStatus::Finished, "{:?}", done.failure);
     assert_eq!(done.attempt, 2);
     assert_eq!(done.output_files, ["result.txt"]);
+    let outcomes: Vec<_> = done
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (1, AttemptOutcome::HandedBack),
+            (2, AttemptOutcome::Finished)
+        ]
+    );
 }
 
 fn main() {

@@ -18,7 +18,7 @@ use crate::ports::{JobPage, JobRecords, ObservationStore, Page};
 use rusqlite::types::Value;
 
 const COLUMNS: &str = "id, owner, url, args, config, status, attempt, lease_owner, lease_expires_ms, \
-    created_ms, started_ms, finished_ms, exit_code, elapsed_ms, output_files, failure";
+    created_ms, started_ms, finished_ms, exit_code, elapsed_ms, output_files, failure, attempts";
 
 use crate::domain::{from_unix_ms as from_ms, unix_ms as to_ms};
 
@@ -39,6 +39,7 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<Job> {
     let status: JobStatus = text(5)?.parse().map_err(|e: String| bad(5, e))?;
     let files: String = text(14)?;
     let failure: Option<String> = row.get(15)?;
+    let attempts: Option<String> = row.get(16)?;
     Ok(Job {
         id: text(0)?
             .parse()
@@ -63,6 +64,11 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<Job> {
             .map(|f| serde_json::from_str::<FailureReason>(&f))
             .transpose()
             .map_err(|e| bad(15, e.to_string()))?,
+        attempts: attempts
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| bad(16, e.to_string()))?
+            .unwrap_or_default(),
     })
 }
 
@@ -114,7 +120,8 @@ impl SqliteStore {
                  exit_code INTEGER,
                  elapsed_ms INTEGER,
                  output_files TEXT NOT NULL,
-                 failure TEXT
+                 failure TEXT,
+                 attempts TEXT NOT NULL DEFAULT '[]'
              );
              CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_ms DESC);
              CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_ms);
@@ -122,6 +129,7 @@ impl SqliteStore {
              CREATE INDEX IF NOT EXISTS observations_time ON observations (timestamp DESC);",
         )
         .map_err(|e| db_error("create schema", e))?;
+        migrate(&conn).map_err(|e| db_error("migrate schema", e))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -154,6 +162,20 @@ impl SqliteStore {
             .await?
             .total)
     }
+}
+
+/// Brings a file made by an older version up to the current schema: the attempt history
+/// column (its jobs read as having none).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_attempts: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('jobs') WHERE name = 'attempts'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_attempts {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]'")?;
+    }
+    Ok(())
 }
 
 /// A guard as an SQL condition, its values appended to `args` (numbered from `?1` on).
@@ -234,7 +256,16 @@ fn assignments(change: &Change, args: &mut Vec<Value>) -> PortResult<String> {
         sets.push(("failure", failure.into()));
     }
     // `dispatched_at` has no column: the store is the queue, so no dispatch is recorded.
-    if sets.is_empty() {
+    let mut appends = Vec::new();
+    if let Some(record) = &e.attempt_ended {
+        // Appended to the JSON array in the same UPDATE as the transition.
+        args.push(encode(record)?.into());
+        appends.push(format!(
+            "attempts = json_insert(COALESCE(attempts, '[]'), '$[#]', json(?{}))",
+            args.len()
+        ));
+    }
+    if sets.is_empty() && appends.is_empty() {
         // A change that writes nothing still reports whether its guard held.
         return Ok("id = id".into());
     }
@@ -244,6 +275,7 @@ fn assignments(change: &Change, args: &mut Vec<Value>) -> PortResult<String> {
             args.push(value);
             format!("{column} = ?{}", args.len())
         })
+        .chain(appends)
         .collect::<Vec<_>>()
         .join(", "))
 }
@@ -254,10 +286,11 @@ impl JobRecords for SqliteStore {
         let j = job.clone();
         let files = encode(&j.output_files)?;
         let failure = j.failure.as_ref().map(encode).transpose()?;
+        let attempts = encode(&j.attempts)?;
         self.with(
             move |c| {
                 c.execute(
-                    &format!("INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+                    &format!("INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
                     params![
                         j.id.as_str(),
                         j.owner,
@@ -275,6 +308,7 @@ impl JobRecords for SqliteStore {
                         j.elapsed_ms.map(|v| v as i64),
                         files,
                         failure,
+                        attempts,
                     ],
                 )
                 .map(|_| ())
@@ -472,7 +506,7 @@ mod tests {
 
     use time::OffsetDateTime;
 
-    use crate::ports::{JobLeases, JobRecovery};
+    use crate::ports::{JobLeases, JobLookup, JobRecovery};
 
     /// A fresh store in a file of its own (WAL and all, as `jobq standalone` opens it).
     async fn fresh() -> Option<SqliteStore> {
@@ -509,6 +543,44 @@ mod tests {
             .await;
         assert_eq!(claimed.unwrap().map(|j| j.id), Some(old.id));
         assert_eq!(store.queued().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_file_from_before_the_attempt_history_gains_it_and_its_jobs_read_as_having_none() {
+        let dir = std::env::temp_dir().join(format!("jobq-sqlite-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db.sqlite3");
+        let id = JobId::new();
+        {
+            // The schema as it was before the `attempts` column, with one running job.
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE jobs (id TEXT PRIMARY KEY, owner TEXT NOT NULL, url TEXT NOT NULL,
+                 args TEXT NOT NULL, config TEXT NOT NULL, status TEXT NOT NULL,
+                 attempt INTEGER NOT NULL, lease_owner TEXT, lease_expires_ms INTEGER,
+                 created_ms INTEGER NOT NULL, started_ms INTEGER, finished_ms INTEGER,
+                 exit_code INTEGER, elapsed_ms INTEGER, output_files TEXT NOT NULL, failure TEXT);",
+            )
+            .unwrap();
+            old.execute(
+                "INSERT INTO jobs VALUES (?1, 'alice', 'https://example.com/r.git', '', '{}',
+                 'running', 1, 'w', 0, 1000, 1000, NULL, NULL, NULL, '[]', NULL)",
+                [id.as_str()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let job = store.get(&id).await.unwrap().expect("kept");
+        assert!(job.attempts.is_empty());
+        let now = OffsetDateTime::now_utc();
+        let lost = store.recover_expired(&job, 3, now).await.unwrap().unwrap();
+        assert_eq!(lost.job.attempts.len(), 1, "the history is appended to");
+        assert_eq!(lost.job.attempts[0].worker.as_deref(), Some("w"));
+        drop(store);
+        // Opening it again migrates nothing twice.
+        let again = SqliteStore::open(&path).unwrap();
+        assert_eq!(again.get(&id).await.unwrap().unwrap().attempts.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
