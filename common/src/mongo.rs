@@ -46,8 +46,32 @@ struct JobDoc {
     #[serde(default)]
     dispatched_ms: Option<i64>,
     /// The ended attempts, oldest first; missing in a job stored before they were kept.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "stored_attempts")]
     attempts: Vec<AttemptRecord>,
+}
+
+/// An attempt as stored: a subdocument, or that subdocument as JSON text — nx-27017, the
+/// MongoDB-wire server of the tests, stores a document appended with `$push` as its JSON
+/// (docs/infra.md); MongoDB keeps the subdocument.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredAttempt {
+    Document(AttemptRecord),
+    Json(String),
+}
+
+fn stored_attempts<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<AttemptRecord>, D::Error> {
+    Vec::<StoredAttempt>::deserialize(deserializer)?
+        .into_iter()
+        .map(|stored| match stored {
+            StoredAttempt::Document(record) => Ok(record),
+            StoredAttempt::Json(text) => {
+                serde_json::from_str(&text).map_err(serde::de::Error::custom)
+            }
+        })
+        .collect()
 }
 
 use crate::domain::{from_unix_ms as from_ms, unix_ms as to_ms};
