@@ -177,10 +177,11 @@ impl EventFeed for BusEvents {
 /// workers the scaler runs; decisions go to the scaler, after the jobs topic is grown when
 /// the fleet's slots would pass half its partitions (`observer.grow_partitions`).
 pub struct KafkaFleet<'a> {
-    pub kafka: &'a KafkaSettings,
-    pub admin: &'a KafkaAdmin,
-    pub scaler: &'a dyn Scaler,
-    pub grow_partitions: bool,
+    kafka: &'a KafkaSettings,
+    admin: &'a KafkaAdmin,
+    scaler: &'a dyn Scaler,
+    grow_partitions: bool,
+    /// The jobs topic's partitions as last read, for the growth check after the decision.
     partitions: u32,
 }
 

@@ -174,19 +174,24 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_requeued_job_whose_message_the_queue_refused_is_dispatched_at_the_next_sweep() {
-        let store = Arc::new(SqliteStore::in_memory().unwrap());
-        let queue = Arc::new(Queue::default());
-        let reaper = LeaseReaper {
+    fn reaper(
+        store: &Arc<SqliteStore>,
+        queue: &Arc<Queue>,
+        events: Arc<InProcessBus>,
+        max_attempts: u32,
+    ) -> LeaseReaper {
+        LeaseReaper {
             store: store.clone(),
             dispatch: queue.clone(),
-            events: Arc::new(InProcessBus::new()),
-            max_attempts: 3,
+            events,
+            max_attempts,
             redispatch_after: Duration::from_secs(600),
             undelivered: Default::default(),
-        };
-        let now = OffsetDateTime::now_utc();
+        }
+    }
+
+    /// A job of alice's, claimed by `worker` at `now` with a 1 s lease.
+    async fn claimed_job(store: &SqliteStore, worker: &str, now: OffsetDateTime) -> Job {
         let spec = JobSpec {
             url: "https://example.com/x.git".into(),
             args: String::new(),
@@ -195,10 +200,20 @@ mod tests {
         let job = Job::new("alice", spec, now);
         store.insert(&job).await.unwrap();
         store
-            .claim(&job.id, 1, "lost-worker", Duration::from_secs(1), now)
+            .claim(&job.id, 1, worker, Duration::from_secs(1), now)
             .await
             .unwrap()
             .unwrap();
+        job
+    }
+
+    #[tokio::test]
+    async fn a_requeued_job_whose_message_the_queue_refused_is_dispatched_at_the_next_sweep() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let queue = Arc::new(Queue::default());
+        let reaper = reaper(&store, &queue, Arc::new(InProcessBus::new()), 3);
+        let now = OffsetDateTime::now_utc();
+        let job = claimed_job(&store, "lost-worker", now).await;
         queue.refusals.store(1, Ordering::SeqCst);
         let later = now + Duration::from_secs(2);
         let first = reaper.sweep(later).await.unwrap();
@@ -219,28 +234,9 @@ mod tests {
         let queue = Arc::new(Queue::default());
         let bus = Arc::new(InProcessBus::new());
         let mut events = bus.subscribe();
-        let reaper = LeaseReaper {
-            store: store.clone(),
-            dispatch: queue.clone(),
-            events: bus.clone(),
-            max_attempts: 1,
-            redispatch_after: Duration::from_secs(600),
-            undelivered: Default::default(),
-        };
+        let reaper = reaper(&store, &queue, bus.clone(), 1);
         let now = OffsetDateTime::now_utc();
-        let spec = JobSpec {
-            url: "https://example.com/x.git".into(),
-            args: String::new(),
-            config: String::new(),
-        };
-        let job = Job::new("alice", spec, now);
-        store.insert(&job).await.unwrap();
-        let lease = Duration::from_secs(1);
-        store
-            .claim(&job.id, 1, "w", lease, now)
-            .await
-            .unwrap()
-            .unwrap();
+        let job = claimed_job(&store, "w", now).await;
         let swept = reaper.sweep(now + Duration::from_secs(2)).await.unwrap();
         assert_eq!((swept.requeued, swept.failed), (0, 1));
         assert!(queue.sent.lock().unwrap().is_empty(), "no attempt is left");
