@@ -147,6 +147,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         limits: settings.frontend.clone(),
         admin_role: settings.oidc.admin_role.as_str().into(),
         allow_local_repos: settings.worker.allow_local_repos,
+        scheduling: settings.scheduling.clone(),
         metrics: jobq_frontend::metrics_handle(),
         live: jobq_frontend::LiveEvents::new(),
         dashboard: jobq_frontend::Dashboard::form(&settings.observer),
@@ -171,7 +172,8 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
             work_root.clone(),
         )
         .await
-        .context("job sandbox")?,
+        .context("job sandbox")?
+        .with_scheduling(settings.scheduling.clone()),
     );
     let mut pool = WorkerPool {
         runner,
@@ -199,6 +201,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         max_attempts: settings.worker.max_attempts,
         redispatch_after: Duration::from_secs(settings.worker.redispatch_after_secs),
         undelivered: Default::default(),
+        counted_users: Default::default(),
     };
     let reaper_task = {
         let shutdown = shutdown.clone();

@@ -15,11 +15,11 @@ use time::OffsetDateTime;
 
 use crate::domain::{
     AttemptOutcome, AttemptRecord, FailureReason, Job, JobId, JobSpec, JobStatus, Outcome,
-    from_unix_ms, unix_ms,
+    Schedule, from_unix_ms, unix_ms,
 };
 use crate::error::ErrorKind;
 use crate::ports::{CancelResult, Page};
-use crate::store::{Held, JobCatalog, JobLeases, JobLookup, JobRecords, JobRecovery};
+use crate::store::{Held, JobCatalog, JobLeases, JobLookup, JobRecords, JobRecovery, Pick};
 
 /// A store under test, discarded (its database dropped) when a test is done.
 #[async_trait]
@@ -61,7 +61,14 @@ macro_rules! store_conformance {
             a_free_slot_claims_the_oldest_job_that_waited_long_enough_and_only_once,
             restart_recovery_requeues_running_jobs_or_fails_them_after_the_last_attempt,
             a_job_handed_back_then_lost_then_finished_lists_its_three_attempts_in_order,
-            cancelling_a_running_job_ends_its_attempt_as_cancelled
+            cancelling_a_running_job_ends_its_attempt_as_cancelled,
+            a_free_slot_takes_the_highest_priority_first_then_the_oldest,
+            a_late_user_is_served_beside_a_backlog_not_behind_it,
+            a_running_limit_holds_under_eight_concurrent_claimers,
+            a_held_back_job_is_claimed_only_once_its_time_has_come,
+            a_failed_run_with_retries_left_waits_then_runs_again_and_the_last_failure_ends_it,
+            an_expired_job_is_never_claimed_and_ends_cancelled_as_expired,
+            owners_are_counted_by_queued_and_running
         );
     };
     (@each $fresh:path; $attrs:tt; $($name:ident),* $(,)?) => {
@@ -111,6 +118,7 @@ fn held<'a>(id: &'a JobId, attempt: u32, worker: &'a str) -> Held<'a> {
         attempt,
         worker,
         started_at: None,
+        retry: None,
     }
 }
 
@@ -442,7 +450,15 @@ pub async fn cancel_in_every_state<S: TestStore>(store: Arc<S>) {
     );
     assert!(
         store
-            .claim_waiting("w1", LEASE, now + LEASE, now)
+            .claim_next(
+                "w1",
+                LEASE,
+                &Pick {
+                    created_before: Some(now + LEASE),
+                    quotas: false
+                },
+                now
+            )
             .await
             .unwrap()
             .is_none()
@@ -683,7 +699,15 @@ pub async fn a_free_slot_claims_the_oldest_job_that_waited_long_enough_and_only_
     // Oldest first, and only jobs older than the threshold.
     let before = now - time::Duration::seconds(5);
     let first = store
-        .claim_waiting("w1", LEASE, before, now)
+        .claim_next(
+            "w1",
+            LEASE,
+            &Pick {
+                created_before: Some(before),
+                quotas: false,
+            },
+            now,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -703,7 +727,15 @@ pub async fn a_free_slot_claims_the_oldest_job_that_waited_long_enough_and_only_
         tokio::spawn(async move {
             let worker = format!("c{i}");
             store
-                .claim_waiting(&worker, LEASE, before, now)
+                .claim_next(
+                    &worker,
+                    LEASE,
+                    &Pick {
+                        created_before: Some(before),
+                        quotas: false,
+                    },
+                    now,
+                )
                 .await
                 .unwrap()
         })
@@ -914,4 +946,360 @@ pub async fn cancelling_a_running_job_ends_its_attempt_as_cancelled<S: TestStore
     assert!(late.unwrap().is_none());
     let stored = store.get(&running.id).await.unwrap().unwrap();
     assert_eq!(stored.attempts, [expected]);
+}
+
+/// `owner`'s job with `schedule`, its fair-share tag taken as a submit takes it.
+async fn scheduled<S: TestStore>(store: &S, owner: &str, schedule: Schedule) -> Job {
+    let mut j = job(owner);
+    j.schedule = Schedule {
+        fair_tag: JobCatalog::fair_tag(store, owner, 1.0, OffsetDateTime::now_utc())
+            .await
+            .unwrap(),
+        ..schedule
+    };
+    JobCatalog::insert(store, &j).await.unwrap();
+    j
+}
+
+async fn next<S: TestStore>(store: &S, worker: &str, quotas: bool) -> Option<Job> {
+    let pick = Pick {
+        created_before: None,
+        quotas,
+    };
+    JobLeases::claim_next(store, worker, LEASE, &pick, OffsetDateTime::now_utc())
+        .await
+        .unwrap()
+}
+
+fn priority(priority: i32) -> Schedule {
+    Schedule {
+        priority,
+        ..Schedule::default()
+    }
+}
+
+pub async fn a_free_slot_takes_the_highest_priority_first_then_the_oldest<S: TestStore>(
+    store: Arc<S>,
+) {
+    let s = store.as_ref();
+    let low = scheduled(s, "alice", priority(-5)).await;
+    let old = scheduled(s, "alice", priority(0)).await;
+    let high = scheduled(s, "bob", priority(7)).await;
+    let young = scheduled(s, "alice", priority(0)).await;
+    let mut order = Vec::new();
+    while let Some(j) = next(s, "w", false).await {
+        order.push(j.id);
+    }
+    assert_eq!(order, vec![high.id, old.id, young.id, low.id]);
+    // The same order when the rules also read running limits.
+    let (a, b) = (
+        scheduled(s, "carol", priority(1)).await,
+        scheduled(s, "carol", priority(2)).await,
+    );
+    assert_eq!(next(s, "w", true).await.map(|j| j.id), Some(b.id));
+    assert_eq!(next(s, "w", true).await.map(|j| j.id), Some(a.id));
+}
+
+pub async fn a_late_user_is_served_beside_a_backlog_not_behind_it<S: TestStore>(store: Arc<S>) {
+    let s = store.as_ref();
+    for _ in 0..200 {
+        scheduled(s, "a", Schedule::default()).await;
+    }
+    // Four slots busy with a's first jobs; then b submits 10.
+    for _ in 0..4 {
+        assert_eq!(next(s, "w", false).await.unwrap().owner, "a");
+    }
+    for _ in 0..10 {
+        scheduled(s, "b", Schedule::default()).await;
+    }
+    let mut a_started = 0;
+    let mut b_started = 0;
+    while b_started < 10 {
+        let j = next(s, "w", false).await.expect("a job waits");
+        match j.owner.as_str() {
+            "b" => b_started += 1,
+            _ => a_started += 1,
+        }
+        assert!(a_started < 20, "a started {a_started} before b's 10th");
+    }
+    // Round robin: b's ten start within a's next ten or eleven (ties go to the older job).
+    assert!(a_started <= 11, "a started {a_started} while b's 10 did");
+}
+
+pub async fn a_running_limit_holds_under_eight_concurrent_claimers<S: TestStore>(store: Arc<S>) {
+    const LIMIT: u32 = 2;
+    let limited = Schedule {
+        max_running: Some(LIMIT),
+        ..Schedule::default()
+    };
+    for _ in 0..16 {
+        scheduled(store.as_ref(), "alice", limited.clone()).await;
+    }
+    for _ in 0..4 {
+        scheduled(store.as_ref(), "bob", Schedule::default()).await;
+    }
+    // Counted after each claim and before each end: never more than the real number running.
+    let running = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let claimers = (0..8).map(|i| {
+        let (store, running, most) = (store.clone(), running.clone(), most.clone());
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
+            let worker = format!("c{i}");
+            let mut ran = Vec::new();
+            let mut idle = 0;
+            while idle < 20 {
+                let Some(j) = next(store.as_ref(), &worker, true).await else {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                idle = 0;
+                if j.owner == "alice" {
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    most.fetch_max(now, SeqCst);
+                    let slots = store
+                        .select(&crate::scheduling::holding_slots(), 100)
+                        .await
+                        .unwrap();
+                    assert!(slots.len() as u32 <= LIMIT, "{} hold slots", slots.len());
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    running.fetch_sub(1, SeqCst);
+                }
+                let done = store
+                    .complete(
+                        &held(&j.id, j.attempt, &worker),
+                        &finished(1),
+                        OffsetDateTime::now_utc(),
+                    )
+                    .await
+                    .unwrap()
+                    .expect("its holder ends it");
+                assert_eq!(done.quota_slot, None);
+                ran.push(j.id);
+            }
+            ran
+        })
+    });
+    let mut ran: Vec<JobId> = Vec::new();
+    for c in futures::future::join_all(claimers).await {
+        ran.extend(c.unwrap());
+    }
+    let total = ran.len();
+    ran.sort();
+    ran.dedup();
+    assert_eq!((total, ran.len()), (20, 20), "every job once");
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=LIMIT).contains(&most), "{most} of alice's ran at once");
+}
+
+pub async fn a_held_back_job_is_claimed_only_once_its_time_has_come<S: TestStore>(store: Arc<S>) {
+    let now = OffsetDateTime::now_utc();
+    let later = now + Duration::from_secs(3600);
+    let j = scheduled(
+        store.as_ref(),
+        "alice",
+        Schedule {
+            not_before: Some(later),
+            priority: 50,
+            ..Schedule::default()
+        },
+    )
+    .await;
+    let other = scheduled(store.as_ref(), "alice", Schedule::default()).await;
+    let got = store.get(&j.id).await.unwrap().unwrap();
+    assert_eq!(got.schedule.not_before.map(unix_ms), Some(unix_ms(later)));
+    for quotas in [false, true] {
+        let pick = Pick {
+            created_before: None,
+            quotas,
+        };
+        assert!(
+            store
+                .claim(&j.id, 1, "w", LEASE, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let first = store.claim_next("w", LEASE, &pick, now).await.unwrap();
+        assert_eq!(
+            first.map(|f| f.id),
+            Some(other.id.clone()).filter(|_| !quotas)
+        );
+    }
+    let at = later + Duration::from_secs(1);
+    let pick = Pick::default();
+    let claimed = store.claim_next("w", LEASE, &pick, at).await.unwrap();
+    assert_eq!(claimed.map(|c| c.id), Some(j.id));
+}
+
+pub async fn a_failed_run_with_retries_left_waits_then_runs_again_and_the_last_failure_ends_it<
+    S: TestStore,
+>(
+    store: Arc<S>,
+) {
+    let j = scheduled(
+        store.as_ref(),
+        "alice",
+        Schedule {
+            retries: 1,
+            ..Schedule::default()
+        },
+    )
+    .await;
+    let failed = Outcome {
+        status: JobStatus::Failed,
+        exit_code: Some(3),
+        elapsed_ms: 5,
+        output_files: Vec::new(),
+        failure: Some(FailureReason::ExitCode { code: 3 }),
+    };
+    let t0 = OffsetDateTime::now_utc();
+    let first = store
+        .claim(&j.id, 1, "w", LEASE, t0)
+        .await
+        .unwrap()
+        .unwrap();
+    let retry = crate::lifecycle::Retry {
+        number: 1,
+        delay: Duration::from_secs(60),
+        not_before: None,
+    };
+    let h = Held {
+        started_at: first.started_at,
+        retry: Some(retry),
+        ..held(&j.id, 1, "w")
+    };
+    let back = store.complete(&h, &failed, t0).await.unwrap().unwrap();
+    assert_eq!((back.status, back.attempt), (JobStatus::Queued, 2));
+    assert_eq!(
+        back.retry_at.map(unix_ms),
+        Some(unix_ms(t0 + Duration::from_secs(60)))
+    );
+    assert_eq!(back.attempts.len(), 1);
+    assert_eq!(back.attempts[0].outcome, AttemptOutcome::Failed);
+    assert_eq!(back.attempts[0].reason.as_deref(), Some("exit code 3"));
+    assert_eq!(
+        back.exit_code, None,
+        "a job waiting for its retry has not ended"
+    );
+    // Not before its retry time, then at once.
+    let pick = Pick::default();
+    let early = t0 + Duration::from_secs(59);
+    assert!(
+        store
+            .claim_next("w", LEASE, &pick, early)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let t1 = t0 + Duration::from_secs(61);
+    let second = store
+        .claim_next("w2", LEASE, &pick, t1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.attempt, 2);
+    assert_eq!(second.retried(), 1);
+    // No retries left: the failure ends it.
+    let h2 = Held {
+        started_at: second.started_at,
+        ..held(&j.id, 2, "w2")
+    };
+    let end = store.complete(&h2, &failed, t1).await.unwrap().unwrap();
+    assert_eq!((end.status, end.exit_code), (JobStatus::Failed, Some(3)));
+    assert_eq!(end.attempts.len(), 2);
+    // A lost worker's rule does not count the retried failure.
+    let r = scheduled(
+        store.as_ref(),
+        "alice",
+        Schedule {
+            retries: 1,
+            ..Schedule::default()
+        },
+    )
+    .await;
+    let c = store
+        .claim(&r.id, 1, "w", LEASE, t0)
+        .await
+        .unwrap()
+        .unwrap();
+    let h = Held {
+        started_at: c.started_at,
+        retry: Some(crate::lifecycle::Retry {
+            number: 1,
+            delay: Duration::ZERO,
+            not_before: None,
+        }),
+        ..held(&r.id, 1, "w")
+    };
+    store.complete(&h, &failed, t0).await.unwrap().unwrap();
+    let again = store
+        .claim(&r.id, 2, "w", LEASE, t1)
+        .await
+        .unwrap()
+        .unwrap();
+    let lost = store
+        .recover_expired(&again, 2, t1 + LEASE + Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((lost.job.status, lost.job.attempt), (JobStatus::Queued, 3));
+}
+
+pub async fn an_expired_job_is_never_claimed_and_ends_cancelled_as_expired<S: TestStore>(
+    store: Arc<S>,
+) {
+    let now = OffsetDateTime::now_utc();
+    let j = scheduled(
+        store.as_ref(),
+        "alice",
+        Schedule {
+            expires_at: Some(now + Duration::from_secs(10)),
+            ..Schedule::default()
+        },
+    )
+    .await;
+    let keeps = scheduled(store.as_ref(), "alice", Schedule::default()).await;
+    let late = now + Duration::from_secs(11);
+    assert!(
+        store
+            .claim(&j.id, 1, "w", LEASE, late)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let pick = Pick::default();
+    let first = store.claim_next("w", LEASE, &pick, late).await.unwrap();
+    assert_eq!(first.map(|f| f.id), Some(keeps.id));
+    assert!(store.expire_waiting(now, 10).await.unwrap().is_empty());
+    let expired = store.expire_waiting(late, 10).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    let ended = &expired[0].job;
+    assert_eq!((&ended.id, ended.status), (&j.id, JobStatus::Cancelled));
+    assert_eq!(
+        ended.failure,
+        Some(FailureReason::Expired { after_secs: 10 })
+    );
+    assert_eq!(expired[0].event.to, JobStatus::Cancelled);
+    assert!(store.expire_waiting(late, 10).await.unwrap().is_empty());
+}
+
+pub async fn owners_are_counted_by_queued_and_running<S: TestStore>(store: Arc<S>) {
+    let s = store.as_ref();
+    for owner in ["bob", "alice", "alice", "alice"] {
+        scheduled(s, owner, Schedule::default()).await;
+    }
+    let done = scheduled(s, "carol", Schedule::default()).await;
+    JobCatalog::cancel(s, &done.id, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    next(s, "w", false).await.unwrap();
+    let counts = store.owner_counts().await.unwrap();
+    let as_tuples: Vec<_> = counts
+        .iter()
+        .map(|c| (c.owner.as_str(), c.queued, c.running))
+        .collect();
+    // Bob's job came first (fair share keeps arrival order between users here).
+    assert_eq!(as_tuples, vec![("alice", 3, 0), ("bob", 0, 1)]);
 }

@@ -203,6 +203,10 @@ pub enum FailureReason {
     WorkerLost {
         attempts: u32,
     },
+    /// It waited longer than its `expireAfterSecs` and never started (status `cancelled`).
+    Expired {
+        after_secs: u64,
+    },
     Internal {
         detail: String,
     },
@@ -230,6 +234,9 @@ impl fmt::Display for FailureReason {
             FailureReason::UploadFailed { detail } => write!(f, "upload failed: {detail}"),
             FailureReason::WorkerLost { attempts } => {
                 write!(f, "worker lost after the last attempt ({attempts})")
+            }
+            FailureReason::Expired { after_secs } => {
+                write!(f, "expired: still waiting after {after_secs} s")
             }
             FailureReason::Internal { detail } => write!(f, "internal error: {detail}"),
         }
@@ -262,6 +269,42 @@ pub struct Job {
     /// Every attempt that ended, oldest first: the current one is not in it while it runs.
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
+    /// How it competes for a slot, fixed at submit.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// After a failed run with retries left: the job waits until then for its next attempt.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub retry_at: Option<OffsetDateTime>,
+    /// While it runs under its owner's running limit: which of the owner's slots it holds
+    /// (the store keeps each slot unique, so the limit holds under concurrent claims).
+    #[serde(default)]
+    pub quota_slot: Option<u32>,
+}
+
+/// How a job competes for a slot (docs/scheduling.md): quotas first, then priority, then
+/// fair share between users, then age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Schedule {
+    /// Higher first; within [`Schedule::PRIORITIES`].
+    pub priority: i32,
+    /// The job waits until then.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub not_before: Option<OffsetDateTime>,
+    /// Extra attempts after a failed run.
+    pub retries: u32,
+    /// A job still waiting then ends `cancelled` (expired) and never starts.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// The owner's running limit when it was submitted (`None`: no limit).
+    pub max_running: Option<u32>,
+    /// Its place in its owner's share: waiting jobs of several users are taken in this
+    /// order (start-time fair queueing, [`crate::scheduling::fair_tag`]).
+    pub fair_tag: f64,
+}
+
+impl Schedule {
+    /// The range a priority must lie in.
+    pub const PRIORITIES: std::ops::RangeInclusive<i32> = -100..=100;
 }
 
 impl Job {
@@ -283,8 +326,45 @@ impl Job {
             output_files: Vec::new(),
             failure: None,
             attempts: Vec::new(),
+            schedule: Schedule::default(),
+            retry_at: None,
+            quota_slot: None,
         }
     }
+
+    /// From when the job may start: its creation, its `not_before`, its next retry,
+    /// whichever is latest.
+    pub fn ready_at(&self) -> OffsetDateTime {
+        ready_at(self.created_at, self.schedule.not_before, self.retry_at)
+    }
+
+    /// What holds the job back: the later of its `not_before` and its next retry (`None`: it
+    /// may start at once). Claims compare this, not the creation time, so a frontend's clock
+    /// ahead of a worker's never delays a job.
+    pub fn held_until(&self) -> Option<OffsetDateTime> {
+        self.schedule.not_before.max(self.retry_at)
+    }
+
+    /// How many of its runs failed and were retried.
+    pub fn retried(&self) -> u32 {
+        self.attempts
+            .iter()
+            .filter(|a| a.outcome == AttemptOutcome::Failed)
+            .count() as u32
+    }
+}
+
+/// The latest of a job's creation, its `not_before` and its next retry.
+pub fn ready_at(
+    created: OffsetDateTime,
+    not_before: Option<OffsetDateTime>,
+    retry_at: Option<OffsetDateTime>,
+) -> OffsetDateTime {
+    [Some(created), not_before, retry_at]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(created)
 }
 
 /// How one attempt of a job ended.
@@ -406,6 +486,8 @@ impl JobEvent {
         at: OffsetDateTime,
     ) -> Self {
         let since_created = (at - job.created_at).whole_milliseconds().max(0) as u64;
+        // A job waits from when it may start (its `not_before`, its next retry).
+        let since_ready = (at - job.ready_at()).whole_milliseconds().max(0) as u64;
         JobEvent {
             job_id: job.id.clone(),
             attempt: job.attempt,
@@ -414,7 +496,7 @@ impl JobEvent {
             at,
             worker,
             elapsed_ms: job.status.is_terminal().then_some(since_created),
-            waited_ms: (job.status == JobStatus::Running).then_some(since_created),
+            waited_ms: (job.status == JobStatus::Running).then_some(since_ready),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod oidc;
 pub mod ports;
 pub mod repo_url;
 pub mod s3;
+pub mod scheduling;
 pub mod settings;
 pub mod shutdown;
 pub mod store;

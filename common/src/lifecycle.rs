@@ -28,10 +28,14 @@ use crate::domain::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     Claim,
-    ClaimWaiting,
+    ClaimNext,
     Renew,
     Finish,
+    /// `running → queued` after a failed run with retries left.
+    Retry,
     HandBack,
+    /// `queued → cancelled`: waited past its expiry.
+    Expire,
     Cancel,
     Requeue,
     GiveUp,
@@ -43,9 +47,11 @@ impl Transition {
     pub fn as_str(self) -> &'static str {
         match self {
             Transition::Claim => "claim",
-            Transition::ClaimWaiting => "claim a waiting job",
+            Transition::ClaimNext => "claim the next waiting job",
             Transition::Renew => "renew lease",
             Transition::Finish => "finish",
+            Transition::Retry => "queue a failed run's retry",
+            Transition::Expire => "expire a waiting job",
             Transition::HandBack => "hand back",
             Transition::Cancel => "cancel",
             Transition::Requeue => "re-queue after a lost lease",
@@ -70,6 +76,16 @@ pub struct Guard {
     /// The current attempt was last handed to the dispatch queue before this time. A store
     /// that is its own dispatch queue (no message can be lost) matches no job.
     pub dispatched_before: Option<OffsetDateTime>,
+    /// The job may start by this time: past its `not_before` and its next retry.
+    pub ready_by: Option<OffsetDateTime>,
+    /// The job has not expired at this time (no expiry, or a later one).
+    pub live_at: Option<OffsetDateTime>,
+    /// The job expired at or before this time.
+    pub expired_by: Option<OffsetDateTime>,
+    /// The job's owner is none of these.
+    pub owners_except: Vec<String>,
+    /// The job holds one of its owner's running slots.
+    pub holds_slot: bool,
 }
 
 impl Guard {
@@ -83,6 +99,11 @@ impl Guard {
             lease_ended_before: None,
             created_before: None,
             dispatched_before: None,
+            ready_by: None,
+            live_at: None,
+            expired_by: None,
+            owners_except: Vec::new(),
+            holds_slot: false,
         }
     }
 
@@ -115,6 +136,17 @@ impl Guard {
                 .lease_ended_before
                 .is_none_or(|t| job.lease_expires_at.is_some_and(|e| e < t))
             && self.created_before.is_none_or(|t| job.created_at <= t)
+            && self
+                .ready_by
+                .is_none_or(|t| job.held_until().is_none_or(|h| h <= t))
+            && self
+                .live_at
+                .is_none_or(|t| job.schedule.expires_at.is_none_or(|e| e > t))
+            && self
+                .expired_by
+                .is_none_or(|t| job.schedule.expires_at.is_some_and(|e| e <= t))
+            && !self.owners_except.contains(&job.owner)
+            && (!self.holds_slot || job.quota_slot.is_some())
     }
 }
 
@@ -133,6 +165,20 @@ pub enum LeaseEffect {
     },
     /// No one holds it.
     Drop,
+}
+
+/// What happens to the owner's running slot a job holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlotEffect {
+    Keep,
+    /// The job takes slot `slot` of `owner`'s: the store refuses it (`AlreadyExists`) while
+    /// another job holds that slot.
+    Take {
+        owner: String,
+        slot: u32,
+    },
+    /// The job leaves running: the slot is free again.
+    Free,
 }
 
 /// What happens to a timestamp.
@@ -159,6 +205,10 @@ pub struct Effects {
     pub dispatched_at: Option<OffsetDateTime>,
     /// The attempt that this change ends, appended to the job's history.
     pub attempt_ended: Option<AttemptRecord>,
+    pub slot: SlotEffect,
+    pub retry_at: Stamp,
+    /// Until when the job is held back ([`Job::held_until`]), written with `retry_at`.
+    pub held_until: Option<OffsetDateTime>,
 }
 
 impl Effects {
@@ -172,6 +222,9 @@ impl Effects {
             outcome: None,
             dispatched_at: None,
             attempt_ended: None,
+            slot: SlotEffect::Keep,
+            retry_at: Stamp::Keep,
+            held_until: None,
         }
     }
 
@@ -211,6 +264,16 @@ impl Effects {
         }
         if let Some(record) = &self.attempt_ended {
             job.attempts.push(record.clone());
+        }
+        match &self.slot {
+            SlotEffect::Keep => {}
+            SlotEffect::Take { slot, .. } => job.quota_slot = Some(*slot),
+            SlotEffect::Free => job.quota_slot = None,
+        }
+        match self.retry_at {
+            Stamp::Keep => {}
+            Stamp::Set(t) => job.retry_at = Some(t),
+            Stamp::Clear => job.retry_at = None,
         }
     }
 }
@@ -256,40 +319,45 @@ fn take_lease(worker: &str, lease: Duration, now: OffsetDateTime) -> Effects {
     }
 }
 
-/// `queued → running` at `attempt`, with a lease for `worker` until `now + lease`. A
-/// message for an older attempt (stale) or a job already taken or cancelled does not match.
+/// `queued → running` at `attempt`, with a lease for `worker` until `now + lease`, taking
+/// `slot` (owner, slot number) of its owner's running limit when it has one. Only a job that
+/// may start now (ready, not expired) matches; a message for an older attempt (stale) or a
+/// job already taken or cancelled does not.
 pub fn claim(
     id: &JobId,
     attempt: u32,
+    slot: Option<(&str, u32)>,
     worker: &str,
     lease: Duration,
     now: OffsetDateTime,
 ) -> Change {
+    let mut effects = take_lease(worker, lease, now);
+    if let Some((owner, slot)) = slot {
+        effects.slot = SlotEffect::Take {
+            owner: owner.to_string(),
+            slot,
+        };
+    }
     Change {
         transition: Transition::Claim,
         guard: Guard {
             attempt: Some(attempt),
+            ready_by: Some(now),
+            live_at: Some(now),
             ..Guard::job(id, JobStatus::Queued)
         },
-        effects: take_lease(worker, lease, now),
+        effects,
         actor: Some(worker.to_string()),
     }
 }
 
-/// `queued → running` for the oldest queued job created at or before `created_before` (any job
-/// when `None`), whatever its attempt.
-pub fn claim_waiting(
-    worker: &str,
-    lease: Duration,
-    created_before: Option<OffsetDateTime>,
-    now: OffsetDateTime,
-) -> Change {
+/// `queued → running` for the first job in scheduling order that meets `waiting` (a guard
+/// from [`crate::scheduling::waiting`]), whatever its attempt; for jobs without a running
+/// limit (a limited job is claimed by id, with its slot).
+pub fn claim_next(worker: &str, lease: Duration, waiting: Guard, now: OffsetDateTime) -> Change {
     Change {
-        transition: Transition::ClaimWaiting,
-        guard: Guard {
-            created_before,
-            ..Guard::in_state(JobStatus::Queued)
-        },
+        transition: Transition::ClaimNext,
+        guard: waiting,
         effects: take_lease(worker, lease, now),
         actor: Some(worker.to_string()),
     }
@@ -326,8 +394,19 @@ fn ended(outcome: &Outcome, attempt: AttemptRecord, now: OffsetDateTime) -> Effe
         finished_at: Some(now),
         outcome: Some(outcome.clone()),
         attempt_ended: Some(attempt),
+        slot: SlotEffect::Free,
         ..Effects::none()
     }
+}
+
+/// What a failed run of a held attempt may do: come back after `delay` for retry `number`
+/// (from 1). Present only while the job has retries left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    pub number: u32,
+    pub delay: Duration,
+    /// The job's `not_before`, which a retry never precedes.
+    pub not_before: Option<OffsetDateTime>,
 }
 
 /// The attempt a worker holds, as its history will keep it when it ends.
@@ -338,6 +417,8 @@ pub struct Held<'a> {
     pub worker: &'a str,
     /// When the attempt started (the claimed job's `started_at`).
     pub started_at: Option<OffsetDateTime>,
+    /// Whether a failed run is retried, and when.
+    pub retry: Option<Retry>,
 }
 
 impl Held<'_> {
@@ -376,7 +457,10 @@ fn current_attempt(
 }
 
 /// `running → finished | failed | cancelled` by the worker holding the lease at its attempt;
-/// the attempt ends with the run's status and failure.
+/// the attempt ends with the run's status and failure. A failed run with retries left
+/// ([`Held::retry`]) that [`crate::scheduling::retryable`] admits goes back to the queue
+/// instead (`running → queued`, attempt + 1) with its `retry_at`; a cancel or time limit
+/// never does.
 pub fn finish(
     held: &Held<'_>,
     outcome: &Outcome,
@@ -389,6 +473,21 @@ pub fn finish(
         other => return Err(NotTerminal(other)),
     };
     let record = held.record(ends, outcome.failure.as_ref().map(ToString::to_string), now);
+    if let Some(retry) = &held.retry
+        && ends == AttemptOutcome::Failed
+        && crate::scheduling::retryable(outcome.failure.as_ref())
+    {
+        let at = now + retry.delay;
+        let mut effects = requeued(record, now);
+        effects.retry_at = Stamp::Set(at);
+        effects.held_until = retry.not_before.max(Some(at));
+        return Ok(Change {
+            transition: Transition::Retry,
+            guard: Guard::held(held.id, held.attempt, held.worker),
+            effects,
+            actor: Some(held.worker.to_string()),
+        });
+    }
     Ok(Change {
         transition: Transition::Finish,
         guard: Guard::held(held.id, held.attempt, held.worker),
@@ -407,6 +506,7 @@ fn requeued(ended: AttemptRecord, now: OffsetDateTime) -> Effects {
         started_at: Stamp::Clear,
         dispatched_at: Some(now),
         attempt_ended: Some(ended),
+        slot: SlotEffect::Free,
         ..Effects::none()
     }
 }
@@ -446,10 +546,50 @@ pub fn cancel(job: &Job, now: OffsetDateTime) -> Option<Change> {
             status: Some(JobStatus::Cancelled),
             finished_at: Some(now),
             attempt_ended: ends,
+            slot: SlotEffect::Free,
             ..Effects::none()
         },
         actor: None,
     })
+}
+
+/// Queued jobs whose expiry is at or before `now`.
+pub fn expiring(now: OffsetDateTime) -> Guard {
+    Guard {
+        expired_by: Some(now),
+        ..Guard::in_state(JobStatus::Queued)
+    }
+}
+
+/// `queued → cancelled` (expired) for `job`, still queued at its attempt and past its expiry
+/// at `now`: it never starts.
+pub fn expire(job: &Job, now: OffsetDateTime) -> Change {
+    let after_secs = job
+        .schedule
+        .expires_at
+        .map(|e| (e - job.created_at).whole_seconds().max(0) as u64)
+        .unwrap_or(0);
+    Change {
+        transition: Transition::Expire,
+        guard: Guard {
+            attempt: Some(job.attempt),
+            expired_by: Some(now),
+            ..Guard::job(&job.id, JobStatus::Queued)
+        },
+        effects: Effects {
+            status: Some(JobStatus::Cancelled),
+            finished_at: Some(now),
+            outcome: Some(Outcome {
+                status: JobStatus::Cancelled,
+                exit_code: None,
+                elapsed_ms: 0,
+                output_files: Vec::new(),
+                failure: Some(FailureReason::Expired { after_secs }),
+            }),
+            ..Effects::none()
+        },
+        actor: None,
+    }
 }
 
 /// Running jobs whose lease ended before `now`: their worker was lost.
@@ -482,7 +622,8 @@ impl LeaseLost {
 
 /// The max-attempts rule: a job whose worker was lost goes back to the queue for the next
 /// attempt while `attempt < max_attempts`, and fails (worker lost) after the last one. Either
-/// way the attempt ends `lost`.
+/// way the attempt ends `lost`. Attempts that failed and were retried (the job's `retries`)
+/// do not count here: each rule keeps its own budget.
 pub fn lease_lost(job: &Job, max_attempts: u32, how: LeaseLost, now: OffsetDateTime) -> Change {
     let guard = Guard {
         attempt: Some(job.attempt),
@@ -490,7 +631,7 @@ pub fn lease_lost(job: &Job, max_attempts: u32, how: LeaseLost, now: OffsetDateT
         ..Guard::job(&job.id, JobStatus::Running)
     };
     let record = current_attempt(job, AttemptOutcome::Lost, Some(how.reason().into()), now);
-    if job.attempt < max_attempts {
+    if job.attempt.saturating_sub(job.retried()) < max_attempts {
         return Change {
             transition: Transition::Requeue,
             guard,
@@ -582,6 +723,7 @@ mod tests {
             attempt,
             worker,
             started_at: None,
+            retry: None,
         }
     }
 
@@ -597,7 +739,7 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         let j = job();
         let start = now - Duration::from_secs(7);
-        let claim1 = claim(&j.id, 1, "w", LEASE, start);
+        let claim1 = claim(&j.id, 1, None, "w", LEASE, start);
         let running = applied(&claim1, &j).unwrap();
         assert!(running.attempts.is_empty(), "a claim ends no attempt");
         let renewed = applied(&renew(&j.id, 1, "w", LEASE, now), &running).unwrap();
@@ -625,7 +767,7 @@ mod tests {
             output_files: vec![],
             failure: Some(FailureReason::ExitCode { code: 2 }),
         };
-        let running2 = applied(&claim(&j.id, 2, "v", LEASE, now), &back).unwrap();
+        let running2 = applied(&claim(&j.id, 2, None, "v", LEASE, now), &back).unwrap();
         let end = finish(&held(&j.id, 2, "v"), &failed, now).unwrap();
         let done = applied(&end, &running2).unwrap();
         assert_eq!(
@@ -681,7 +823,7 @@ mod tests {
     fn every_transition_leaves_only_an_allowed_state() {
         let now = OffsetDateTime::now_utc();
         let j = job();
-        let running = applied(&claim(&j.id, 1, "w", LEASE, now), &j).unwrap();
+        let running = applied(&claim(&j.id, 1, None, "w", LEASE, now), &j).unwrap();
         let done = Outcome {
             status: JobStatus::Finished,
             exit_code: Some(0),
@@ -690,8 +832,11 @@ mod tests {
             failure: None,
         };
         let changes = [
-            (claim(&j.id, 1, "w", LEASE, now), &j),
-            (claim_waiting("w", LEASE, None, now), &j),
+            (claim(&j.id, 1, None, "w", LEASE, now), &j),
+            (
+                claim_next("w", LEASE, Guard::in_state(JobStatus::Queued), now),
+                &j,
+            ),
             (cancel(&j, now).unwrap(), &j),
             (finish(&held(&j.id, 1, "w"), &done, now).unwrap(), &running),
             (hand_back(&held(&j.id, 1, "w"), "test", now), &running),
@@ -714,14 +859,14 @@ mod tests {
     fn a_claim_takes_the_lease_and_only_at_its_attempt() {
         let now = OffsetDateTime::now_utc();
         let j = job();
-        assert!(applied(&claim(&j.id, 2, "w", LEASE, now), &j).is_none());
-        let after = applied(&claim(&j.id, 1, "w", LEASE, now), &j).unwrap();
+        assert!(applied(&claim(&j.id, 2, None, "w", LEASE, now), &j).is_none());
+        let after = applied(&claim(&j.id, 1, None, "w", LEASE, now), &j).unwrap();
         assert_eq!(after.status, JobStatus::Running);
         assert_eq!(after.lease_owner.as_deref(), Some("w"));
         assert_eq!(after.lease_expires_at, Some(now + LEASE));
         assert_eq!(after.started_at, Some(now));
-        assert!(applied(&claim(&j.id, 1, "v", LEASE, now), &after).is_none());
-        let event = claim(&j.id, 1, "w", LEASE, now).event(&after, now);
+        assert!(applied(&claim(&j.id, 1, None, "v", LEASE, now), &after).is_none());
+        let event = claim(&j.id, 1, None, "w", LEASE, now).event(&after, now);
         assert_eq!(event.waited_ms, Some(0));
         assert_eq!(event.worker.as_deref(), Some("w"));
     }
@@ -730,7 +875,7 @@ mod tests {
     fn only_the_lease_holder_at_its_attempt_renews_finishes_or_hands_back() {
         let now = OffsetDateTime::now_utc();
         let j = job();
-        let running = applied(&claim(&j.id, 1, "w", LEASE, now), &j).unwrap();
+        let running = applied(&claim(&j.id, 1, None, "w", LEASE, now), &j).unwrap();
         let failed = Outcome {
             status: JobStatus::Failed,
             exit_code: Some(1),
@@ -826,13 +971,67 @@ mod tests {
     }
 
     #[test]
-    fn claim_waiting_takes_only_jobs_created_at_or_before_the_threshold() {
+    fn claim_next_takes_only_jobs_created_at_or_before_the_threshold() {
         let now = OffsetDateTime::now_utc();
         let j = job();
         let earlier = j.created_at - Duration::from_millis(1);
-        assert!(applied(&claim_waiting("w", LEASE, Some(earlier), now), &j).is_none());
-        assert!(applied(&claim_waiting("w", LEASE, Some(j.created_at), now), &j).is_some());
+        assert!(
+            applied(
+                &claim_next(
+                    "w",
+                    LEASE,
+                    crate::scheduling::waiting(
+                        &crate::scheduling::Pick {
+                            created_before: Some(earlier),
+                            quotas: false
+                        },
+                        &[],
+                        now
+                    ),
+                    now
+                ),
+                &j
+            )
+            .is_none()
+        );
+        assert!(
+            applied(
+                &claim_next(
+                    "w",
+                    LEASE,
+                    crate::scheduling::waiting(
+                        &crate::scheduling::Pick {
+                            created_before: Some(j.created_at),
+                            quotas: false
+                        },
+                        &[],
+                        now
+                    ),
+                    now
+                ),
+                &j
+            )
+            .is_some()
+        );
         let later = j.created_at + Duration::from_millis(1);
-        assert!(applied(&claim_waiting("w", LEASE, Some(later), now), &j).is_some());
+        assert!(
+            applied(
+                &claim_next(
+                    "w",
+                    LEASE,
+                    crate::scheduling::waiting(
+                        &crate::scheduling::Pick {
+                            created_before: Some(later),
+                            quotas: false
+                        },
+                        &[],
+                        now
+                    ),
+                    now
+                ),
+                &j
+            )
+            .is_some()
+        );
     }
 }

@@ -61,6 +61,8 @@ struct Claims {
     realm_access: Option<RealmAccess>,
     #[serde(default)]
     roles: Option<Vec<String>>,
+    #[serde(flatten)]
+    others: HashMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,6 +256,7 @@ impl TokenValidator for OidcClient {
             username,
             subject,
             roles,
+            numeric_claims: Principal::numeric(&claims.others),
         })
     }
 }

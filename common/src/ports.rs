@@ -121,11 +121,31 @@ pub struct Principal {
     pub username: String,
     pub subject: String,
     pub roles: Vec<String>,
+    /// The token's other claims that hold a whole number (or its digits as text), by name:
+    /// where a user's own limits come from (`scheduling.quota_claim`).
+    pub numeric_claims: std::collections::BTreeMap<String, u64>,
 }
 
 impl Principal {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
+    }
+
+    /// The whole-number claims among a token's `others`.
+    pub fn numeric(
+        others: &std::collections::HashMap<String, serde_json::Value>,
+    ) -> std::collections::BTreeMap<String, u64> {
+        others
+            .iter()
+            .filter_map(|(name, value)| {
+                let n = match value {
+                    serde_json::Value::Number(n) => n.as_u64(),
+                    serde_json::Value::String(s) => s.trim().parse().ok(),
+                    _ => None,
+                }?;
+                Some((name.clone(), n))
+            })
+            .collect()
     }
 }
 

@@ -23,6 +23,56 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub observer: ObserverSettings,
     pub standalone: StandaloneSettings,
+    pub scheduling: SchedulingSettings,
+}
+
+/// The scheduling rules' limits (docs/scheduling.md); every service reads the same ones.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SchedulingSettings {
+    /// Most jobs of one user running at once; none: no limit. A token's `quota_claim`
+    /// overrides it for its user.
+    pub max_running_per_user: Option<u32>,
+    /// Most jobs of one user waiting; none: no limit. A submit over it answers 429.
+    pub max_queued_per_user: Option<u64>,
+    /// A numeric claim of the access token holding its user's own running limit.
+    pub quota_claim: Option<String>,
+    /// Share slots between users (start-time fair queueing); off: oldest first.
+    pub fair_share: bool,
+    /// The first retry's back-off, seconds; it doubles for each further one.
+    pub retry_backoff_secs: f64,
+    /// The longest back-off between two retries, seconds.
+    pub retry_backoff_max_secs: f64,
+    /// The most `retries` a submit may ask for.
+    pub max_retries: u32,
+}
+
+impl Default for SchedulingSettings {
+    fn default() -> Self {
+        Self {
+            max_running_per_user: None,
+            max_queued_per_user: None,
+            quota_claim: None,
+            fair_share: true,
+            retry_backoff_secs: 5.0,
+            retry_backoff_max_secs: 300.0,
+            max_retries: 10,
+        }
+    }
+}
+
+impl SchedulingSettings {
+    /// Whether running limits can apply: a claim must then read which slots are held.
+    pub fn quotas(&self) -> bool {
+        self.max_running_per_user.is_some() || self.quota_claim.is_some()
+    }
+
+    pub fn backoff(&self) -> crate::scheduling::Backoff {
+        crate::scheduling::Backoff {
+            base: std::time::Duration::from_secs_f64(self.retry_backoff_secs),
+            max: std::time::Duration::from_secs_f64(self.retry_backoff_max_secs),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, Default, PartialEq, Eq)]
@@ -683,6 +733,28 @@ impl Settings {
         }
         if self.worker.max_attempts == 0 {
             return bad("worker.max_attempts", "must be at least 1");
+        }
+        let (base, max) = (
+            self.scheduling.retry_backoff_secs,
+            self.scheduling.retry_backoff_max_secs,
+        );
+        if !(0.0..=86_400.0).contains(&base) {
+            return bad(
+                "scheduling.retry_backoff_secs",
+                "must be between 0 and 86400",
+            );
+        }
+        if !(base..=86_400.0).contains(&max) {
+            return bad(
+                "scheduling.retry_backoff_max_secs",
+                "must be between retry_backoff_secs and 86400",
+            );
+        }
+        if self.scheduling.max_running_per_user == Some(0) {
+            return bad("scheduling.max_running_per_user", "must be at least 1");
+        }
+        if self.scheduling.quota_claim.as_deref() == Some("") {
+            return bad("scheduling.quota_claim", "must name a claim");
         }
         for (key, value) in [
             ("worker.memory_limit_mb", self.worker.memory_limit_mb),

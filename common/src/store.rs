@@ -6,7 +6,8 @@
 //! once, here, for any `JobRecords`, from the transitions written in [`crate::lifecycle`]:
 //!
 //! - [`JobCatalog`] — what the frontend needs: insert, get, list, cancel;
-//! - [`JobLeases`] — what a worker needs: claim (by message or the oldest waiting job),
+//! - [`JobLeases`] — what a worker needs: claim (by id, or the next waiting job by the
+//!   scheduling rules),
 //!   renew, finish, hand back, and get;
 //! - [`JobRecovery`] — what recovery needs: expired leases, re-queue or give up, stale
 //!   queued jobs whose message may have been lost.
@@ -19,10 +20,12 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{Dispatch, Job, JobEvent, JobId, JobStatus, Outcome};
-use crate::error::{PortError, PortResult};
+use crate::error::{ErrorKind, PortError, PortResult};
 pub use crate::lifecycle::Held;
 use crate::lifecycle::{self, Change, Guard, LeaseLost, Transitioned};
 use crate::ports::{CancelResult, JobPage, Page};
+pub use crate::scheduling::Pick;
+use crate::scheduling::{Slots, holding_slots, waiting};
 
 /// How many jobs one recovery step reads at a time.
 const BATCH: u64 = 500;
@@ -54,6 +57,33 @@ pub trait JobRecords: Send + Sync {
 
     /// Up to `limit` jobs that meet `guard`, in no particular order.
     async fn select(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>>;
+
+    /// The first job that meets `guard` in scheduling order: highest priority, then lowest
+    /// fair-share tag, then oldest (creation time, then id). The order [`apply`] uses for
+    /// a guard without an id.
+    ///
+    /// [`apply`]: JobRecords::apply
+    async fn first(&self, guard: &Guard) -> PortResult<Option<Job>>;
+
+    /// The fair-share bounds for a new job of `owner` ([`crate::scheduling::fair_tag`]): the
+    /// lowest tag among queued jobs that may start at `now`, and the highest among `owner`'s
+    /// queued or running jobs.
+    async fn fair_bounds(
+        &self,
+        owner: &str,
+        now: OffsetDateTime,
+    ) -> PortResult<(Option<f64>, Option<f64>)>;
+
+    /// How many jobs each owner has queued and running (owners with neither are left out).
+    async fn count_by_owner(&self) -> PortResult<Vec<OwnerCount>>;
+}
+
+/// One owner's queued and running jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerCount {
+    pub owner: String,
+    pub queued: u64,
+    pub running: u64,
 }
 
 /// Reads one job: every role needs it.
@@ -83,14 +113,23 @@ pub trait JobCatalog: JobLookup {
 
     /// `queued | running → cancelled`; `None` for an unknown job.
     async fn cancel(&self, id: &JobId, now: OffsetDateTime) -> PortResult<Option<CancelResult>>;
+
+    /// The fair-share tag of a job `owner` submits now, with `weight`
+    /// ([`crate::scheduling::fair_tag`]).
+    async fn fair_tag(&self, owner: &str, weight: f64, now: OffsetDateTime) -> PortResult<f64>;
+
+    /// How many of `owner`'s jobs are queued.
+    async fn queued_of(&self, owner: &str) -> PortResult<u64>;
 }
 
 /// What a worker needs. Every call names the attempt and lease it holds, so a worker that
 /// lost its lease (expired, re-queued, cancelled) can change nothing.
 #[async_trait]
 pub trait JobLeases: JobLookup {
-    /// `queued → running` for `attempt`, taking a lease for `worker` until `now + lease`.
-    /// `None` if the job is not queued at that attempt (taken, cancelled, stale message).
+    /// `queued → running` for `attempt`, taking a lease for `worker` until `now + lease`, and a
+    /// slot of its owner's running limit when it has one. `None` if the job is not queued at
+    /// that attempt (taken, cancelled, stale message), may not start yet (`notBefore`, a
+    /// retry's wait), expired, or its owner is at the limit.
     async fn claim(
         &self,
         id: &JobId,
@@ -100,15 +139,16 @@ pub trait JobLeases: JobLookup {
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>>;
 
-    /// `queued → running` for the oldest queued job created at or before `created_before`, whatever
-    /// its attempt: how a free slot takes a job whose dispatch message waits behind a busy
-    /// worker's partition. The message's owner later finds the job taken (its `claim` of that
-    /// attempt fails) and skips it. `None` when no job has waited that long.
-    async fn claim_waiting(
+    /// `queued → running` for the next waiting job by the scheduling rules
+    /// ([`crate::scheduling`]): how a free slot takes work, whichever message woke it. With
+    /// `pick.quotas`, an owner at their running limit is skipped and a limited job takes a
+    /// free slot of its owner's in the same conditional write, which the store keeps unique:
+    /// the limit holds under concurrent claims. `None` when nothing may start now.
+    async fn claim_next(
         &self,
         worker: &str,
         lease: Duration,
-        created_before: OffsetDateTime,
+        pick: &Pick,
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>>;
 
@@ -167,10 +207,48 @@ pub trait JobRecovery: Send + Sync {
         now: OffsetDateTime,
         limit: u64,
     ) -> PortResult<Vec<Dispatch>>;
+
+    /// Ends `cancelled` (expired) every queued job, up to `limit`, whose expiry is at or
+    /// before `now`; returns the transitions made. The claim never takes such a job, so one
+    /// never starts however late this runs.
+    async fn expire_waiting(
+        &self,
+        now: OffsetDateTime,
+        limit: u64,
+    ) -> PortResult<Vec<Transitioned>>;
+
+    /// Each owner's queued and running jobs, for the observer's per-user gauges.
+    async fn owner_counts(&self) -> PortResult<Vec<OwnerCount>>;
 }
 
 async fn apply<S: JobRecords + ?Sized>(store: &S, change: &Change) -> PortResult<Option<Job>> {
     store.apply(change).await
+}
+
+/// How many running jobs holding a slot one claim reads at most (every limited owner's
+/// running jobs: bounded by the fleet's slots).
+const SLOTS_READ: u64 = 100_000;
+
+/// How often a claim reads the slots again after another claim took the job or the slot.
+const CLAIM_TRIES: usize = 8;
+
+/// Claims `job` at `attempt` with `slot` of its owner's (none for a job without a limit);
+/// `None` when another claim took the job or the slot first.
+async fn claim_with_slot<S: JobRecords + ?Sized>(
+    store: &S,
+    job: &Job,
+    attempt: u32,
+    slot: Option<u32>,
+    worker: &str,
+    lease: Duration,
+    now: OffsetDateTime,
+) -> PortResult<Option<Job>> {
+    let slot = slot.map(|k| (job.owner.as_str(), k));
+    let change = lifecycle::claim(&job.id, attempt, slot, worker, lease, now);
+    match store.apply(&change).await {
+        Err(e) if e.kind == ErrorKind::AlreadyExists => Ok(None),
+        other => other,
+    }
 }
 
 #[async_trait]
@@ -216,6 +294,26 @@ impl<S: JobRecords + ?Sized> JobCatalog for S {
             "cancel: the job kept changing under it",
         ))
     }
+
+    async fn fair_tag(&self, owner: &str, weight: f64, now: OffsetDateTime) -> PortResult<f64> {
+        let (virtual_time, owner_last) = self.fair_bounds(owner, now).await?;
+        Ok(crate::scheduling::fair_tag(
+            virtual_time,
+            owner_last,
+            weight,
+        ))
+    }
+
+    async fn queued_of(&self, owner: &str) -> PortResult<u64> {
+        let none = Page {
+            offset: 0,
+            limit: 0,
+        };
+        Ok(self
+            .page_jobs(Some(owner), Some(JobStatus::Queued), none)
+            .await?
+            .total)
+    }
 }
 
 #[async_trait]
@@ -228,20 +326,58 @@ impl<S: JobRecords + ?Sized> JobLeases for S {
         lease: Duration,
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>> {
-        apply(self, &lifecycle::claim(id, attempt, worker, lease, now)).await
+        let Some(job) = self.find_job(id).await? else {
+            return Ok(None);
+        };
+        if job.schedule.max_running.is_none() {
+            return apply(
+                self,
+                &lifecycle::claim(id, attempt, None, worker, lease, now),
+            )
+            .await;
+        }
+        let slots = Slots::from_running(&self.select(&holding_slots(), SLOTS_READ).await?);
+        match slots.free_for(&job) {
+            Some(slot) => claim_with_slot(self, &job, attempt, slot, worker, lease, now).await,
+            None => Ok(None),
+        }
     }
 
-    async fn claim_waiting(
+    async fn claim_next(
         &self,
         worker: &str,
         lease: Duration,
-        created_before: OffsetDateTime,
+        pick: &Pick,
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>> {
-        let change = lifecycle::claim_waiting(worker, lease, Some(created_before), now);
-        apply(self, &change).await
+        if !pick.quotas {
+            let change = lifecycle::claim_next(worker, lease, waiting(pick, &[], now), now);
+            return apply(self, &change).await;
+        }
+        // Read which slots the limited owners hold, then take the first waiting job whose
+        // owner has one free, by id, with that slot: the store refuses a slot another claim
+        // took meanwhile, and the next try reads again.
+        for _ in 0..CLAIM_TRIES {
+            let slots = Slots::from_running(&self.select(&holding_slots(), SLOTS_READ).await?);
+            let mut full = Vec::new();
+            let claimed = loop {
+                let Some(job) = self.first(&waiting(pick, &full, now)).await? else {
+                    return Ok(None);
+                };
+                match slots.free_for(&job) {
+                    Some(slot) => {
+                        break claim_with_slot(self, &job, job.attempt, slot, worker, lease, now)
+                            .await?;
+                    }
+                    None => full.push(job.owner.clone()),
+                }
+            };
+            if claimed.is_some() {
+                return Ok(claimed);
+            }
+        }
+        Ok(None)
     }
-
     async fn renew(
         &self,
         id: &JobId,
@@ -309,6 +445,28 @@ impl<S: JobRecords + ?Sized> JobRecovery for S {
             }
         }
         Ok(taken)
+    }
+
+    async fn expire_waiting(
+        &self,
+        now: OffsetDateTime,
+        limit: u64,
+    ) -> PortResult<Vec<Transitioned>> {
+        let mut done = Vec::new();
+        for job in self.select(&lifecycle::expiring(now), limit).await? {
+            let change = lifecycle::expire(&job, now);
+            if let Some(after) = apply(self, &change).await? {
+                done.push(Transitioned {
+                    event: change.event(&after, now),
+                    job: after,
+                });
+            }
+        }
+        Ok(done)
+    }
+
+    async fn owner_counts(&self) -> PortResult<Vec<OwnerCount>> {
+        self.count_by_owner().await
     }
 }
 

@@ -42,6 +42,24 @@ pub struct SubmitJob {
     #[schema(value_type = Option<String>, example = "{\"n\": 3}")]
     #[serde(default)]
     pub config: Option<Value>,
+    /// Higher first while jobs wait, from -100 to 100 (default 0).
+    #[schema(value_type = Option<i32>, example = 10)]
+    #[serde(default)]
+    pub priority: Option<Value>,
+    /// Extra attempts after a failed run, with exponential back-off (default 0; at most
+    /// `scheduling.max_retries`). A cancel or a time limit is never retried.
+    #[schema(value_type = Option<u32>, example = 2)]
+    #[serde(default)]
+    pub retries: Option<Value>,
+    /// RFC 3339: the job waits until then (at most 366 days ahead).
+    #[schema(value_type = Option<String>, example = "2026-12-02T02:00:00Z")]
+    #[serde(default, rename = "notBefore")]
+    pub not_before: Option<Value>,
+    /// A job still waiting this many seconds after the submit ends `cancelled`
+    /// (`expired`) and never starts (1 to 2592000).
+    #[schema(value_type = Option<u64>, example = 600)]
+    #[serde(default, rename = "expireAfterSecs")]
+    pub expire_after_secs: Option<Value>,
 }
 
 impl SubmitJob {
@@ -182,6 +200,21 @@ pub struct JobView {
     /// Every attempt that ended, oldest first (the running one is not listed yet).
     #[serde(default)]
     pub attempts: Vec<AttemptView>,
+    /// Higher first while jobs wait.
+    #[serde(default)]
+    pub priority: i32,
+    /// Extra attempts after a failed run that the submit asked for.
+    #[serde(default)]
+    pub retries: u32,
+    /// RFC 3339: the job waits until then.
+    #[serde(default)]
+    pub not_before: Option<String>,
+    /// RFC 3339: a failed run's retry waits until then.
+    #[serde(default)]
+    pub retry_at: Option<String>,
+    /// RFC 3339: a job still waiting then ends `cancelled` (expired).
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// How one attempt ended.
@@ -251,6 +284,11 @@ impl From<&Job> for JobView {
             url: job.spec.redacted_url(),
             args: job.spec.args.clone(),
             attempts: job.attempts.iter().map(AttemptView::from).collect(),
+            priority: job.schedule.priority,
+            retries: job.schedule.retries,
+            not_before: job.schedule.not_before.map(rfc3339),
+            retry_at: job.retry_at.map(rfc3339),
+            expires_at: job.schedule.expires_at.map(rfc3339),
         }
     }
 }

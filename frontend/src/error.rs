@@ -52,6 +52,9 @@ pub enum ApiError {
     /// 422: well-formed but refused input.
     #[error("{0}")]
     Unprocessable(String),
+    /// 429 with `Retry-After`: the caller is over a quota (too many jobs waiting).
+    #[error("{0}")]
+    TooMany(String),
     /// 503: a backing service did not answer; the message names it.
     #[error("{0}")]
     Unavailable(String),
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -124,8 +128,9 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"jobq\""),
                 );
             }
-            // A backing service is away (usually restarting): say when to come back.
-            ApiError::Unavailable(_) => {
+            // A backing service is away (usually restarting), or the caller's queue is full
+            // (jobs end and make room): say when to come back.
+            ApiError::Unavailable(_) | ApiError::TooMany(_) => {
                 response.headers_mut().insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),

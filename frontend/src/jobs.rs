@@ -19,7 +19,7 @@ use crate::AppState;
 use crate::dto::SubmitJob;
 use crate::error::{ApiError, PortResultExt};
 
-const STORE: &str = "the job store";
+pub(crate) const STORE: &str = "the job store";
 const ARTIFACTS: &str = "the artifact store";
 
 /// Whether `caller` may see, download and cancel `job`: its owner, or the admin role.
@@ -62,8 +62,11 @@ pub async fn submit(
     caller: &Principal,
     request: SubmitJob,
 ) -> Result<Job, ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let requested = crate::schedule::Requested::parse(&request, &state.scheduling, now)?;
     let spec = request.into_spec(&state.limits, state.allow_local_repos)?;
-    let job = Job::new(caller.username.clone(), spec, OffsetDateTime::now_utc());
+    let mut job = Job::new(caller.username.clone(), spec, now);
+    job.schedule = crate::schedule::schedule(state, caller, requested, now).await?;
     let at = Instant::now();
     let deadline = at + Duration::from_millis(state.limits.store_retry_ms);
     retry_store(deadline, "insert", |tries| {

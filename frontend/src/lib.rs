@@ -45,6 +45,7 @@ pub mod live;
 pub mod observability;
 pub mod openapi;
 pub mod routes;
+pub mod schedule;
 pub mod wire;
 
 pub use error::ApiError;
@@ -71,6 +72,8 @@ pub struct AppState {
     pub admin_role: Arc<str>,
     /// Accept `file://` URLs and local hosts (tests, standalone).
     pub allow_local_repos: bool,
+    /// Priorities, quotas, fair share, retries (docs/scheduling.md).
+    pub scheduling: jobq_common::settings::SchedulingSettings,
     pub metrics: PrometheusHandle,
     /// Job events for the live views, fed by one source per process.
     pub live: LiveEvents,
@@ -199,6 +202,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<AppState> {
         limits: settings.frontend.clone(),
         admin_role: settings.oidc.admin_role.as_str().into(),
         allow_local_repos: settings.worker.allow_local_repos,
+        scheduling: settings.scheduling.clone(),
         metrics: metrics_handle(),
     })
 }

@@ -125,6 +125,16 @@ impl JobCatalog for FaultyStore {
         self.check()?;
         self.inner.cancel(id, now).await
     }
+
+    async fn fair_tag(&self, owner: &str, weight: f64, now: OffsetDateTime) -> PortResult<f64> {
+        self.check()?;
+        self.inner.fair_tag(owner, weight, now).await
+    }
+
+    async fn queued_of(&self, owner: &str) -> PortResult<u64> {
+        self.check()?;
+        self.inner.queued_of(owner).await
+    }
 }
 
 #[async_trait]
@@ -237,6 +247,7 @@ impl TokenValidator for FakeIdentity {
             .strip_prefix("token-")
             .ok_or_else(|| PortError::new(jobq_common::ErrorKind::Unauthorized, "bad token"))?;
         Ok(Principal {
+            numeric_claims: Default::default(),
             username: user.into(),
             subject: format!("sub-{user}"),
             roles: if user == "admin" {
@@ -340,6 +351,7 @@ fn harness() -> Harness {
         limits: limits(),
         admin_role: "admin".into(),
         allow_local_repos: false,
+        scheduling: Default::default(),
         metrics: metrics_handle(),
         live: jobq_frontend::LiveEvents::new(),
         dashboard: jobq_frontend::Dashboard::form(&Default::default()),
@@ -998,6 +1010,7 @@ async fn v1_view_lists_every_ended_attempt_with_its_outcome_and_reason() {
         attempt: 1,
         worker: "w",
         started_at: job.started_at,
+        retry: None,
     };
     let reason = "the artifact store stayed unavailable for 60 s";
     h.store
@@ -1027,6 +1040,7 @@ async fn v1_view_lists_every_ended_attempt_with_its_outcome_and_reason() {
         attempt: 2,
         worker: "v",
         started_at: second.started_at,
+        retry: None,
     };
     h.store
         .inner
@@ -1582,6 +1596,7 @@ async fn a_followed_log_sends_stdout_and_stderr_then_ends_with_the_job() {
             attempt: 1,
             worker: "w",
             started_at: None,
+            retry: None,
         };
         let ended = store.inner.complete(&held, &done, now).await.unwrap();
         assert!(ended.is_some(), "the seeded holder finishes the job");

@@ -141,6 +141,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
         max_attempts: settings.worker.max_attempts,
         redispatch_after: Duration::from_secs(settings.worker.redispatch_after_secs),
         undelivered: Default::default(),
+        counted_users: Default::default(),
     };
     // Sweep several times per lease so a lost worker's job waits at most about one lease.
     let every = jobq_common::settings::sweep_interval(&settings.worker);

@@ -1,7 +1,9 @@
 //! Re-queues jobs whose worker was lost (its lease expired): `running → queued` with the
 //! next attempt and a new dispatch message, or `failed` (worker lost) after the last attempt
 //! (the rule is [`jobq_common::lifecycle::lease_lost`]). Every step is a conditional update,
-//! so several observers can sweep at once safely.
+//! so several observers can sweep at once safely. The same sweep ends waiting jobs past
+//! their `expireAfterSecs` (`cancelled`, expired) and sets the per-user gauges
+//! `jobq_user_jobs{user, status}` (queued and running).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,8 @@ pub struct LeaseReaper {
     /// restarting): sent again at the next sweeps, so a re-queued job never waits for
     /// `redispatch_after`.
     pub undelivered: Arc<std::sync::Mutex<Vec<Dispatch>>>,
+    /// Users the last sweep's gauges counted.
+    pub counted_users: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for LeaseReaper {
@@ -44,6 +48,7 @@ pub struct Sweep {
     pub requeued: usize,
     pub failed: usize,
     pub redispatched: usize,
+    pub expired: usize,
 }
 
 impl LeaseReaper {
@@ -79,6 +84,12 @@ impl LeaseReaper {
             }
             self.publish(recovered.event).await;
         }
+        for ended in self.store.expire_waiting(now, 500).await? {
+            tracing::info!(job_id = %ended.job.id, "job expired before it started");
+            done.expired += 1;
+            self.publish(ended.event).await;
+        }
+        self.count_users().await;
         let stale_since = now - self.redispatch_after;
         for message in self.store.redispatch_stale(stale_since, now, 500).await? {
             tracing::warn!(job_id = %message.id, attempt = message.attempt, "queued job not claimed for long: dispatched again");
@@ -104,6 +115,35 @@ impl LeaseReaper {
         }
     }
 
+    /// Sets `jobq_user_jobs{user, status}` for every user with queued or running jobs, and
+    /// back to 0 for those who had some at the last sweep and have none now.
+    async fn count_users(&self) {
+        let counts = match self.store.owner_counts().await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::debug!(error = %e, "per-user counts not read");
+                return;
+            }
+        };
+        let mut seen = self.counted_users.lock().expect("counted users lock");
+        let now: std::collections::BTreeSet<String> =
+            counts.iter().map(|c| c.owner.clone()).collect();
+        for gone in seen.difference(&now) {
+            for status in ["queued", "running"] {
+                metrics::gauge!("jobq_user_jobs", "user" => gone.clone(), "status" => status)
+                    .set(0.0);
+            }
+        }
+        for c in &counts {
+            let user = c.owner.clone();
+            metrics::gauge!("jobq_user_jobs", "user" => user.clone(), "status" => "queued")
+                .set(c.queued as f64);
+            metrics::gauge!("jobq_user_jobs", "user" => user, "status" => "running")
+                .set(c.running as f64);
+        }
+        *seen = now;
+    }
+
     async fn publish(&self, event: JobEvent) {
         if let Err(e) = self.events.publish(&event).await {
             tracing::warn!(job_id = %event.job_id, error = %e, "job event not published");
@@ -126,6 +166,7 @@ impl LeaseReaper {
                         requeued = s.requeued,
                         failed = s.failed,
                         redispatched = s.redispatched,
+                        expired = s.expired,
                         "lease sweep"
                     )
                 }
@@ -187,6 +228,7 @@ mod tests {
             max_attempts,
             redispatch_after: Duration::from_secs(600),
             undelivered: Default::default(),
+            counted_users: Default::default(),
         }
     }
 

@@ -165,8 +165,11 @@ impl Looks {
     }
 }
 
-/// Claims the job an offer names and, if this worker won it, settles the offer (only now:
-/// from here on the store, not the intake, tracks the job) and starts it.
+/// An offer means work may wait: claims the next waiting job by the scheduling rules
+/// (whichever job the offer named: its own message wakes some slot, and the claim follows
+/// priority, fair share and quotas, not message order) and, if one was claimed, starts it.
+/// The offer is settled either way (only after the claim: from here on the store, not the
+/// intake, tracks the job; a job left waiting is the next look's to take).
 #[allow(clippy::too_many_arguments)]
 async fn take<I: Intake>(
     intake: &mut I,
@@ -182,21 +185,16 @@ async fn take<I: Intake>(
     match runner
         .ports()
         .store
-        .claim(
-            &dispatch.id,
-            dispatch.attempt,
-            &runner.worker_id,
-            runner.lease(),
-            now,
-        )
+        .claim_next(&runner.worker_id, runner.lease(), &runner.pick(None), now)
         .await
     {
         Ok(Some(job)) => {
             intake.settle(&ticket);
-            tracing::info!(worker = %name, job_id = %job.id, attempt = job.attempt, "job claimed");
+            tracing::info!(worker = %name, job_id = %job.id, attempt = job.attempt, offered = %dispatch.id, "job claimed");
             start_claimed(runner, name, job, now, permit, hand_back, running);
         }
-        // Cancelled, already taken, or a stale attempt: nothing to run.
+        // Nothing may start now: the offered job was taken, cancelled, is a stale attempt,
+        // waits for its time, or its owner is at the running limit.
         Ok(None) => intake.settle(&ticket),
         Err(e) => {
             tracing::warn!(error = %e, job_id = %dispatch.id, "claim failed; the offer will come again");
@@ -206,8 +204,9 @@ async fn take<I: Intake>(
     }
 }
 
-/// Looks in the store for the oldest queued job that has waited past the intake's
-/// threshold and, if found, starts it. Returns whether one was found.
+/// Looks in the store for the next waiting job (by the scheduling rules) among those that
+/// have waited past the intake's threshold and, if found, starts it. Returns whether one was
+/// found.
 async fn claim_waiting<I: Intake>(
     intake: &I,
     runner: &Arc<JobRunner>,
@@ -218,15 +217,11 @@ async fn claim_waiting<I: Intake>(
 ) -> bool {
     let now = OffsetDateTime::now_utc();
     metrics::counter!("jobq_worker_waiting_looks_total").increment(1);
+    let pick = runner.pick(Some(now - intake.claim_waiting_after()));
     match runner
         .ports()
         .store
-        .claim_waiting(
-            &runner.worker_id,
-            runner.lease(),
-            now - intake.claim_waiting_after(),
-            now,
-        )
+        .claim_next(&runner.worker_id, runner.lease(), &pick, now)
         .await
     {
         Ok(Some(job)) => {
@@ -370,7 +365,8 @@ pub async fn run(
     let runner = Arc::new(
         JobRunner::new(id.clone(), ports, settings.worker.clone(), root.clone())
             .await
-            .context("job sandbox")?,
+            .context("job sandbox")?
+            .with_scheduling(settings.scheduling.clone()),
     );
     let consumer: StreamConsumer = group_consumer(
         &GroupConsumerOptions {
@@ -425,7 +421,7 @@ pub async fn run(
 }
 
 /// A random fraction in [0, 1) for jitter (a v4 uuid's random bits: no generator to keep).
-fn rand_fraction() -> f64 {
+pub(crate) fn rand_fraction() -> f64 {
     (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
 }
 

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use jobq_common::domain::{
     Dispatch, FailureReason, Job, JobEvent, JobStatus, Outcome, artifact_keys,
 };
+use jobq_common::lifecycle::Retry;
 use jobq_common::ports::{ArtifactStore, DispatchQueue, EventBus, JobLeases};
 use jobq_common::repo_url::RepoUrl;
-use jobq_common::settings::WorkerSettings;
-use jobq_common::store::Held;
+use jobq_common::settings::{SchedulingSettings, WorkerSettings};
+use jobq_common::store::{Held, Pick};
 use jobq_common::{ErrorKind, PortResult};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +79,7 @@ pub struct JobRunner {
     pub worker_id: String,
     ports: Ports,
     settings: WorkerSettings,
+    scheduling: SchedulingSettings,
     work_root: PathBuf,
     cache: RepoCache,
     sandbox: Sandbox,
@@ -132,10 +134,26 @@ impl JobRunner {
             worker_id,
             ports,
             settings,
+            scheduling: SchedulingSettings::default(),
             work_root,
             cache,
             sandbox,
         })
+    }
+
+    /// The scheduling rules this worker claims and retries by (`scheduling.*`; the defaults
+    /// until set).
+    pub fn with_scheduling(mut self, scheduling: SchedulingSettings) -> Self {
+        self.scheduling = scheduling;
+        self
+    }
+
+    /// What a free slot may take: running limits apply when `scheduling` sets any.
+    pub fn pick(&self, created_before: Option<OffsetDateTime>) -> Pick {
+        Pick {
+            created_before,
+            quotas: self.scheduling.quotas(),
+        }
     }
 
     pub fn ports(&self) -> &Ports {
@@ -504,6 +522,32 @@ impl JobRunner {
             .await;
         let at = stage_done("transition", at);
         match completed {
+            Ok(Some(done)) if done.status == JobStatus::Queued => {
+                // A failed run with retries left: queued for its next attempt at `retry_at`;
+                // the message wakes a worker, whose claim takes it once that time has come.
+                metrics::counter!("jobq_worker_retries_total").increment(1);
+                tracing::info!(
+                    attempt = done.attempt,
+                    retry_at = ?done.retry_at,
+                    failure = ?outcome.failure,
+                    "job failed; it is retried"
+                );
+                let message = Dispatch {
+                    id: done.id.clone(),
+                    attempt: done.attempt,
+                };
+                if let Err(e) = self.ports.dispatch.dispatch(&message).await {
+                    tracing::warn!(error = %e, "retry not dispatched; a free slot's look takes it");
+                }
+                self.publish(event(
+                    &done,
+                    JobStatus::Running,
+                    JobStatus::Queued,
+                    &self.worker_id,
+                    now,
+                ))
+                .await;
+            }
             Ok(Some(done)) => {
                 metrics::counter!("jobq_worker_jobs_ended_total", "status" => done.status.as_str())
                     .increment(1);
@@ -525,13 +569,27 @@ impl JobRunner {
         }
     }
 
-    /// The attempt of `job` this worker holds.
+    /// The attempt of `job` this worker holds, and the retry a failed run gets while the
+    /// job has retries left.
     fn held<'a>(&'a self, job: &'a Job) -> Held<'a> {
+        let retried = job.retried();
+        let retry = (job.schedule.retries > retried).then(|| {
+            let number = retried + 1;
+            Retry {
+                number,
+                delay: self
+                    .scheduling
+                    .backoff()
+                    .delay(number, crate::rand_fraction()),
+                not_before: job.schedule.not_before,
+            }
+        });
         Held {
             id: &job.id,
             attempt: job.attempt,
             worker: &self.worker_id,
             started_at: job.started_at,
+            retry,
         }
     }
 

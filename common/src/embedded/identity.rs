@@ -263,6 +263,7 @@ impl TokenValidator for LocalIdentity {
             username: c.preferred_username,
             subject: c.sub,
             roles: c.realm_access.roles,
+            numeric_claims: Default::default(),
         })
     }
 }

@@ -1,6 +1,6 @@
 //! The job and observation store on one SQLite file, for `jobq standalone`. The store is
 //! also the dispatch queue there: a free in-process worker claims the oldest queued job
-//! (`claim_waiting` with no threshold, woken by the in-process bus).
+//! (`claim_next` with no threshold, woken by the in-process bus).
 //! One connection behind a mutex serialises every statement. It translates each
 //! [`crate::lifecycle::Change`] into one conditional `UPDATE … WHERE <guard> RETURNING`; the
 //! rules themselves live in [`crate::lifecycle`], as for the MongoDB adapter.
@@ -11,14 +11,37 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::domain::{FailureReason, Job, JobId, JobSpec, JobStatus, Observation};
+use crate::domain::{FailureReason, Job, JobId, JobSpec, JobStatus, Observation, Schedule};
 use crate::error::{ErrorKind, PortError, PortResult};
-use crate::lifecycle::{Change, Guard, LeaseEffect, Stamp};
+use crate::lifecycle::{Change, Guard, LeaseEffect, SlotEffect, Stamp};
 use crate::ports::{JobPage, JobRecords, ObservationStore, Page};
+use crate::store::OwnerCount;
 use rusqlite::types::Value;
+use time::OffsetDateTime;
 
 const COLUMNS: &str = "id, owner, url, args, config, status, attempt, lease_owner, lease_expires_ms, \
-    created_ms, started_ms, finished_ms, exit_code, elapsed_ms, output_files, failure, attempts";
+    created_ms, started_ms, finished_ms, exit_code, elapsed_ms, output_files, failure, attempts, \
+    priority, not_before_ms, retries, expires_ms, max_running, fair_tag, retry_at_ms, quota_slot";
+
+/// The scheduling order of waiting jobs (`JobRecords::first`).
+const SCHEDULING_ORDER: &str = "priority DESC, fair_tag, created_ms, id";
+
+/// The scheduling columns a file made before them lacks, with their definitions.
+const SCHEDULING_COLUMNS: [(&str, &str); 10] = [
+    ("priority", "INTEGER NOT NULL DEFAULT 0"),
+    ("not_before_ms", "INTEGER"),
+    ("retries", "INTEGER NOT NULL DEFAULT 0"),
+    ("expires_ms", "INTEGER"),
+    ("max_running", "INTEGER"),
+    ("fair_tag", "REAL NOT NULL DEFAULT 0"),
+    ("retry_at_ms", "INTEGER"),
+    // Until when the job is held back (`not_before`, the next retry; 0: not at all): what
+    // claims compare.
+    ("ready_ms", "INTEGER"),
+    ("quota_slot", "INTEGER"),
+    // `owner/slot` while the job holds a slot of its owner's running limit; unique.
+    ("quota_key", "TEXT"),
+];
 
 use crate::domain::{from_unix_ms as from_ms, unix_ms as to_ms};
 
@@ -69,7 +92,26 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<Job> {
             .transpose()
             .map_err(|e| bad(16, e.to_string()))?
             .unwrap_or_default(),
+        schedule: Schedule {
+            priority: row.get(17)?,
+            not_before: row.get::<_, Option<i64>>(18)?.map(from_ms),
+            retries: row.get::<_, i64>(19)?.clamp(0, u32::MAX as i64) as u32,
+            expires_at: row.get::<_, Option<i64>>(20)?.map(from_ms),
+            max_running: row
+                .get::<_, Option<i64>>(21)?
+                .map(|v| v.clamp(0, u32::MAX as i64) as u32),
+            fair_tag: row.get(22)?,
+        },
+        retry_at: row.get::<_, Option<i64>>(23)?.map(from_ms),
+        quota_slot: row
+            .get::<_, Option<i64>>(24)?
+            .map(|v| v.clamp(0, u32::MAX as i64) as u32),
     })
+}
+
+/// The unique key of `owner`'s running slot `slot`.
+fn quota_key(owner: &str, slot: u32) -> String {
+    format!("{owner}/{slot}")
 }
 
 /// The job store ([`JobRecords`], so every role) and [`ObservationStore`] on a SQLite file.
@@ -165,17 +207,33 @@ impl SqliteStore {
 }
 
 /// Brings a file made by an older version up to the current schema: the attempt history
-/// column (its jobs read as having none).
+/// column (its jobs read as having none) and the scheduling columns (its jobs have the
+/// defaults: priority 0, no limits, ready since they were created); then the indexes over
+/// them.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_attempts: bool = conn.query_row(
-        "SELECT COUNT(*) > 0 FROM pragma_table_info('jobs') WHERE name = 'attempts'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_attempts {
+    let has = |column: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('jobs') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )
+    };
+    if !has("attempts")? {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]'")?;
     }
-    Ok(())
+    for (column, definition) in SCHEDULING_COLUMNS {
+        if !has(column)? {
+            conn.execute_batch(&format!(
+                "ALTER TABLE jobs ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    conn.execute_batch(
+        "UPDATE jobs SET ready_ms = 0 WHERE ready_ms IS NULL;
+         CREATE INDEX IF NOT EXISTS jobs_schedule ON jobs (status, priority DESC, fair_tag, created_ms);
+         CREATE INDEX IF NOT EXISTS jobs_owner_active ON jobs (owner, status, fair_tag);
+         CREATE UNIQUE INDEX IF NOT EXISTS jobs_quota ON jobs (quota_key);",
+    )
 }
 
 /// A guard as an SQL condition, its values appended to `args` (numbered from `?1` on).
@@ -209,6 +267,30 @@ fn condition(guard: &Guard, args: &mut Vec<Value>) -> String {
     if guard.dispatched_before.is_some() {
         // The store is the queue here: there is no message that could have been lost.
         terms.push("FALSE".into());
+    }
+    if let Some(t) = guard.ready_by {
+        terms.push(push(args, "ready_ms", "<=", to_ms(t).into()));
+    }
+    if let Some(t) = guard.live_at {
+        let later = push(args, "expires_ms", ">", to_ms(t).into());
+        terms.push(format!("(expires_ms IS NULL OR {later})"));
+    }
+    if let Some(t) = guard.expired_by {
+        terms.push(push(args, "expires_ms", "<=", to_ms(t).into()));
+    }
+    if !guard.owners_except.is_empty() {
+        let list: Vec<String> = guard
+            .owners_except
+            .iter()
+            .map(|o| {
+                args.push(o.clone().into());
+                format!("?{}", args.len())
+            })
+            .collect();
+        terms.push(format!("owner NOT IN ({})", list.join(", ")));
+    }
+    if guard.holds_slot {
+        terms.push("quota_key IS NOT NULL".into());
     }
     terms.join(" AND ")
 }
@@ -255,6 +337,25 @@ fn assignments(change: &Change, args: &mut Vec<Value>) -> PortResult<String> {
         let failure = o.failure.as_ref().map(encode).transpose()?;
         sets.push(("failure", failure.into()));
     }
+    match &e.slot {
+        SlotEffect::Keep => {}
+        SlotEffect::Take { owner, slot } => {
+            sets.push(("quota_slot", (*slot as i64).into()));
+            sets.push(("quota_key", quota_key(owner, *slot).into()));
+        }
+        SlotEffect::Free => {
+            sets.push(("quota_slot", Value::Null));
+            sets.push(("quota_key", Value::Null));
+        }
+    }
+    match e.retry_at {
+        Stamp::Keep => {}
+        Stamp::Set(t) => sets.push(("retry_at_ms", to_ms(t).into())),
+        Stamp::Clear => sets.push(("retry_at_ms", Value::Null)),
+    }
+    if let Some(t) = e.held_until {
+        sets.push(("ready_ms", to_ms(t).into()));
+    }
     // `dispatched_at` has no column: the store is the queue, so no dispatch is recorded.
     let mut appends = Vec::new();
     if let Some(record) = &e.attempt_ended {
@@ -290,7 +391,7 @@ impl JobRecords for SqliteStore {
         self.with(
             move |c| {
                 c.execute(
-                    &format!("INSERT INTO jobs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+                    &format!("INSERT INTO jobs ({COLUMNS}, ready_ms, quota_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"),
                     params![
                         j.id.as_str(),
                         j.owner,
@@ -309,6 +410,16 @@ impl JobRecords for SqliteStore {
                         files,
                         failure,
                         attempts,
+                        j.schedule.priority,
+                        j.schedule.not_before.map(to_ms),
+                        j.schedule.retries as i64,
+                        j.schedule.expires_at.map(to_ms),
+                        j.schedule.max_running.map(i64::from),
+                        j.schedule.fair_tag,
+                        j.retry_at.map(to_ms),
+                        j.quota_slot.map(i64::from),
+                        j.held_until().map_or(0, to_ms),
+                        j.quota_slot.map(|k| quota_key(&j.owner, k)),
                     ],
                 )
                 .map(|_| ())
@@ -389,7 +500,7 @@ impl JobRecords for SqliteStore {
             None => {
                 let again = condition(&change.guard, &mut args);
                 format!(
-                    "id = (SELECT id FROM jobs WHERE {guard} ORDER BY created_ms, id LIMIT 1) AND {again}"
+                    "id = (SELECT id FROM jobs WHERE {guard} ORDER BY {SCHEDULING_ORDER} LIMIT 1) AND {again}"
                 )
             }
         };
@@ -419,6 +530,70 @@ impl JobRecords for SqliteStore {
                     .collect()
             },
             "find jobs",
+        )
+        .await
+    }
+
+    async fn first(&self, guard: &Guard) -> PortResult<Option<Job>> {
+        let mut args = Vec::new();
+        let condition = condition(guard, &mut args);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE {condition} ORDER BY {SCHEDULING_ORDER} LIMIT 1"
+        );
+        self.with(
+            move |c| {
+                c.query_row(&sql, rusqlite::params_from_iter(args), row_to_job)
+                    .optional()
+            },
+            "first waiting job",
+        )
+        .await
+    }
+
+    async fn fair_bounds(
+        &self,
+        owner: &str,
+        now: OffsetDateTime,
+    ) -> PortResult<(Option<f64>, Option<f64>)> {
+        let owner = owner.to_string();
+        let (queued, running) = (JobStatus::Queued.as_str(), JobStatus::Running.as_str());
+        self.with(
+            move |c| {
+                let virtual_time: Option<f64> = c.query_row(
+                    "SELECT MIN(fair_tag) FROM jobs WHERE status = ?1 AND ready_ms <= ?2",
+                    params![queued, to_ms(now)],
+                    |r| r.get(0),
+                )?;
+                let owner_last: Option<f64> = c.query_row(
+                    "SELECT MAX(fair_tag) FROM jobs WHERE owner = ?1 AND status IN (?2, ?3)",
+                    params![owner, queued, running],
+                    |r| r.get(0),
+                )?;
+                Ok((virtual_time, owner_last))
+            },
+            "fair-share bounds",
+        )
+        .await
+    }
+
+    async fn count_by_owner(&self) -> PortResult<Vec<OwnerCount>> {
+        let (queued, running) = (JobStatus::Queued.as_str(), JobStatus::Running.as_str());
+        self.with(
+            move |c| {
+                let mut stmt = c.prepare(
+                    "SELECT owner, SUM(status = ?1), SUM(status = ?2) FROM jobs
+                     WHERE status IN (?1, ?2) GROUP BY owner ORDER BY owner",
+                )?;
+                stmt.query_map(params![queued, running], |r| {
+                    Ok(OwnerCount {
+                        owner: r.get(0)?,
+                        queued: r.get::<_, i64>(1)?.max(0) as u64,
+                        running: r.get::<_, i64>(2)?.max(0) as u64,
+                    })
+                })?
+                .collect()
+            },
+            "count jobs by owner",
         )
         .await
     }
@@ -539,7 +714,12 @@ mod tests {
         assert!(stale.is_empty());
         assert_eq!(store.queued().await.unwrap(), 1);
         let claimed = store
-            .claim_waiting("w", Duration::from_secs(30), now, now)
+            .claim_next(
+                "w",
+                Duration::from_secs(30),
+                &crate::scheduling::Pick::default(),
+                now,
+            )
             .await;
         assert_eq!(claimed.unwrap().map(|j| j.id), Some(old.id));
         assert_eq!(store.queued().await.unwrap(), 0);
