@@ -20,6 +20,8 @@ use crate::lifecycle::{Change, Guard, LeaseEffect, Stamp};
 use crate::ports::{JobPage, JobRecords, ObservationStore, Page};
 use crate::settings::MongoSettings;
 
+mod idempotency;
+
 /// The stored form of a job. Times are milliseconds since the Unix epoch so that every
 /// MongoDB-compatible server compares them the same way.
 #[derive(Debug, Clone, Serialize, Deserialize)]

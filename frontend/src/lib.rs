@@ -22,6 +22,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
+use jobq_common::idempotency::IdempotencyKeys;
 use jobq_common::kafka::{KafkaAdmin, KafkaDispatch, KafkaEventBus, KafkaProducer};
 use jobq_common::mongo::MongoJobStore;
 use jobq_common::oidc::OidcClient;
@@ -40,6 +41,7 @@ use tower_http::trace::TraceLayer;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod idempotent;
 pub mod jobs;
 pub mod live;
 pub mod observability;
@@ -59,6 +61,8 @@ pub use routes::dashboard::{Dashboard, SignIn};
 #[derive(Clone)]
 pub struct AppState {
     pub jobs: Arc<dyn JobCatalog>,
+    /// The records of idempotent submits (see [`idempotent`]).
+    pub idempotency: Arc<dyn IdempotencyKeys>,
     pub dispatch: Arc<dyn DispatchQueue>,
     pub events: Arc<dyn EventBus>,
     pub artifacts: Arc<dyn ArtifactStore>,
@@ -186,6 +190,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<AppState> {
         live,
         dashboard,
         jobs: store.clone(),
+        idempotency: store.clone(),
         dispatch: Arc::new(KafkaDispatch::new(producer.clone(), &kafka.jobs_topic)),
         events: Arc::new(KafkaEventBus::new(
             producer,

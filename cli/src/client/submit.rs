@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jobq_common::domain::JobStatus;
+use jobq_common::idempotency::IdempotencyKey;
 use jobq_frontend::dto::JobView;
 use reqwest::Method;
 use serde::Serialize;
@@ -82,15 +83,21 @@ fn local_directory(repo: &str) -> Option<String> {
     absolute.to_str().map(str::to_owned)
 }
 
+/// Sends the job (with `Idempotency-Key: key` when given: a repeat within 24 h answers the
+/// job the first submit made) and prints its id; with `wait`, follows it to its end.
 pub async fn submit(
     api: &Api,
     request: SubmitRequest,
+    key: Option<IdempotencyKey>,
     wait: bool,
     json: bool,
 ) -> ClientResult<ExitCode> {
-    let http = api
+    let mut http = api
         .request(Method::POST, api.url(["api", "v1", "jobs"]))
         .json(&request);
+    if let Some(key) = &key {
+        http = http.header("Idempotency-Key", key.as_str());
+    }
     let (job, raw): (JobView, _) = api.json(http, Missing::Route).await?;
     if !wait {
         if json {

@@ -17,6 +17,8 @@ use crate::lifecycle::{Change, Guard, LeaseEffect, Stamp};
 use crate::ports::{JobPage, JobRecords, ObservationStore, Page};
 use rusqlite::types::Value;
 
+mod idempotency;
+
 const COLUMNS: &str = "id, owner, url, args, config, status, attempt, lease_owner, lease_expires_ms, \
     created_ms, started_ms, finished_ms, exit_code, elapsed_ms, output_files, failure, attempts";
 
@@ -130,6 +132,7 @@ impl SqliteStore {
         )
         .map_err(|e| db_error("create schema", e))?;
         migrate(&conn).map_err(|e| db_error("migrate schema", e))?;
+        idempotency::create_schema(&conn).map_err(|e| db_error("create schema", e))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
