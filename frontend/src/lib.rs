@@ -10,7 +10,8 @@
 //! `/api/deleteJob/{id}`), the resource routes under `/api/v1/jobs`, `POST /auth/token`,
 //! `GET /metrics` and `GET /api/openapi.json`; the live views (`/api/v1/events`, followed
 //! logs, `/api/v1/observations`, see [`live`]) and the web dashboard at `/`. Every `/api`
-//! route needs a bearer token.
+//! route needs a bearer token. Both submit routes take an `Idempotency-Key` header
+//! ([`idempotent`]).
 //! The error policy is in [`error`].
 
 use std::future::Future;
