@@ -138,6 +138,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
     let addr = listener.local_addr()?;
     let mut state = AppState {
         jobs: Arc::new(store.clone()),
+        idempotency: Arc::new(store.clone()),
         dispatch: bus.clone(),
         events: bus.clone(),
         artifacts: artifacts.clone(),

@@ -6,6 +6,9 @@ pub mod conformance;
 pub mod domain;
 pub mod embedded;
 pub mod error;
+pub mod idempotency;
+#[doc(hidden)]
+pub mod idempotency_conformance;
 pub mod kafka;
 pub mod lifecycle;
 pub mod metrics;

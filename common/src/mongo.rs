@@ -22,6 +22,8 @@ use crate::settings::MongoSettings;
 use crate::store::OwnerCount;
 use time::OffsetDateTime;
 
+mod idempotency;
+
 /// The stored form of a job. Times are milliseconds since the Unix epoch so that every
 /// MongoDB-compatible server compares them the same way.
 #[derive(Debug, Clone, Serialize, Deserialize)]

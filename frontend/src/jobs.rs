@@ -18,6 +18,7 @@ use tokio_util::io::ReaderStream;
 use crate::AppState;
 use crate::dto::SubmitJob;
 use crate::error::{ApiError, PortResultExt};
+use crate::schedule::Requested;
 
 pub(crate) const STORE: &str = "the job store";
 const ARTIFACTS: &str = "the artifact store";
@@ -30,7 +31,11 @@ pub fn visible_to(state: &AppState, caller: &Principal, job: &Job) -> bool {
 /// Runs a store write again while the store is unavailable, pausing 100 ms, then twice as
 /// long each time (at most 1 s), until `deadline`; the last error is returned. A store
 /// restart then costs a submission some latency, not an answer.
-async fn retry_store<T, F, Fut>(deadline: Instant, what: &str, mut write: F) -> PortResult<T>
+pub(crate) async fn retry_store<T, F, Fut>(
+    deadline: Instant,
+    what: &str,
+    mut write: F,
+) -> PortResult<T>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = PortResult<T>>,
@@ -62,26 +67,77 @@ pub async fn submit(
     caller: &Principal,
     request: SubmitJob,
 ) -> Result<Job, ApiError> {
-    let now = OffsetDateTime::now_utc();
-    let requested = crate::schedule::Requested::parse(&request, &state.scheduling, now)?;
-    let spec = request.into_spec(&state.limits, state.allow_local_repos)?;
-    let mut job = Job::new(caller.username.clone(), spec, now);
-    job.schedule = crate::schedule::schedule(state, caller, requested, now).await?;
+    let (mut job, requested) = prepare(state, caller, request)?;
+    schedule_job(state, caller, &mut job, requested).await?;
     let at = Instant::now();
-    let deadline = at + Duration::from_millis(state.limits.store_retry_ms);
-    retry_store(deadline, "insert", |tries| {
-        let job = &job;
-        async move {
-            match state.jobs.insert(job).await {
-                // An earlier try was stored but its answer lost: the id is new, so the
-                // stored job is this one.
-                Err(e) if e.kind == ErrorKind::AlreadyExists && tries > 1 => Ok(()),
-                other => other,
-            }
+    match store_new(state, &job, false).await? {
+        Some(stored) => Ok(stored),
+        None => hand_over(state, job, at).await,
+    }
+}
+
+/// The queued job a valid request asks for, with its id chosen (not stored yet), and the
+/// scheduling it asks for ([`schedule_job`] gives the job its schedule).
+pub(crate) fn prepare(
+    state: &AppState,
+    caller: &Principal,
+    request: SubmitJob,
+) -> Result<(Job, Requested), ApiError> {
+    let now = OffsetDateTime::now_utc();
+    let requested = Requested::parse(&request, &state.scheduling, now)?;
+    let spec = request.into_spec(&state.limits, state.allow_local_repos)?;
+    Ok((Job::new(caller.username.clone(), spec, now), requested))
+}
+
+/// Gives a prepared job its schedule: 429 while the caller's waiting jobs are at
+/// `scheduling.max_queued_per_user`; otherwise the caller's running limit and the job's
+/// fair-share tag.
+pub(crate) async fn schedule_job(
+    state: &AppState,
+    caller: &Principal,
+    job: &mut Job,
+    requested: Requested,
+) -> Result<(), ApiError> {
+    job.schedule = crate::schedule::schedule(state, caller, requested, job.created_at).await?;
+    Ok(())
+}
+
+/// Stores a new job, retrying while the store is unavailable. `None`: this call stored it
+/// and must hand it over. With `shared` (another submit of the same idempotency key may
+/// store the same job) a job already stored under its id is answered as stored: `Some`.
+pub(crate) async fn store_new(
+    state: &AppState,
+    job: &Job,
+    shared: bool,
+) -> Result<Option<Job>, ApiError> {
+    let deadline = Instant::now() + Duration::from_millis(state.limits.store_retry_ms);
+    let stored = retry_store(deadline, "insert", |tries| async move {
+        match state.jobs.insert(job).await {
+            Ok(()) => Ok(true),
+            // An earlier try was stored but its answer lost: the id is new, so the
+            // stored job is this one.
+            Err(e) if e.kind == ErrorKind::AlreadyExists && tries > 1 => Ok(true),
+            Err(e) if e.kind == ErrorKind::AlreadyExists && shared => Ok(false),
+            Err(e) => Err(e),
         }
     })
     .await
     .or_api(STORE)?;
+    if stored {
+        return Ok(None);
+    }
+    match state.jobs.get(&job.id).await.or_api(STORE)? {
+        Some(found) => Ok(Some(found)),
+        None => Err(ApiError::Internal(format!(
+            "job {} was stored by another submit, then not found",
+            job.id
+        ))),
+    }
+}
+
+/// Hands a job just stored to the queue and announces it; a job the queue refuses is
+/// cancelled (it never runs) and the answer is 503.
+pub(crate) async fn hand_over(state: &AppState, job: Job, at: Instant) -> Result<Job, ApiError> {
     let at = submit_stage("insert", at);
     state.live.remember_owner(&job.id, &job.owner);
     let message = Dispatch {

@@ -10,7 +10,8 @@
 //! `/api/deleteJob/{id}`), the resource routes under `/api/v1/jobs`, `POST /auth/token`,
 //! `GET /metrics` and `GET /api/openapi.json`; the live views (`/api/v1/events`, followed
 //! logs, `/api/v1/observations`, see [`live`]) and the web dashboard at `/`. Every `/api`
-//! route needs a bearer token.
+//! route needs a bearer token. Both submit routes take an `Idempotency-Key` header
+//! ([`idempotent`]).
 //! The error policy is in [`error`].
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
+use jobq_common::idempotency::IdempotencyKeys;
 use jobq_common::kafka::{KafkaAdmin, KafkaDispatch, KafkaEventBus, KafkaProducer};
 use jobq_common::mongo::MongoJobStore;
 use jobq_common::oidc::OidcClient;
@@ -40,6 +42,7 @@ use tower_http::trace::TraceLayer;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod idempotent;
 pub mod jobs;
 pub mod live;
 pub mod observability;
@@ -60,6 +63,8 @@ pub use routes::dashboard::{Dashboard, SignIn};
 #[derive(Clone)]
 pub struct AppState {
     pub jobs: Arc<dyn JobCatalog>,
+    /// The records of idempotent submits (see [`idempotent`]).
+    pub idempotency: Arc<dyn IdempotencyKeys>,
     pub dispatch: Arc<dyn DispatchQueue>,
     pub events: Arc<dyn EventBus>,
     pub artifacts: Arc<dyn ArtifactStore>,
@@ -189,6 +194,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<AppState> {
         live,
         dashboard,
         jobs: store.clone(),
+        idempotency: store.clone(),
         dispatch: Arc::new(KafkaDispatch::new(producer.clone(), &kafka.jobs_topic)),
         events: Arc::new(KafkaEventBus::new(
             producer,

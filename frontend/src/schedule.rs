@@ -20,11 +20,13 @@ pub const MAX_DELAY: time::Duration = time::Duration::days(366);
 /// The longest `expireAfterSecs` (30 days).
 pub const MAX_EXPIRE_AFTER_SECS: u64 = 30 * 24 * 3600;
 
-/// The scheduling fields of a submit, checked.
-#[derive(Debug, Clone, PartialEq)]
+/// The scheduling fields of a submit, checked (serialised into an idempotent submit's
+/// body hash).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Requested {
     pub priority: i32,
     pub retries: u32,
+    #[serde(with = "time::serde::rfc3339::option")]
     pub not_before: Option<OffsetDateTime>,
     pub expire_after_secs: Option<u64>,
 }

@@ -342,6 +342,7 @@ fn harness() -> Harness {
     let identity = Arc::new(FakeIdentity);
     let state = AppState {
         jobs: store.clone(),
+        idempotency: Arc::new(store.inner.clone()),
         dispatch: queue.clone(),
         events: bus.clone(),
         artifacts: artifacts.clone(),
@@ -1884,4 +1885,277 @@ async fn openapi_document_is_served_to_callers_with_a_token() {
         outcomes,
         &json!(["finished", "failed", "cancelled", "handed_back", "lost"])
     );
+}
+
+// ---- idempotent submit ---------------------------------------------------------------
+
+impl Harness {
+    /// `POST uri` with `Idempotency-Key: key` (raw bytes, so tests can send bad ones).
+    async fn post_keyed(&self, uri: &str, token: &str, key: &[u8], body: &Value) -> Answer {
+        let req = Request::post(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                "idempotency-key",
+                header::HeaderValue::from_bytes(key).unwrap(),
+            )
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    fn dispatched(&self) -> usize {
+        self.queue.sent.lock().unwrap().len()
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_submit_with_one_key_answers_the_same_job_on_both_routes() {
+    let h = harness();
+    let first = h
+        .post_keyed("/api/v1/jobs", ALICE, b"order-1", &submit_body())
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text());
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let id = first.json()["id"].as_str().unwrap().to_string();
+
+    let again = h
+        .post_keyed("/api/v1/jobs", ALICE, b"order-1", &submit_body())
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(again.json()["id"], id.as_str());
+    assert_eq!(again.header(header::LOCATION), format!("/api/v1/jobs/{id}"));
+    assert_eq!(
+        again.header(header::HeaderName::from_static("idempotent-replayed")),
+        "true"
+    );
+
+    let original = h
+        .post_keyed("/api/addJob", ALICE, b"order-1", &submit_body())
+        .await;
+    assert_eq!(original.status, StatusCode::OK, "{}", original.text());
+    assert_eq!(original.json(), json!({"jobId": id}));
+    assert_eq!(
+        original.header(header::HeaderName::from_static("idempotent-replayed")),
+        "true"
+    );
+    assert_eq!(h.store.count().await, 1);
+    assert_eq!(h.dispatched(), 1);
+
+    // The original route's first submit keeps its 200, without the replay header.
+    let fresh = h
+        .post_keyed("/api/addJob", ALICE, b"order-2", &submit_body())
+        .await;
+    assert_eq!(fresh.status, StatusCode::OK);
+    assert!(fresh.headers.get("idempotent-replayed").is_none());
+    assert_ne!(fresh.json()["jobId"], id.as_str());
+    assert_eq!(h.store.count().await, 2);
+}
+
+#[tokio::test]
+async fn eight_concurrent_submits_with_one_key_make_one_job_and_all_answer_its_id() {
+    let h = Arc::new(harness());
+    let mut answers = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let h = h.clone();
+        answers.spawn(async move {
+            let route = if n % 2 == 0 {
+                "/api/v1/jobs"
+            } else {
+                "/api/addJob"
+            };
+            let a = h.post_keyed(route, ALICE, b"burst", &submit_body()).await;
+            assert!(a.status.is_success(), "{} {}", a.status, a.text());
+            let body = a.json();
+            body["id"]
+                .as_str()
+                .or(body["jobId"].as_str())
+                .unwrap()
+                .to_string()
+        });
+    }
+    let ids: BTreeSet<String> = answers.join_all().await.into_iter().collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(h.store.count().await, 1);
+    assert_eq!(h.dispatched(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_422_and_makes_no_job() {
+    let h = harness();
+    let first = h
+        .post_keyed("/api/v1/jobs", ALICE, b"k", &submit_body())
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    for (route, body) in [
+        (
+            "/api/v1/jobs",
+            json!({"url": "https://github.com/x/other.git"}),
+        ),
+        (
+            "/api/addJob",
+            json!({"url": "https://github.com/x/y.git", "args": "--size 11", "config": "{\"n\": 1}"}),
+        ),
+        (
+            "/api/v1/jobs",
+            json!({"url": "https://github.com/x/y.git", "args": "--size 10 \"a b\"", "config": "{\"n\": 2}"}),
+        ),
+    ] {
+        let a = h.post_keyed(route, ALICE, b"k", &body).await;
+        let error = a.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(error.contains("Idempotency-Key"), "{error}");
+    }
+    // A request that parses to the same job asks for the same thing: args as a string or
+    // as the list of its words.
+    let text = json!({"url": "https://github.com/x/y.git", "args": "--n 3"});
+    let words = json!({"url": "https://github.com/x/y.git", "args": ["--n", "3"], "config": null});
+    let a = h.post_keyed("/api/v1/jobs", ALICE, b"words", &text).await;
+    let b = h.post_keyed("/api/v1/jobs", ALICE, b"words", &words).await;
+    assert_eq!(b.status, StatusCode::OK, "{}", b.text());
+    assert_eq!(b.json()["id"], a.json()["id"]);
+    assert_eq!(h.store.count().await, 2);
+}
+
+#[tokio::test]
+async fn another_users_same_key_makes_their_own_job_and_never_answers_alices() {
+    let h = harness();
+    let alice = h
+        .post_keyed("/api/v1/jobs", ALICE, b"shared-key", &submit_body())
+        .await
+        .json();
+    let bob = h
+        .post_keyed("/api/v1/jobs", BOB, b"shared-key", &submit_body())
+        .await;
+    assert_eq!(bob.status, StatusCode::CREATED);
+    let bob = bob.json();
+    assert_ne!(alice["id"], bob["id"]);
+    assert_eq!(bob["owner"], "bob");
+    let other_body = h
+        .post_keyed(
+            "/api/v1/jobs",
+            BOB,
+            b"shared-key",
+            &json!({"url": "https://github.com/x/z.git"}),
+        )
+        .await;
+    other_body.assert_error(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(h.store.count().await, 2);
+}
+
+#[tokio::test]
+async fn a_bad_key_is_400_and_makes_no_job() {
+    let h = harness();
+    let long = vec![b'k'; 256];
+    for key in [
+        &b""[..],
+        &long,
+        "ключ".as_bytes(),
+        b"tab\tin",
+        &[0xff, 0x41],
+    ] {
+        for route in ["/api/v1/jobs", "/api/addJob"] {
+            let a = h.post_keyed(route, ALICE, key, &submit_body()).await;
+            let error = a.assert_error(StatusCode::BAD_REQUEST);
+            assert!(error.contains("idempotency key"), "{key:?}: {error}");
+        }
+    }
+    let twice = Request::post("/api/v1/jobs")
+        .header(header::AUTHORIZATION, format!("Bearer {ALICE}"))
+        .header("idempotency-key", "a")
+        .header("idempotency-key", "b")
+        .body(Body::from(submit_body().to_string()))
+        .unwrap();
+    h.send(twice).await.assert_error(StatusCode::BAD_REQUEST);
+    assert_eq!(h.store.count().await, 0);
+    // 255 characters is the longest key.
+    let longest = vec![b'k'; 255];
+    let a = h
+        .post_keyed("/api/v1/jobs", ALICE, &longest, &submit_body())
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    // Without a key every submit makes a job.
+    h.add_job(ALICE, submit_body()).await;
+    h.add_job(ALICE, submit_body()).await;
+    assert_eq!(h.store.count().await, 3);
+}
+
+#[tokio::test]
+async fn a_job_the_store_could_not_take_is_stored_by_the_retry_with_the_same_key() {
+    let h = harness();
+    h.store.inserts_failing.store(1000, Ordering::SeqCst);
+    let refused = h
+        .post_keyed("/api/v1/jobs", ALICE, b"k", &submit_body())
+        .await;
+    refused.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.store.count().await, 0);
+    h.store.inserts_failing.store(0, Ordering::SeqCst);
+    let retried = h
+        .post_keyed("/api/v1/jobs", ALICE, b"k", &submit_body())
+        .await;
+    assert!(retried.status.is_success(), "{}", retried.text());
+    let id = retried.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(h.store.all().await.len(), 1);
+    assert_eq!(h.store.job(&id).await.status, JobStatus::Queued);
+    assert_eq!(h.dispatched(), 1);
+    let again = h
+        .post_keyed("/api/addJob", ALICE, b"k", &submit_body())
+        .await;
+    assert_eq!(again.json(), json!({"jobId": id}));
+    assert_eq!(h.dispatched(), 1);
+}
+
+#[tokio::test]
+async fn a_job_the_queue_refused_releases_its_key_so_the_retry_makes_a_new_one() {
+    let h = harness();
+    h.queue.down.store(true, Ordering::SeqCst);
+    let refused = h
+        .post_keyed("/api/v1/jobs", ALICE, b"k", &submit_body())
+        .await;
+    refused.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    let cancelled = h.store.all().await;
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].status, JobStatus::Cancelled);
+    h.queue.down.store(false, Ordering::SeqCst);
+    let retried = h
+        .post_keyed("/api/v1/jobs", ALICE, b"k", &submit_body())
+        .await;
+    assert_eq!(retried.status, StatusCode::CREATED, "{}", retried.text());
+    let id = retried.json()["id"].as_str().unwrap().to_string();
+    assert_ne!(id, cancelled[0].id.as_str());
+    assert_eq!(h.store.job(&id).await.status, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn replayed_submits_are_counted_in_the_metrics() {
+    let h = harness();
+    for _ in 0..2 {
+        h.post_keyed("/api/addJob", ALICE, b"counted", &submit_body())
+            .await;
+    }
+    let text = h.get("/metrics", None).await.text();
+    assert!(text.contains("jobq_submits_replayed_total"), "{text}");
+}
+
+#[test]
+fn openapi_documents_the_idempotency_key_and_its_answers_on_both_submit_routes() {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    for (path, codes) in [
+        ("/api/v1/jobs", ["200", "201", "400", "422"].as_slice()),
+        ("/api/addJob", ["200", "400", "422"].as_slice()),
+    ] {
+        let post = &doc["paths"][path]["post"];
+        let params = post["parameters"].as_array().expect("parameters");
+        assert!(
+            params
+                .iter()
+                .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"),
+            "{path}: {params:?}"
+        );
+        for code in codes {
+            let answer = &post["responses"][code];
+            assert!(answer.is_object(), "{path} {code}");
+        }
+        let text = post["responses"]["422"]["description"].as_str().unwrap();
+        assert!(text.contains("Idempotency-Key"), "{path}: {text}");
+    }
 }

@@ -27,6 +27,9 @@ async fn store() -> Option<MongoJobStore> {
 // The store conformance suite, on the MongoDB-wire server (and on SQLite in the unit tests).
 jobq_common::store_conformance!(store, #[ignore = "needs the real servers: scripts/infra.sh up"]);
 
+// The idempotency key records' conformance suite, likewise on both stores.
+jobq_common::idempotency_conformance!(store, #[ignore = "needs the real servers: scripts/infra.sh up"]);
+
 #[tokio::test]
 #[ignore = "needs the real servers: scripts/infra.sh up"]
 async fn observation_history_is_oldest_first_after_since_and_limited() {

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use jobq_common::idempotency::IdempotencyKey;
 
 use self::api::Api;
 use self::credentials::{EnvCredentials, SavedLogin};
@@ -134,6 +135,12 @@ pub enum ClientCommand {
         /// Wait for the job to end, showing its status; exit with its outcome
         #[arg(long)]
         wait: bool,
+        /// Submit at most once with this key (1 to 255 printable ASCII characters): the same
+        /// key and job within 24 h print the first submit's job id instead of making another
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+        idempotency_key: Option<IdempotencyKey>,
+        #[command(flatten)]
+        schedule: submit::ScheduleFlags,
         #[command(flatten)]
         connection: Connection,
     },
@@ -217,11 +224,14 @@ async fn dispatch(command: ClientCommand) -> ClientResult<ExitCode> {
             config,
             config_text,
             wait,
+            idempotency_key,
+            schedule,
             connection,
         } => {
             let api = connect(&connection)?;
-            let request = submit::SubmitRequest::build(repo, args, config, config_text)?;
-            submit::submit(&api, request, wait, connection.json).await
+            let request = submit::SubmitRequest::build(repo, args, config, config_text)?
+                .with_schedule(schedule);
+            submit::submit(&api, request, idempotency_key, wait, connection.json).await
         }
         ClientCommand::Status {
             id,
@@ -262,6 +272,12 @@ async fn dispatch(command: ClientCommand) -> ClientResult<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--idempotency-key`: checked here with the server's rule, so a bad key is a usage error.
+fn parse_idempotency_key(text: &str) -> Result<IdempotencyKey, String> {
+    text.parse()
+        .map_err(|e: jobq_common::idempotency::InvalidKey| e.to_string())
 }
 
 /// Resolves the server and token (flags, then environment, then the saved login).

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jobq_common::domain::JobStatus;
+use jobq_common::idempotency::IdempotencyKey;
 use jobq_frontend::dto::JobView;
 use reqwest::Method;
 use serde::Serialize;
@@ -34,6 +35,53 @@ pub struct SubmitRequest {
     pub args: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(rename = "notBefore", skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    #[serde(rename = "expireAfterSecs", skip_serializing_if = "Option::is_none")]
+    pub expire_after_secs: Option<u64>,
+}
+
+/// How the job competes for a slot (docs/scheduling.md); the server checks the ranges.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScheduleFlags {
+    /// Higher first while jobs wait, -100 to 100 (default 0)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Extra attempts after a failed run, with exponential back-off (default 0)
+    #[arg(long, value_name = "N")]
+    pub retries: Option<u32>,
+    /// Do not start before this RFC 3339 time (e.g. 2026-12-02T02:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    pub not_before: Option<String>,
+    /// Cancel the job (expired) if it has not started this long after the submit: seconds,
+    /// or a number with s, m, h or d
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
+    pub expire_after: Option<u64>,
+}
+
+/// `90`, `90s`, `15m`, `2h`, `1d` as seconds.
+fn parse_duration_secs(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90, 90s, 15m, 2h or 1d"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(unit)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 impl SubmitRequest {
@@ -65,7 +113,22 @@ impl SubmitRequest {
             url: local_directory(&repo).unwrap_or(repo),
             args,
             config,
+            priority: None,
+            retries: None,
+            not_before: None,
+            expire_after_secs: None,
         })
+    }
+
+    /// The request with the scheduling the flags ask for.
+    pub fn with_schedule(self, flags: ScheduleFlags) -> Self {
+        SubmitRequest {
+            priority: flags.priority,
+            retries: flags.retries,
+            not_before: flags.not_before,
+            expire_after_secs: flags.expire_after,
+            ..self
+        }
     }
 }
 
@@ -82,15 +145,21 @@ fn local_directory(repo: &str) -> Option<String> {
     absolute.to_str().map(str::to_owned)
 }
 
+/// Sends the job (with `Idempotency-Key: key` when given: a repeat within 24 h answers the
+/// job the first submit made) and prints its id; with `wait`, follows it to its end.
 pub async fn submit(
     api: &Api,
     request: SubmitRequest,
+    key: Option<IdempotencyKey>,
     wait: bool,
     json: bool,
 ) -> ClientResult<ExitCode> {
-    let http = api
+    let mut http = api
         .request(Method::POST, api.url(["api", "v1", "jobs"]))
         .json(&request);
+    if let Some(key) = &key {
+        http = http.header("Idempotency-Key", key.as_str());
+    }
     let (job, raw): (JobView, _) = api.json(http, Missing::Route).await?;
     if !wait {
         if json {

@@ -19,6 +19,8 @@ use crate::store::OwnerCount;
 use rusqlite::types::Value;
 use time::OffsetDateTime;
 
+mod idempotency;
+
 const COLUMNS: &str = "id, owner, url, args, config, status, attempt, lease_owner, lease_expires_ms, \
     created_ms, started_ms, finished_ms, exit_code, elapsed_ms, output_files, failure, attempts, \
     priority, not_before_ms, retries, expires_ms, max_running, fair_tag, retry_at_ms, quota_slot";
@@ -172,6 +174,7 @@ impl SqliteStore {
         )
         .map_err(|e| db_error("create schema", e))?;
         migrate(&conn).map_err(|e| db_error("migrate schema", e))?;
+        idempotency::create_schema(&conn).map_err(|e| db_error("create schema", e))?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })

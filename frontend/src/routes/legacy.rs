@@ -3,43 +3,52 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use jobq_common::ports::Page;
 
 use crate::AppState;
 use crate::dto::{Cancelled, JobSummary, StatusQuery, SubmitJob, Submitted};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::idempotent::{self, IdempotencyKeyHeader};
 use crate::jobs;
 
 /// Most jobs `GET /api/status` lists, newest first.
 pub const STATUS_LIST_LIMIT: u64 = 1000;
 
-/// Submits a job.
+/// Submits a job. With an `Idempotency-Key`, a repeat of the same submit within 24 h
+/// answers the same job id (with `Idempotent-Replayed: true`) instead of making another.
 #[utoipa::path(
     post,
     path = "/api/addJob",
     tag = "jobs (original)",
     request_body = SubmitJob,
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255,
+        description = "1 to 255 printable ASCII characters; the same key from the same user within 24 h answers the same job")),
     security(("bearer" = [])),
     responses(
-        (status = 200, body = Submitted),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 200, description = "the job made, or for a repeat with the same Idempotency-Key the job the first submit made (then with `Idempotent-Replayed: true`)", body = Submitted,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a repeat"))),
+        (status = 400, description = "malformed JSON, or an Idempotency-Key that is empty, over 255 characters or not printable ASCII", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 413, description = "body, config or args over its limit", body = ErrorBody),
-        (status = 422, description = "missing or refused url, args that cannot be split", body = ErrorBody),
+        (status = 422, description = "missing or refused url, args that cannot be split, or an Idempotency-Key used for a different job in the last 24 h", body = ErrorBody),
         (status = 503, description = "the queue or the job store is unavailable", body = ErrorBody),
     )
 )]
 pub async fn add_job(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     ApiJson(request): ApiJson<SubmitJob>,
-) -> Result<Json<Submitted>, ApiError> {
-    let job = jobs::submit(&state, &caller, request).await?;
-    Ok(Json(Submitted {
-        job_id: job.id.to_string(),
-    }))
+) -> Result<Response, ApiError> {
+    let submission = idempotent::submit(&state, &caller, request, key).await?;
+    let mut response = Json(Submitted {
+        job_id: submission.job.id.to_string(),
+    })
+    .into_response();
+    response.headers_mut().extend(submission.headers());
+    Ok(response)
 }
 
 /// The caller's jobs, newest first (at most 1000).

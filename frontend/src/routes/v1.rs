@@ -10,6 +10,7 @@ use crate::AppState;
 use crate::dto::{JobList, JobView, ListQuery, Logs, LogsQuery, SubmitJob};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
+use crate::idempotent::{self, IdempotencyKeyHeader};
 use crate::jobs::{self, LogStream};
 
 /// Page size when none is asked for.
@@ -17,36 +18,50 @@ pub const DEFAULT_PAGE: u64 = 20;
 /// Largest page.
 pub const MAX_PAGE: u64 = 100;
 
-/// Submits a job; answers it with its location.
+/// Submits a job; answers it with its location. With an `Idempotency-Key`, a repeat of the
+/// same submit within 24 h answers the same job (200) instead of making another.
 #[utoipa::path(
     post,
     path = "/api/v1/jobs",
     tag = "jobs",
     request_body = SubmitJob,
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255,
+        description = "1 to 255 printable ASCII characters; the same key from the same user within 24 h answers the same job")),
     security(("bearer" = [])),
     responses(
         (status = 201, body = JobView, headers(("Location" = String, description = "the job's URL"))),
-        (status = 400, description = "malformed JSON", body = ErrorBody),
+        (status = 200, description = "a repeat of an earlier submit with the same Idempotency-Key: its job", body = JobView,
+            headers(("Location" = String, description = "the job's URL"), ("Idempotent-Replayed" = String, description = "`true`"))),
+        (status = 400, description = "malformed JSON, or an Idempotency-Key that is empty, over 255 characters or not printable ASCII", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 413, description = "body, config or args over its limit", body = ErrorBody),
-        (status = 422, description = "missing or refused url, args that cannot be split", body = ErrorBody),
+        (status = 422, description = "missing or refused url, args that cannot be split, or an Idempotency-Key used for a different job in the last 24 h", body = ErrorBody),
         (status = 503, description = "the queue or the job store is unavailable", body = ErrorBody),
     )
 )]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     ApiJson(request): ApiJson<SubmitJob>,
 ) -> Result<Response, ApiError> {
-    let job = jobs::submit(&state, &caller, request).await?;
+    let submission = idempotent::submit(&state, &caller, request, key).await?;
+    let job = &submission.job;
     let location = HeaderValue::from_str(&format!("/api/v1/jobs/{}", job.id))
         .map_err(|e| ApiError::Internal(format!("location header: {e}")))?;
-    Ok((
-        StatusCode::CREATED,
+    let status = if submission.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut response = (
+        status,
         [(header::LOCATION, location)],
-        Json(JobView::from(&job)),
+        Json(JobView::from(job)),
     )
-        .into_response())
+        .into_response();
+    response.headers_mut().extend(submission.headers());
+    Ok(response)
 }
 
 /// The caller's jobs, newest first, one page at a time; `status` keeps one status only.
