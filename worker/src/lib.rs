@@ -124,7 +124,8 @@ fn start_claimed(
 /// than the intake's [`Intake::claim_waiting_after`] (in Kafka mode its message is behind a
 /// busy worker's partition, or was re-dispatched there), at first every `LOOK_MIN`, backing
 /// off to [`Intake::look_max`] while none is found; once more at once when one of its jobs
-/// ends or a wake-up comes, and again and again while looks find jobs.
+/// ends (before it takes an offer it holds) or a wake-up comes, and again and again while
+/// looks find jobs.
 const LOOK_MIN: Duration = Duration::from_millis(250);
 
 /// When the next look in the store is due.
@@ -253,7 +254,8 @@ const EVENTS_WAIT_AT_EXIT: Duration = Duration::from_secs(5);
 /// The worker loop, the same for `jobq worker` (Kafka intake, several slots) and for the
 /// in-process workers of `jobq standalone` (bus intake, one slot each): takes offers while
 /// a slot is free, holds the next one while every slot is busy, lets any free slot claim
-/// from the store a job that has waited past the intake's threshold. After `stop` it takes
+/// from the store a job that has waited past the intake's threshold (a slot freed while an
+/// offer is held looks first). After `stop` it takes
 /// nothing more and returns once its running jobs have ended (`hand_back` makes them end
 /// early, handed back to the queue).
 pub async fn work<I: Intake>(
@@ -271,8 +273,10 @@ pub async fn work<I: Intake>(
     let mut held: Option<(Dispatch, I::Ticket)> = None;
     let mut looks = Looks::new();
     loop {
-        let free = held.is_none() && slots.available_permits() > 0;
-        if free
+        // A freed slot looks in the store before it takes the offer it holds: with every slot
+        // busy, the jobs that have waited longest (a lost worker's job queued again, say) are
+        // behind other partitions' backlogs, and the store gives the oldest first.
+        if slots.available_permits() > 0
             && looks.due()
             && let Ok(permit) = slots.clone().try_acquire_owned()
         {
@@ -298,7 +302,7 @@ pub async fn work<I: Intake>(
             .await;
         }
         intake.hold(slots.available_permits() == 0 && held.is_some());
-        let idle = match free {
+        let idle = match held.is_none() && slots.available_permits() > 0 {
             true => looks.until_due(),
             false => Duration::from_millis(500),
         };
@@ -360,7 +364,9 @@ async fn connect_until_up(
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(pause) => {}
                 }
-                pause = (pause * 2).min(Duration::from_secs(5));
+                // A refused connection costs nothing: try often, so a replacement worker
+                // serves within 2 s of the server being back.
+                pause = (pause * 2).min(Duration::from_secs(2));
             }
         }
     }
