@@ -51,16 +51,75 @@ pub struct Sweep {
     pub expired: usize,
 }
 
+/// How long a sweep waits for the messages and events it sent before it returns. Kafka
+/// answers in milliseconds when it is up; while it restarts a send is held by the producer
+/// for up to its `message.timeout.ms` (30 s), and waiting for it would leave every other
+/// expired lease of the sweep, and the next sweeps, alone until the broker is back.
+const SEND_WAIT: Duration = Duration::from_secs(1);
+
+/// What one send of a sweep was.
+enum Sent {
+    /// The message of a job queued again in this sweep or an earlier one; whether it was
+    /// delivered.
+    Redispatch(bool),
+    /// The message of a job queued again in this sweep, or its job event.
+    Requeue,
+}
+
 impl LeaseReaper {
-    /// Handles every lease expired at `now`.
+    /// Handles every lease expired at `now`: each job is queued again (or failed) in the
+    /// store first, so a free worker slot can claim it from the store at once; its message
+    /// and event go out beside the sweep, which waits for them at most [`SEND_WAIT`]. A
+    /// message the queue refuses is kept and sent again at the next sweep.
     pub async fn sweep(&self, now: OffsetDateTime) -> PortResult<Sweep> {
         let mut done = Sweep::default();
+        let mut sends = tokio::task::JoinSet::new();
         let waiting = std::mem::take(&mut *self.undelivered.lock().expect("undelivered lock"));
         for message in waiting {
-            if self.send(message).await {
-                done.redispatched += 1;
-            }
+            let me = self.clone();
+            sends.spawn(async move { Sent::Redispatch(me.send(message).await) });
         }
+        let swept = self.requeue_expired(now, &mut done, &mut sends).await;
+        let stale = match swept {
+            Ok(()) => {
+                self.store
+                    .redispatch_stale(now - self.redispatch_after, now, 500)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        for message in stale.as_ref().map(Vec::as_slice).unwrap_or_default() {
+            tracing::warn!(job_id = %message.id, attempt = message.attempt, "queued job not claimed for long: dispatched again");
+            let (me, message) = (self.clone(), message.clone());
+            sends.spawn(async move { Sent::Redispatch(me.send(message).await) });
+        }
+        let waited = tokio::time::timeout(SEND_WAIT, async {
+            while let Some(sent) = sends.join_next().await {
+                if let Ok(Sent::Redispatch(true)) = sent {
+                    done.redispatched += 1;
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::info!(
+                in_flight = sends.len(),
+                "dispatch queue slow to answer: the sweep goes on, its messages stay in flight"
+            );
+            // Still in flight, not abandoned: one that fails is kept for the next sweep.
+            sends.detach_all();
+        }
+        stale.map(|_| done)
+    }
+
+    /// Queues again (or fails) every job whose lease expired at `now`, spawning its message
+    /// and event into `sends`.
+    async fn requeue_expired(
+        &self,
+        now: OffsetDateTime,
+        done: &mut Sweep,
+        sends: &mut tokio::task::JoinSet<Sent>,
+    ) -> PortResult<()> {
         for job in self.store.expired(now, 500).await? {
             let Some(recovered) = self
                 .store
@@ -72,32 +131,39 @@ impl LeaseReaper {
             if recovered.job.status == JobStatus::Queued {
                 tracing::warn!(job_id = %job.id, attempt = recovered.job.attempt, "worker lost: job queued again");
                 // The job is queued now; its message must follow even if the queue is away.
-                self.send(Dispatch {
+                let me = self.clone();
+                let message = Dispatch {
                     id: recovered.job.id.clone(),
                     attempt: recovered.job.attempt,
-                })
-                .await;
+                };
+                sends.spawn(async move {
+                    me.send(message).await;
+                    Sent::Requeue
+                });
                 done.requeued += 1;
             } else {
                 tracing::warn!(job_id = %job.id, attempts = job.attempt, "worker lost after the last attempt");
                 done.failed += 1;
             }
-            self.publish(recovered.event).await;
+            let me = self.clone();
+            sends.spawn(async move {
+                me.publish(recovered.event).await;
+                Sent::Requeue
+            });
         }
+        // Waiting jobs past their expiry end cancelled (expired), their events beside the
+        // sweep like the others.
         for ended in self.store.expire_waiting(now, 500).await? {
             tracing::info!(job_id = %ended.job.id, "job expired before it started");
             done.expired += 1;
-            self.publish(ended.event).await;
+            let me = self.clone();
+            sends.spawn(async move {
+                me.publish(ended.event).await;
+                Sent::Requeue
+            });
         }
         self.count_users().await;
-        let stale_since = now - self.redispatch_after;
-        for message in self.store.redispatch_stale(stale_since, now, 500).await? {
-            tracing::warn!(job_id = %message.id, attempt = message.attempt, "queued job not claimed for long: dispatched again");
-            if self.send(message).await {
-                done.redispatched += 1;
-            }
-        }
-        Ok(done)
+        Ok(())
     }
 
     /// Dispatches `message`; one the queue refuses is kept and sent again at the next sweep.
@@ -193,16 +259,22 @@ mod tests {
 
     use super::*;
 
-    /// A dispatch queue that refuses the first `refusals` messages (Kafka restarting).
+    /// A dispatch queue that refuses the first `refusals` messages (Kafka restarting), or,
+    /// while `away`, holds every message without an answer (a producer waiting for a broker
+    /// that is away, up to its `message.timeout.ms`).
     #[derive(Default)]
     struct Queue {
         refusals: AtomicU32,
+        away: std::sync::atomic::AtomicBool,
         sent: Mutex<Vec<Dispatch>>,
     }
 
     #[async_trait]
     impl DispatchQueue for Queue {
         async fn dispatch(&self, message: &Dispatch) -> PortResult<()> {
+            if self.away.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
             if self
                 .refusals
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -292,5 +364,40 @@ mod tests {
             (Some(JobStatus::Running), JobStatus::Failed)
         );
         assert!(event.elapsed_ms.is_some());
+    }
+
+    #[tokio::test]
+    async fn expired_leases_are_requeued_while_the_dispatch_queue_does_not_answer() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let queue = Arc::new(Queue::default());
+        let reaper = reaper(&store, &queue, Arc::new(InProcessBus::new()), 3);
+        let now = OffsetDateTime::now_utc();
+        let first = claimed_job(&store, "lost-worker", now).await;
+        let second = claimed_job(&store, "lost-worker", now).await;
+        queue.away.store(true, Ordering::SeqCst);
+        let later = now + Duration::from_secs(2);
+        // Both jobs are queued again in the store (where free slots claim them) in one sweep
+        // that does not wait for the queue's answers.
+        let swept = tokio::time::timeout(Duration::from_secs(5), reaper.sweep(later))
+            .await
+            .expect("the sweep returns although the queue does not answer")
+            .unwrap();
+        assert_eq!(swept.requeued, 2);
+        for job in [&first, &second] {
+            let queued = store.get(&job.id).await.unwrap().unwrap();
+            assert_eq!((queued.status, queued.attempt), (JobStatus::Queued, 2));
+        }
+        // A lease that expires while the queue is still away is handled by the next sweep.
+        let third = claimed_job(&store, "lost-worker", later).await;
+        let swept = tokio::time::timeout(
+            Duration::from_secs(5),
+            reaper.sweep(later + Duration::from_secs(2)),
+        )
+        .await
+        .expect("the next sweep returns too")
+        .unwrap();
+        assert_eq!(swept.requeued, 1);
+        let queued = store.get(&third.id).await.unwrap().unwrap();
+        assert_eq!((queued.status, queued.attempt), (JobStatus::Queued, 2));
     }
 }

@@ -650,7 +650,7 @@ impl<'a> Sim<'a> {
     }
 
     /// A store look-up by `w`: the oldest queued job created before `t − threshold`.
-    fn look(&mut self, w: u32, t: f64) {
+    fn look(&mut self, w: u32, t: f64) -> bool {
         self.queries += 1;
         if let Some(slot) = self.per_sec.get_mut(t as usize) {
             *slot += 1;
@@ -678,7 +678,7 @@ impl<'a> Sim<'a> {
                 worker.look_gen = worker.look_gen.wrapping_add(1);
                 let generation = worker.look_gen;
                 self.push(t, Kind::Look(w, generation));
-                return;
+                return true;
             }
             None => {
                 let worker = &self.workers[w as usize];
@@ -695,6 +695,7 @@ impl<'a> Sim<'a> {
         worker.look_gen = worker.look_gen.wrapping_add(1);
         let generation = worker.look_gen;
         self.push(t + every * factor, Kind::Look(w, generation));
+        false
     }
 
     /// The uniform assignor of KIP-848: every member gets ⌊P/N⌋ or ⌈P/N⌉ partitions and
@@ -871,7 +872,14 @@ impl<'a> Sim<'a> {
             self.free.push(w);
             return;
         }
+        // A freed slot looks once at once, before it takes the offer it holds (the oldest
+        // waiting job goes first, as in the worker loop); the back-off itself goes on (a busy
+        // fleet's job ends cost one look each, not a fresh run of 250 ms looks).
         if let Some((held, _)) = self.workers[w as usize].held {
+            if self.claims() && self.look(w, t) {
+                self.deliver(w, t);
+                return;
+            }
             self.update(w, |worker| worker.held = None);
             self.held -= 1;
             self.stored(w, t);
@@ -879,8 +887,6 @@ impl<'a> Sim<'a> {
                 self.start(w, held, t);
             }
         }
-        // A freed slot looks once at once; the back-off itself goes on (a busy fleet's job
-        // ends cost one look each, not a fresh run of 250 ms looks).
         if self.claims() && self.is_looking(w) {
             self.look(w, t);
         }

@@ -30,7 +30,7 @@ use jobq_common::kafka::{
 use jobq_common::mongo::MongoJobStore;
 use jobq_common::ports::{Intake, Offer};
 use jobq_common::s3::S3ArtifactStore;
-use jobq_common::settings::Settings;
+use jobq_common::settings::{KafkaSettings, Settings};
 use rdkafka::consumer::{Consumer, DefaultConsumerContext, StreamConsumer};
 use time::OffsetDateTime;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -101,17 +101,21 @@ fn start_claimed(
     hand_back: &CancellationToken,
     running: &mut JoinSet<()>,
 ) {
-    let event = runner::event(&job, JobStatus::Queued, JobStatus::Running, name, now);
+    // The running event goes out beside the run, not before it: with the broker away (a
+    // store look can claim a job then) its delivery may take the producer's whole timeout,
+    // and the job's lease is renewed only once the job runs; waiting would let the lease
+    // expire and the job be lost, attempt after attempt. The slot is free again as soon as
+    // the job's end is recorded, whether or not its events were delivered yet.
+    runner.announce(runner::event(
+        &job,
+        JobStatus::Queued,
+        JobStatus::Running,
+        name,
+        now,
+    ));
     let (runner, hand_back) = (runner.clone(), hand_back.clone());
     running.spawn(async move {
-        // The running event goes out beside the run, not before it: with the broker away
-        // (a store look can claim a job then) its delivery may take the producer's whole
-        // timeout, and the job's lease is renewed only once the job runs; waiting would let
-        // the lease expire and the job be lost, attempt after attempt. Polled first, the
-        // event is queued in the producer before the run's own events, so their order holds.
-        let announced = runner.publish(event);
-        let run = runner.clone().run_claimed(job, hand_back);
-        tokio::join!(announced, run);
+        runner.run_claimed(job, hand_back).await;
         drop(permit);
     });
 }
@@ -120,7 +124,8 @@ fn start_claimed(
 /// than the intake's [`Intake::claim_waiting_after`] (in Kafka mode its message is behind a
 /// busy worker's partition, or was re-dispatched there), at first every `LOOK_MIN`, backing
 /// off to [`Intake::look_max`] while none is found; once more at once when one of its jobs
-/// ends or a wake-up comes, and again and again while looks find jobs.
+/// ends (before it takes an offer it holds) or a wake-up comes, and again and again while
+/// looks find jobs.
 const LOOK_MIN: Duration = Duration::from_millis(250);
 
 /// When the next look in the store is due.
@@ -238,10 +243,14 @@ async fn claim_waiting<I: Intake>(
     }
 }
 
+/// How long a stopping worker waits for the job events still on their way to the bus.
+const EVENTS_WAIT_AT_EXIT: Duration = Duration::from_secs(5);
+
 /// The worker loop, the same for `jobq worker` (Kafka intake, several slots) and for the
 /// in-process workers of `jobq standalone` (bus intake, one slot each): takes offers while
 /// a slot is free, holds the next one while every slot is busy, lets any free slot claim
-/// from the store a job that has waited past the intake's threshold. After `stop` it takes
+/// from the store a job that has waited past the intake's threshold (a slot freed while an
+/// offer is held looks first). After `stop` it takes
 /// nothing more and returns once its running jobs have ended (`hand_back` makes them end
 /// early, handed back to the queue).
 pub async fn work<I: Intake>(
@@ -259,8 +268,10 @@ pub async fn work<I: Intake>(
     let mut held: Option<(Dispatch, I::Ticket)> = None;
     let mut looks = Looks::new();
     loop {
-        let free = held.is_none() && slots.available_permits() > 0;
-        if free
+        // A freed slot looks in the store before it takes the offer it holds: with every slot
+        // busy, the jobs that have waited longest (a lost worker's job queued again, say) are
+        // behind other partitions' backlogs, and the store gives the oldest first.
+        if slots.available_permits() > 0
             && looks.due()
             && let Ok(permit) = slots.clone().try_acquire_owned()
         {
@@ -286,7 +297,7 @@ pub async fn work<I: Intake>(
             .await;
         }
         intake.hold(slots.available_permits() == 0 && held.is_some());
-        let idle = match free {
+        let idle = match held.is_none() && slots.available_permits() > 0 {
             true => looks.until_due(),
             false => Duration::from_millis(500),
         };
@@ -317,7 +328,63 @@ pub async fn work<I: Intake>(
     intake.hold(true);
     tracing::info!(worker = %name, running = running.len(), "worker stopping: no new jobs");
     while running.join_next().await.is_some() {}
+    let undelivered = runner.announced(EVENTS_WAIT_AT_EXIT).await;
+    if undelivered > 0 {
+        tracing::warn!(worker = %name, undelivered, "job events not delivered before the exit");
+    }
     intake.close();
+}
+
+/// Connects the ports, waiting with backoff for a store or artifact store that does not
+/// answer yet (a worker started as a replacement while a server restarts); only a
+/// configuration a server refuses stops it. Kafka is not waited for: the producer and the
+/// consumer connect by themselves once the broker answers, and until then a free slot
+/// claims queued jobs from the store. `None` when `shutdown` fired first.
+async fn connect_until_up(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Ports>> {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match connect_ports(settings).await {
+            Ok(ports) => return Ok(Some(ports)),
+            Err(e) if !retryable(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = pause.as_millis() as u64,
+                    "cannot reach the servers yet"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                // A refused connection costs nothing: try often, so a replacement worker
+                // serves within 2 s of the server being back.
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Creates the missing topics of [`jobq_common::kafka::topic_layout`], trying again with
+/// backoff (up to 5 s apart) until the broker has them or `shutdown` fires.
+async fn ensure_topics_until_done(kafka: KafkaSettings, shutdown: CancellationToken) {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        let ensured = async { KafkaAdmin::new(&kafka.brokers)?.ensure_topics(&kafka).await };
+        match ensured.await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "topics not ensured yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// Runs a Kafka worker with `slots` job slots until `shutdown` fires; then it stops taking
@@ -329,35 +396,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let id = worker_id();
-    // A worker started while a server restarts (a replacement for a lost one, say) waits for
-    // it instead of exiting; only a configuration the server refuses stops it.
-    let mut pause = Duration::from_millis(500);
-    let ports = loop {
-        let connected = async {
-            let ports = connect_ports(&settings).await?;
-            KafkaAdmin::new(&settings.kafka.brokers)?
-                .ensure_topics(&settings.kafka)
-                .await
-                .context("topics")?;
-            anyhow::Ok(ports)
-        };
-        match connected.await {
-            Ok(ports) => break ports,
-            Err(e) if !retryable(&e) => return Err(e),
-            Err(e) => {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    retry_in_ms = pause.as_millis() as u64,
-                    "cannot reach the servers yet"
-                );
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        }
+    let Some(ports) = connect_until_up(&settings, &shutdown).await? else {
+        return Ok(());
     };
+    // The topics are created by whichever service reaches the broker first; this worker does
+    // its part in the background and serves store claims meanwhile.
+    let topics = tokio::spawn(ensure_topics_until_done(
+        settings.kafka.clone(),
+        shutdown.clone(),
+    ));
     let root = work_root(&settings, &id);
     tokio::fs::create_dir_all(&root)
         .await
@@ -412,6 +459,7 @@ pub async fn run(
         _ = &mut working => {}
         _ = grace => {}
     }
+    topics.abort();
     let _ = tokio::fs::remove_dir_all(&root).await;
     if let Some(server) = serving {
         let _ = server.await;

@@ -17,6 +17,7 @@ use jobq_common::store::{Held, Pick};
 use jobq_common::{ErrorKind, PortResult};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::executor::{self, JobDir, Limits, RunEnd};
@@ -83,6 +84,8 @@ pub struct JobRunner {
     work_root: PathBuf,
     cache: RepoCache,
     sandbox: Sandbox,
+    /// Job events on their way to the bus ([`JobRunner::announce`]).
+    announcements: TaskTracker,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -138,6 +141,7 @@ impl JobRunner {
             work_root,
             cache,
             sandbox,
+            announcements: TaskTracker::new(),
         })
     }
 
@@ -164,11 +168,43 @@ impl JobRunner {
         Duration::from_secs(self.settings.lease_secs)
     }
 
-    /// Publishes an event; the bus is for observation, so a failure is logged, not fatal.
-    pub async fn publish(&self, event: JobEvent) {
-        if let Err(e) = self.ports.events.publish(&event).await {
-            tracing::warn!(job_id = %event.job_id, error = %e, "job event not published");
-        }
+    /// Publishes an event in the background; the bus is for observation, so a failure is
+    /// logged, not fatal. Nothing waits for it: with the broker away a delivery may take the
+    /// producer's whole `message.timeout.ms` (30 s), and a job's start or its slot must not
+    /// wait that long (a claimed job's lease is renewed only once it runs; a slot held by an
+    /// undelivered event is a slot that runs nothing while Kafka restarts). The event is
+    /// handed to the bus at the task's first poll, right after this call and long before the
+    /// next transition of the same job, so a job's events keep their order.
+    /// [`JobRunner::announced`] waits for the ones still on their way.
+    pub fn announce(&self, event: JobEvent) {
+        self.announce_timed(event, None);
+    }
+
+    /// [`JobRunner::announce`], recording the `publish` stage from `since` to the delivery.
+    fn announce_timed(&self, event: JobEvent, since: Option<Instant>) {
+        let events = self.ports.events.clone();
+        self.announcements.spawn(
+            async move {
+                if let Err(e) = events.publish(&event).await {
+                    tracing::warn!(job_id = %event.job_id, error = %e, "job event not published");
+                }
+                if let Some(since) = since {
+                    stage_done("publish", since);
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Waits until every event announced so far is published or given up by the bus, for at
+    /// most `within`; returns how many were still on their way then (they are dropped when
+    /// the process exits: with the broker away, a worker's exit does not wait for the
+    /// producer's whole timeout).
+    pub async fn announced(&self, within: Duration) -> usize {
+        self.announcements.close();
+        let _ = tokio::time::timeout(within, self.announcements.wait()).await;
+        self.announcements.reopen();
+        self.announcements.len()
     }
 
     /// Runs a job this worker has claimed. `hand_back` fires when the worker shuts down and
@@ -536,31 +572,29 @@ impl JobRunner {
                     id: done.id.clone(),
                     attempt: done.attempt,
                 };
-                if let Err(e) = self.ports.dispatch.dispatch(&message).await {
-                    tracing::warn!(error = %e, "retry not dispatched; a free slot's look takes it");
-                }
-                self.publish(event(
+                // Beside the slot, like the job's events: the queue may be away.
+                let dispatch = self.ports.dispatch.clone();
+                self.announcements.spawn(async move {
+                    if let Err(e) = dispatch.dispatch(&message).await {
+                        tracing::warn!(error = %e, "retry not dispatched; a free slot's look takes it");
+                    }
+                });
+                self.announce(event(
                     &done,
                     JobStatus::Running,
                     JobStatus::Queued,
                     &self.worker_id,
                     now,
-                ))
-                .await;
+                ));
             }
             Ok(Some(done)) => {
                 metrics::counter!("jobq_worker_jobs_ended_total", "status" => done.status.as_str())
                     .increment(1);
                 tracing::info!(status = %done.status, elapsed_ms = outcome.elapsed_ms, "job ended");
-                self.publish(event(
-                    &done,
-                    JobStatus::Running,
-                    done.status,
-                    &self.worker_id,
-                    now,
-                ))
-                .await;
-                stage_done("publish", at);
+                self.announce_timed(
+                    event(&done, JobStatus::Running, done.status, &self.worker_id, now),
+                    Some(at),
+                );
             }
             Ok(None) => tracing::info!("job ended but the lease was gone; the result is dropped"),
             Err(e) => {
@@ -605,14 +639,13 @@ impl JobRunner {
                     tracing::error!(error = %e, "handed-back job not re-dispatched; the lease reaper will not see it");
                 }
                 let now = OffsetDateTime::now_utc();
-                self.publish(event(
+                self.announce(event(
                     &released,
                     JobStatus::Running,
                     JobStatus::Queued,
                     &self.worker_id,
                     now,
-                ))
-                .await;
+                ));
                 tracing::info!("job handed back for attempt {}", released.attempt);
             }
             Ok(None) => tracing::info!("job not handed back: lease already gone"),
