@@ -83,6 +83,8 @@ impl Requested {
                         "notBefore must be an RFC 3339 time, like 2026-12-01T02:00:00Z".into(),
                     )
                 })?;
+                // Stores keep milliseconds: the submit's answer shows what a read will.
+                let at = jobq_common::domain::from_unix_ms(jobq_common::domain::unix_ms(at));
                 if at > now + MAX_DELAY {
                     return Err(ApiError::Unprocessable(
                         "notBefore must be within 366 days".into(),
