@@ -68,7 +68,8 @@ macro_rules! store_conformance {
             a_held_back_job_is_claimed_only_once_its_time_has_come,
             a_failed_run_with_retries_left_waits_then_runs_again_and_the_last_failure_ends_it,
             an_expired_job_is_never_claimed_and_ends_cancelled_as_expired,
-            owners_are_counted_by_queued_and_running
+            owners_are_counted_by_queued_and_running,
+            a_cancelled_job_holds_its_slot_until_its_worker_frees_it_or_its_lease_runs_out
         );
     };
     (@each $fresh:path; $attrs:tt; $($name:ident),* $(,)?) => {
@@ -1302,4 +1303,54 @@ pub async fn owners_are_counted_by_queued_and_running<S: TestStore>(store: Arc<S
         .collect();
     // Bob's job came first (fair share keeps arrival order between users here).
     assert_eq!(as_tuples, vec![("alice", 3, 0), ("bob", 0, 1)]);
+}
+
+pub async fn a_cancelled_job_holds_its_slot_until_its_worker_frees_it_or_its_lease_runs_out<
+    S: TestStore,
+>(
+    store: Arc<S>,
+) {
+    let s = store.as_ref();
+    let one = Schedule {
+        max_running: Some(1),
+        ..Schedule::default()
+    };
+    let (first, second, third) = (
+        scheduled(s, "alice", one.clone()).await,
+        scheduled(s, "alice", one.clone()).await,
+        scheduled(s, "alice", one).await,
+    );
+    let running = next(s, "w", true).await.unwrap();
+    assert_eq!((&running.id, running.quota_slot), (&first.id, Some(0)));
+    assert!(next(s, "w", true).await.is_none(), "the limit is 1");
+    // Cancelled while it runs: its processes may still be alive, so the slot stays held.
+    JobCatalog::cancel(s, &first.id, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert!(next(s, "w", true).await.is_none(), "its slot is still held");
+    // Another worker's attempt frees nothing; its own worker, after the kill, does.
+    store.free_slot(&held(&first.id, 1, "other")).await.unwrap();
+    assert!(next(s, "w", true).await.is_none());
+    store.free_slot(&held(&first.id, 1, "w")).await.unwrap();
+    let two = next(s, "w", true).await.unwrap();
+    assert_eq!(two.id, second.id);
+    // Its worker lost: recovery frees the slot once the lease ran out, not before.
+    JobCatalog::cancel(s, &second.id, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(store.free_stale_slots(now, 10).await.unwrap(), 0);
+    assert!(next(s, "w", true).await.is_none());
+    let later = now + LEASE + Duration::from_secs(1);
+    assert_eq!(store.free_stale_slots(later, 10).await.unwrap(), 1);
+    let pick = Pick {
+        created_before: None,
+        quotas: true,
+    };
+    let three = store
+        .claim_next("w", LEASE, &pick, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(three.id, third.id);
 }

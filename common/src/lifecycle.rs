@@ -36,6 +36,8 @@ pub enum Transition {
     HandBack,
     /// `queued → cancelled`: waited past its expiry.
     Expire,
+    /// Not a state change: a cancelled job's running slot is free again.
+    FreeSlot,
     Cancel,
     Requeue,
     GiveUp,
@@ -52,6 +54,7 @@ impl Transition {
             Transition::Finish => "finish",
             Transition::Retry => "queue a failed run's retry",
             Transition::Expire => "expire a waiting job",
+            Transition::FreeSlot => "free a cancelled job's running slot",
             Transition::HandBack => "hand back",
             Transition::Cancel => "cancel",
             Transition::Requeue => "re-queue after a lost lease",
@@ -546,11 +549,58 @@ pub fn cancel(job: &Job, now: OffsetDateTime) -> Option<Change> {
             status: Some(JobStatus::Cancelled),
             finished_at: Some(now),
             attempt_ended: ends,
-            slot: SlotEffect::Free,
+            // A running job keeps its slot until its processes are gone: its worker frees it
+            // after the kill (`free_slot`), or recovery does once the lease ran out.
             ..Effects::none()
         },
         actor: None,
     })
+}
+
+/// A cancelled job's worker, its run killed, frees the slot of its owner's running limit the
+/// job held (no change when it held none).
+pub fn free_slot(held: &Held<'_>) -> Change {
+    Change {
+        transition: Transition::FreeSlot,
+        guard: Guard {
+            attempt: Some(held.attempt),
+            lease_owner: Some(held.worker.to_string()),
+            holds_slot: true,
+            ..Guard::job(held.id, JobStatus::Cancelled)
+        },
+        effects: Effects {
+            slot: SlotEffect::Free,
+            ..Effects::none()
+        },
+        actor: Some(held.worker.to_string()),
+    }
+}
+
+/// Cancelled jobs still holding a slot whose lease ran out before `now`: their worker was
+/// lost before it freed the slot.
+pub fn stale_slots(now: OffsetDateTime) -> Guard {
+    Guard {
+        holds_slot: true,
+        lease_ended_before: Some(now),
+        ..Guard::in_state(JobStatus::Cancelled)
+    }
+}
+
+/// Frees the slot of `job`, found by [`stale_slots`] at `now`, only if that still holds.
+pub fn free_stale_slot(job: &Job, now: OffsetDateTime) -> Change {
+    Change {
+        transition: Transition::FreeSlot,
+        guard: Guard {
+            id: Some(job.id.clone()),
+            attempt: Some(job.attempt),
+            ..stale_slots(now)
+        },
+        effects: Effects {
+            slot: SlotEffect::Free,
+            ..Effects::none()
+        },
+        actor: None,
+    }
 }
 
 /// Queued jobs whose expiry is at or before `now`.

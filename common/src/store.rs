@@ -172,6 +172,10 @@ pub trait JobLeases: JobLookup {
         now: OffsetDateTime,
     ) -> PortResult<Option<Job>>;
 
+    /// After a cancelled run was killed: frees the slot of its owner's running limit the job
+    /// held (nothing when it held none, or another worker's attempt is named).
+    async fn free_slot(&self, held: &Held<'_>) -> PortResult<()>;
+
     /// `running → queued` with `attempt + 1`: the worker holding the lease hands the job back
     /// (it is shutting down, or cannot store the job's files), `reason` in its history.
     /// `None` if it no longer holds the lease.
@@ -216,6 +220,10 @@ pub trait JobRecovery: Send + Sync {
         now: OffsetDateTime,
         limit: u64,
     ) -> PortResult<Vec<Transitioned>>;
+
+    /// Frees the running slots, up to `limit`, of cancelled jobs whose worker was lost before
+    /// it freed them (their lease ran out before `now`); returns how many.
+    async fn free_stale_slots(&self, now: OffsetDateTime, limit: u64) -> PortResult<usize>;
 
     /// Each owner's queued and running jobs, for the observer's per-user gauges.
     async fn owner_counts(&self) -> PortResult<Vec<OwnerCount>>;
@@ -401,6 +409,10 @@ impl<S: JobRecords + ?Sized> JobLeases for S {
         apply(self, &change).await
     }
 
+    async fn free_slot(&self, held: &Held<'_>) -> PortResult<()> {
+        apply(self, &lifecycle::free_slot(held)).await.map(|_| ())
+    }
+
     async fn release(&self, held: &Held<'_>, reason: &str) -> PortResult<Option<Job>> {
         let change = lifecycle::hand_back(held, reason, OffsetDateTime::now_utc());
         apply(self, &change).await
@@ -445,6 +457,19 @@ impl<S: JobRecords + ?Sized> JobRecovery for S {
             }
         }
         Ok(taken)
+    }
+
+    async fn free_stale_slots(&self, now: OffsetDateTime, limit: u64) -> PortResult<usize> {
+        let mut freed = 0;
+        for job in self.select(&lifecycle::stale_slots(now), limit).await? {
+            if apply(self, &lifecycle::free_stale_slot(&job, now))
+                .await?
+                .is_some()
+            {
+                freed += 1;
+            }
+        }
+        Ok(freed)
     }
 
     async fn expire_waiting(

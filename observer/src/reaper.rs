@@ -162,6 +162,13 @@ impl LeaseReaper {
                 Sent::Requeue
             });
         }
+        let freed = self.store.free_stale_slots(now, 500).await?;
+        if freed > 0 {
+            tracing::info!(
+                freed,
+                "running slots of cancelled jobs whose worker was lost freed"
+            );
+        }
         self.count_users().await;
         Ok(())
     }

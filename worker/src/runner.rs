@@ -596,7 +596,14 @@ impl JobRunner {
                     Some(at),
                 );
             }
-            Ok(None) => tracing::info!("job ended but the lease was gone; the result is dropped"),
+            Ok(None) => {
+                tracing::info!("job ended but the lease was gone; the result is dropped");
+                // Cancelled while it ran: its processes are gone now, so the slot of its
+                // owner's running limit it held is free again.
+                if let Err(e) = self.ports.store.free_slot(&self.held(job)).await {
+                    tracing::warn!(error = %e, "running slot not freed; recovery frees it when the lease runs out");
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the job's end; its lease will expire")
             }
