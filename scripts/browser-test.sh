@@ -62,6 +62,8 @@ export JOBQ_WORKER__WORK_DIR="$dir/work"
 export JOBQ_WORKER__SHUTDOWN_GRACE_SECS=5
 export JOBQ_WORKER__SLOTS=1
 export JOBQ_OBSERVER__REFRESH_RATE_SECS=1
+# The failing job's one retry waits about a second, not the default 5 s.
+export JOBQ_SCHEDULING__RETRY_BACKOFF_SECS=1
 export RUST_LOG=${RUST_LOG:-info,rdkafka=warn}
 
 pids=()

@@ -643,13 +643,21 @@ impl Settings {
         Self::load_from(std::env::vars())
     }
 
-    /// Loads from the given environment variables (and the optional file they name).
+    /// Loads from the given environment variables (and the optional file they name). An
+    /// empty variable of a key that is unset by default (`JOBQ_SCHEDULING__QUOTA_CLAIM=`)
+    /// leaves it unset, as the compose file's `${VAR:-}` passes a variable `.env` leaves out.
     pub fn load_from(
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
+        let optional: std::collections::HashSet<String> = Self::env_defaults()
+            .into_iter()
+            .filter(|(_, default)| default.is_null())
+            .map(|(name, _)| name)
+            .collect();
         let vars: std::collections::HashMap<String, String> = vars
             .into_iter()
             .filter(|(k, _)| k.starts_with("JOBQ_"))
+            .filter(|(k, v)| !(v.is_empty() && optional.contains(k)))
             .collect();
         let mut builder = config::Config::builder();
         match vars.get("JOBQ_CONFIG_FILE") {
@@ -837,6 +845,31 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn an_empty_variable_leaves_an_optional_key_unset() {
+        let s = Settings::load_from([
+            (
+                "JOBQ_SCHEDULING__MAX_RUNNING_PER_USER".to_string(),
+                String::new(),
+            ),
+            ("JOBQ_SCHEDULING__QUOTA_CLAIM".to_string(), String::new()),
+            (
+                "JOBQ_SCHEDULING__MAX_QUEUED_PER_USER".to_string(),
+                "5".to_string(),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.scheduling.max_running_per_user, None);
+        assert_eq!(s.scheduling.quota_claim, None);
+        assert_eq!(s.scheduling.max_queued_per_user, Some(5));
+        let bad =
+            Settings::load_from([("JOBQ_SCHEDULING__MAX_RETRIES".to_string(), String::new())]);
+        assert!(
+            bad.is_err(),
+            "an empty value of a key with a default is still refused"
+        );
     }
 
     #[test]

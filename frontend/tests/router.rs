@@ -2159,3 +2159,51 @@ fn openapi_documents_the_idempotency_key_and_its_answers_on_both_submit_routes()
         assert!(text.contains("Idempotency-Key"), "{path}: {text}");
     }
 }
+
+#[test]
+fn openapi_documents_the_scheduling_fields_and_the_429_of_both_submit_routes() {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let submit = schemas["SubmitJob"]["properties"].as_object().unwrap();
+    for field in ["priority", "retries", "notBefore", "expireAfterSecs"] {
+        assert!(submit.contains_key(field), "SubmitJob lacks {field}");
+    }
+    let view = schemas["JobView"]["properties"].as_object().unwrap();
+    for field in [
+        "priority",
+        "retries",
+        "notBefore",
+        "retryAt",
+        "expiresAt",
+        "attempts",
+    ] {
+        assert!(view.contains_key(field), "JobView lacks {field}");
+    }
+    let attempt = schemas["AttemptView"]["properties"].as_object().unwrap();
+    for field in [
+        "attempt",
+        "worker",
+        "startedAt",
+        "endedAt",
+        "outcome",
+        "reason",
+    ] {
+        assert!(attempt.contains_key(field), "AttemptView lacks {field}");
+    }
+    for path in ["/api/v1/jobs", "/api/addJob"] {
+        let post = &doc["paths"][path]["post"];
+        let too_many = &post["responses"]["429"];
+        assert!(
+            too_many["headers"]["Retry-After"].is_object(),
+            "{path}: {too_many}"
+        );
+        assert!(
+            too_many["content"]["application/json"].is_object(),
+            "{path}: {too_many}"
+        );
+        let text = post["responses"]["422"]["description"].as_str().unwrap();
+        for field in ["priority", "retries", "notBefore", "expireAfterSecs"] {
+            assert!(text.contains(field), "{path}: {text}");
+        }
+    }
+}

@@ -1,8 +1,9 @@
-//! Human output: durations, times and the job table.
+//! Human output: durations, times, the job table and one job's details (its scheduling
+//! fields and attempt history included).
 
 use std::time::Duration;
 
-use jobq_frontend::dto::JobView;
+use jobq_frontend::dto::{AttemptView, JobView};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -125,12 +126,54 @@ pub fn job_details(job: &JobView) -> String {
     if let Some(failure) = &job.failure {
         field("failure", failure);
     }
+    if job.priority != 0 {
+        field("priority", &job.priority.to_string());
+    }
+    if job.retries != 0 {
+        field("retries", &job.retries.to_string());
+    }
+    if let Some(at) = &job.not_before {
+        field("not before", &timestamp(at));
+    }
+    // Only while the retry waits: the view keeps the last retry's time after it ran.
+    if let Some(at) = job.retry_at.as_ref().filter(|_| !job.status.is_terminal()) {
+        field("retry at", &timestamp(at));
+    }
+    if let Some(at) = &job.expires_at {
+        field("expires", &timestamp(at));
+    }
     if job.output_files.is_empty() {
         field("files", "-");
     } else {
-        field("files", &job.output_files.join("\n           "));
+        field("files", &job.output_files.join(CONTINUED));
+    }
+    if !job.attempts.is_empty() {
+        let lines: Vec<String> = job.attempts.iter().map(attempt_line).collect();
+        field("attempts", &lines.join(CONTINUED));
     }
     out
+}
+
+/// A value's next line, under the first one.
+const CONTINUED: &str = "\n           ";
+
+/// `#1 failed  2026-12-01 10:00:00 - 2026-12-01 10:00:02  worker w-1: exit code 1`.
+fn attempt_line(a: &AttemptView) -> String {
+    let started = a.started_at.as_deref().map(timestamp);
+    let mut line = format!(
+        "#{} {:<11} {} - {}",
+        a.attempt,
+        a.outcome.as_str(),
+        started.as_deref().unwrap_or("-"),
+        timestamp(&a.ended_at)
+    );
+    if let Some(worker) = &a.worker {
+        line.push_str(&format!("  worker {worker}"));
+    }
+    if let Some(reason) = &a.reason {
+        line.push_str(&format!(": {reason}"));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -143,6 +186,61 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(4_240)), "4.2s");
         assert_eq!(duration(Duration::from_secs(185)), "3m05s");
         assert_eq!(duration(Duration::from_secs(7_620)), "2h07m");
+    }
+
+    fn view(extra: serde_json::Value) -> JobView {
+        let mut job = serde_json::json!({
+            "id": "j1", "owner": "alice", "status": "queued", "attempt": 1,
+            "createdAt": "2026-12-01T10:00:00Z", "startedAt": null, "finishedAt": null,
+            "exitCode": null, "elapsedMs": null, "outputFiles": [], "failure": null,
+            "url": "https://example.com/x.git", "args": ""
+        });
+        job.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(job).unwrap()
+    }
+
+    #[test]
+    fn details_leave_out_scheduling_fields_that_were_not_asked_for() {
+        let text = job_details(&view(serde_json::json!({})));
+        for name in [
+            "priority",
+            "retries",
+            "not before",
+            "retry at",
+            "expires",
+            "attempts",
+        ] {
+            assert!(!text.contains(name), "{name} in {text}");
+        }
+    }
+
+    #[test]
+    fn details_show_the_scheduling_fields_and_every_ended_attempt() {
+        let text = job_details(&view(serde_json::json!({
+            "attempt": 3, "priority": 10, "retries": 3,
+            "notBefore": "2026-12-02T02:00:00Z",
+            "retryAt": "2026-12-02T02:05:10+01:00",
+            "expiresAt": "2026-12-02T03:00:00Z",
+            "attempts": [
+                {"attempt": 1, "worker": "w-a", "startedAt": "2026-12-02T02:00:01Z",
+                 "endedAt": "2026-12-02T02:00:03Z", "outcome": "failed", "reason": "exit code 1"},
+                {"attempt": 2, "worker": null, "startedAt": null,
+                 "endedAt": "2026-12-02T02:01:00Z", "outcome": "lost", "reason": null}
+            ]
+        })));
+        assert!(text.contains("priority   10\n"), "{text}");
+        assert!(text.contains("retries    3\n"), "{text}");
+        assert!(text.contains("not before 2026-12-02 02:00:00\n"), "{text}");
+        assert!(text.contains("retry at   2026-12-02 01:05:10\n"), "{text}");
+        assert!(text.contains("expires    2026-12-02 03:00:00\n"), "{text}");
+        assert!(
+            text.contains(
+                "attempts   #1 failed      2026-12-02 02:00:01 - 2026-12-02 02:00:03  worker w-a: exit code 1\n           #2 lost        - - 2026-12-02 02:01:00\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -21,6 +21,38 @@ export interface JobView {
   failure: string | null;
   url: string;
   args: string;
+  /** Every attempt that ended, oldest first. */
+  attempts: AttemptView[];
+  /** Higher first while jobs wait (-100 to 100). */
+  priority: number;
+  /** Extra attempts after a failed run that the submit asked for. */
+  retries: number;
+  notBefore: string | null;
+  retryAt: string | null;
+  expiresAt: string | null;
+}
+
+export type AttemptOutcome = 'finished' | 'failed' | 'cancelled' | 'handed_back' | 'lost';
+
+/** One ended attempt of a job. */
+export interface AttemptView {
+  attempt: number;
+  worker: string | null;
+  startedAt: string | null;
+  endedAt: string;
+  outcome: AttemptOutcome;
+  reason: string | null;
+}
+
+/** What the submit form sends; the scheduling fields only when the user set them. */
+export interface SubmitBody {
+  url: string;
+  args: string;
+  config: string;
+  priority?: number | string;
+  retries?: number | string;
+  notBefore?: string;
+  expireAfterSecs?: number | string;
 }
 
 export interface JobList {
@@ -120,7 +152,7 @@ export const api = {
     return call<JobList>('GET', `/api/v1/jobs?${q}`);
   },
   job: (id: string) => call<JobView>('GET', `/api/v1/jobs/${encodeURIComponent(id)}`),
-  submit: (body: { url: string; args: string; config: string }) => call<JobView>('POST', '/api/v1/jobs', body),
+  submit: (body: SubmitBody) => call<JobView>('POST', '/api/v1/jobs', body),
   cancel: (id: string) => call<JobView>('DELETE', `/api/v1/jobs/${encodeURIComponent(id)}`),
   observations: (since?: number, limit = 600) => {
     const q = new URLSearchParams({ limit: String(limit) });

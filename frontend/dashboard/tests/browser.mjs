@@ -161,6 +161,70 @@ try {
   check(text === 'Hi, Ada!\n', `downloaded ${JSON.stringify(text)}`);
   await shot(page, 'job-finished');
 
+  step('the scheduling fields: refused beside the field, shown on a delayed job that waits until cancelled');
+  await page.getByRole('link', { name: 'Submit', exact: true }).click();
+  await page.getByLabel('Repository URL').fill(helloUrl);
+  await page.getByLabel('Priority').fill('101');
+  await page.getByRole('button', { name: 'Submit' }).click();
+  const priorityError = page.locator('#priority-error');
+  await priorityError.waitFor();
+  check((await priorityError.textContent()).startsWith('priority'), `unexpected priority error: ${await priorityError.textContent()}`);
+  check((await page.getByLabel('Priority').getAttribute('aria-invalid')) === 'true', 'the priority field is not marked invalid');
+  // An hour from now, as the picker shows a local time (seconds included: step 1).
+  const later = await page.evaluate(() => {
+    const d = new Date(Date.now() + 3600 * 1000);
+    d.setMilliseconds(0);
+    const pad = (n) => String(n).padStart(2, '0');
+    const local = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    return { local, at: d.getTime() };
+  });
+  await page.getByLabel('Priority').fill('7');
+  await page.getByLabel('Retries').fill('2');
+  await page.getByLabel('Not before').fill(later.local);
+  await page.getByLabel('Expire after (seconds)').fill('7200');
+  await shot(page, 'submit-scheduled');
+  await page.getByRole('button', { name: 'Submit' }).click();
+  await page.getByTestId('job-page').waitFor();
+  const delayed = await page.getByTestId('job-page').getAttribute('data-job');
+  check((await statusOf(page)) === 'queued', `the delayed job is ${await statusOf(page)}`);
+  check((await page.getByTestId('priority').textContent()).trim() === '7', 'the priority is not shown');
+  check((await page.getByTestId('retries').textContent()).trim() === '2', 'the retries are not shown');
+  const shownNotBefore = await page.getByTestId('not-before').locator('time').getAttribute('datetime');
+  check(Date.parse(shownNotBefore) === later.at, `notBefore ${shownNotBefore} is not the time picked (${new Date(later.at).toISOString()})`);
+  const shownExpiry = Date.parse(await page.getByTestId('expires-at').locator('time').getAttribute('datetime'));
+  check(Math.abs(shownExpiry - (Date.now() + 7200 * 1000)) < 60_000, `expiresAt ${new Date(shownExpiry).toISOString()} is not about 2 h from now`);
+  await page.getByTestId('no-attempts').waitFor();
+  await shot(page, 'job-delayed');
+  await page.getByRole('button', { name: 'Cancel job' }).click();
+  await waitForStatus(page, 'cancelled', 10_000);
+
+  step('a failing job with a retry: queued again, then both attempts listed with their outcome and reason');
+  // A name with a slash makes the example job fail (it cannot write output/greetings/no/such.txt).
+  await page.getByRole('link', { name: 'Submit', exact: true }).click();
+  await page.getByLabel('Repository URL').fill(helloUrl);
+  await page.getByLabel('Arguments').fill('no/such');
+  await page.getByLabel('Retries').fill('1');
+  await page.getByRole('button', { name: 'Submit' }).click();
+  await page.getByTestId('job-page').waitFor();
+  const failing = await page.getByTestId('job-page').getAttribute('data-job');
+  check(failing !== delayed, 'the failing job is the delayed one');
+  await waitForStatus(page, 'failed', 60_000);
+  const attempts = page.getByTestId('attempts').locator('tbody tr');
+  await attempts.nth(1).waitFor({ timeout: 10_000 });
+  const rowsSeen = await attempts.evaluateAll((trs) => trs.map((tr) => ({
+    attempt: tr.dataset.attempt,
+    outcome: tr.dataset.outcome,
+    cells: [...tr.querySelectorAll('td')].map((td) => td.textContent.trim()),
+  })));
+  check(rowsSeen.length === 2, `${rowsSeen.length} attempts listed: ${JSON.stringify(rowsSeen)}`);
+  rowsSeen.forEach((row, i) => {
+    check(row.attempt === String(i + 1) && row.outcome === 'failed', `attempt row ${i}: ${JSON.stringify(row)}`);
+    check(row.cells[1] !== '—' && row.cells[2] !== '—' && row.cells[3] !== '—', `attempt ${i + 1} lacks its worker or times: ${JSON.stringify(row)}`);
+    check(row.cells[5] !== '—' && row.cells[5].length > 0, `attempt ${i + 1} has no reason: ${JSON.stringify(row)}`);
+  });
+  check((await page.getByTestId('retries').textContent()).trim() === '1', 'the retries are not shown');
+  await shot(page, 'job-retried');
+
   step('cancel a running job');
   const long = await submit(page, tickerUrl, '60', '');
   await waitForStatus(page, 'running', 30_000);

@@ -32,7 +32,9 @@ pub const STATUS_LIST_LIMIT: u64 = 1000;
         (status = 400, description = "malformed JSON, or an Idempotency-Key that is empty, over 255 characters or not printable ASCII", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 413, description = "body, config or args over its limit", body = ErrorBody),
-        (status = 422, description = "missing or refused url, args that cannot be split, or an Idempotency-Key used for a different job in the last 24 h", body = ErrorBody),
+        (status = 422, description = "missing or refused url, args that cannot be split, a scheduling field (priority, retries, notBefore, expireAfterSecs) of the wrong type or out of its range, or an Idempotency-Key used for a different job in the last 24 h", body = ErrorBody),
+        (status = 429, description = "the caller already has `scheduling.max_queued_per_user` jobs waiting; submit again when some have started", body = ErrorBody,
+            headers(("Retry-After" = String, description = "seconds to wait before submitting again"))),
         (status = 503, description = "the queue or the job store is unavailable", body = ErrorBody),
     )
 )]

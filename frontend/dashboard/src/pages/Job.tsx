@@ -1,5 +1,6 @@
-// One job: status and its transitions (live), times, exit code, failure reason, the log
-// as it grows, output files to download, and cancel.
+// One job: status and its transitions (live), times, exit code, failure reason, its
+// scheduling (priority, retries, not before, retry at, expires at) and every ended attempt,
+// the log as it grows, output files to download, and cancel.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 
@@ -136,6 +137,12 @@ export function JobPage(props: { id: string; me: Me | null }) {
           <dt>Took</dt><dd>{duration(job.elapsedMs)}</dd>
           <dt>Exit code</dt><dd data-testid="exit-code">{job.exitCode ?? '—'}</dd>
           {job.failure && <><dt>Failure</dt><dd class="failure" data-testid="failure">{job.failure}</dd></>}
+          <dt>Priority</dt><dd data-testid="priority">{job.priority}</dd>
+          <dt>Retries</dt><dd data-testid="retries">{job.retries === 0 ? 'none' : job.retries}</dd>
+          {job.notBefore && <><dt>Not before</dt><dd data-testid="not-before"><time dateTime={job.notBefore}>{when(job.notBefore)}</time></dd></>}
+          {/* Only while the retry waits: the view keeps the last retry's time after it ran. */}
+          {job.retryAt && job.status === 'queued' && <><dt>Retry at</dt><dd data-testid="retry-at"><time dateTime={job.retryAt}>{when(job.retryAt)}</time></dd></>}
+          {job.expiresAt && <><dt>Expires at</dt><dd data-testid="expires-at"><time dateTime={job.expiresAt}>{when(job.expiresAt)}</time></dd></>}
         </dl>
         <div>
           <h2>History</h2>
@@ -156,6 +163,30 @@ export function JobPage(props: { id: string; me: Me | null }) {
           )}
         </div>
       </div>
+      <h2 id="attempts-title">Attempts</h2>
+      {job.attempts.length === 0 ? (
+        <p class="empty" data-testid="no-attempts">{ended(job.status) ? 'None recorded.' : 'None has ended yet.'}</p>
+      ) : (
+        <div class="table-wrap">
+          <table data-testid="attempts" aria-labelledby="attempts-title">
+            <thead>
+              <tr><th scope="col">Attempt</th><th scope="col">Worker</th><th scope="col">Started</th><th scope="col">Ended</th><th scope="col">Outcome</th><th scope="col">Reason</th></tr>
+            </thead>
+            <tbody>
+              {job.attempts.map((a) => (
+                <tr data-attempt={a.attempt} data-outcome={a.outcome}>
+                  <td>{a.attempt}</td>
+                  <td class="mono">{a.worker ?? '—'}</td>
+                  <td>{when(a.startedAt)}</td>
+                  <td>{when(a.endedAt)}</td>
+                  <td>{a.outcome.replace('_', ' ')}</td>
+                  <td>{a.reason ?? '—'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
       <h2 id="log-title">Log <small data-testid="log-state">{logState === 'ended' ? '(complete)' : logState === 'following' ? '(live)' : '(waiting for output)'}</small></h2>
       <p class="legend"><span class="out">stdout</span> <span class="err">stderr</span></p>
       <pre class="log" ref={logBox} tabIndex={0} aria-labelledby="log-title" data-testid="log"

@@ -1,11 +1,13 @@
-// Submit a job: repository URL, args, config (checked as JSON when it looks like JSON),
-// with the server's validation errors beside the field they are about.
+// Submit a job: repository URL, args, config (checked as JSON when it looks like JSON) and
+// the optional scheduling fields (priority, retries, not before, expire after), with the
+// server's validation errors beside the field they are about.
 
+import { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
 
-import { api, ApiError } from '../api';
+import { api, ApiError, SubmitBody } from '../api';
 
-type Field = 'url' | 'args' | 'config' | 'form';
+type Field = 'url' | 'args' | 'config' | 'priority' | 'retries' | 'notBefore' | 'expireAfter' | 'form';
 
 /** Which field a server message is about: its messages start with the field's name. */
 function fieldOf(message: string): Field {
@@ -13,13 +15,28 @@ function fieldOf(message: string): Field {
   if (m.startsWith('args')) return 'args';
   if (m.startsWith('config')) return 'config';
   if (m.startsWith('url')) return 'url';
+  if (m.startsWith('priority')) return 'priority';
+  if (m.startsWith('retries')) return 'retries';
+  if (m.startsWith('notbefore')) return 'notBefore';
+  if (m.startsWith('expireaftersecs')) return 'expireAfter';
   return 'form';
+}
+
+/** A whole number as typed; anything else goes to the server as typed, which says why. */
+function whole(text: string): number | string | undefined {
+  const t = text.trim();
+  if (!t) return undefined;
+  return /^-?\d+$/.test(t) ? Number(t) : t;
 }
 
 export function SubmitPage() {
   const [url, setUrl] = useState('');
   const [args, setArgs] = useState('');
   const [config, setConfig] = useState('');
+  const [priority, setPriority] = useState('');
+  const [retries, setRetries] = useState('');
+  const [notBefore, setNotBefore] = useState('');
+  const [expireAfter, setExpireAfter] = useState('');
   const [errors, setErrors] = useState<Partial<Record<Field, string>>>({});
   const [busy, setBusy] = useState(false);
 
@@ -35,11 +52,24 @@ export function SubmitPage() {
         found.config = `config looks like JSON but is not: ${(err as Error).message}`;
       }
     }
+    const body: SubmitBody = { url: url.trim(), args, config };
+    const p = whole(priority);
+    if (p !== undefined) body.priority = p;
+    const r = whole(retries);
+    if (r !== undefined) body.retries = r;
+    const x = whole(expireAfter);
+    if (x !== undefined) body.expireAfterSecs = x;
+    if (notBefore) {
+      // The picker's value is a local time without a zone: sent as the instant it names.
+      const at = new Date(notBefore);
+      if (Number.isNaN(at.getTime())) found.notBefore = 'notBefore is not a date and time';
+      else body.notBefore = at.toISOString();
+    }
     setErrors(found);
     if (Object.keys(found).length) return;
     setBusy(true);
     try {
-      const job = await api.submit({ url: url.trim(), args, config });
+      const job = await api.submit(body);
       location.hash = `#/jobs/${job.id}`;
     } catch (err) {
       const message = (err as Error).message;
@@ -50,27 +80,62 @@ export function SubmitPage() {
   };
 
   const described = (f: Field) => (errors[f] ? `${f}-error` : `${f}-help`);
+  const invalid = (f: Field) => (errors[f] ? 'true' : undefined);
+  const hint = (f: Field, help: ComponentChildren) =>
+    errors[f] ? <p id={`${f}-error`} class="field-error" role="alert">{errors[f]}</p>
+      : <p id={`${f}-help`} class="help">{help}</p>;
   return (
     <section aria-labelledby="submit-title">
       <h1 id="submit-title" tabIndex={-1}>Submit a job</h1>
       <form class="submit" onSubmit={submit} noValidate>
         <label for="url">Repository URL</label>
         <input id="url" name="url" value={url} onInput={(e) => setUrl(e.currentTarget.value)} placeholder="https://github.com/you/job.git"
-          aria-invalid={errors.url ? 'true' : undefined} aria-describedby={described('url')} autocomplete="off" spellcheck={false} />
-        {errors.url ? <p id="url-error" class="field-error" role="alert">{errors.url}</p>
-          : <p id="url-help" class="help">A git repository with package.json and a start script.</p>}
+          aria-invalid={invalid('url')} aria-describedby={described('url')} autocomplete="off" spellcheck={false} />
+        {hint('url', 'A git repository with package.json and a start script.')}
 
         <label for="args">Arguments</label>
         <input id="args" name="args" value={args} onInput={(e) => setArgs(e.currentTarget.value)} placeholder='Ada "Grace Hopper"'
-          aria-invalid={errors.args ? 'true' : undefined} aria-describedby={described('args')} autocomplete="off" spellcheck={false} />
-        {errors.args ? <p id="args-error" class="field-error" role="alert">{errors.args}</p>
-          : <p id="args-help" class="help">Passed to <code>npm run start --</code>, split like a shell would, never run by one.</p>}
+          aria-invalid={invalid('args')} aria-describedby={described('args')} autocomplete="off" spellcheck={false} />
+        {hint('args', <>Passed to <code>npm run start --</code>, split like a shell would, never run by one.</>)}
 
         <label for="config">Config</label>
         <textarea id="config" name="config" rows={6} value={config} onInput={(e) => setConfig(e.currentTarget.value)} placeholder='{"greeting": "Hi"}'
-          aria-invalid={errors.config ? 'true' : undefined} aria-describedby={described('config')} spellcheck={false} />
-        {errors.config ? <p id="config-error" class="field-error" role="alert">{errors.config}</p>
-          : <p id="config-help" class="help">Written to <code>config.json</code> at the repository root.</p>}
+          aria-invalid={invalid('config')} aria-describedby={described('config')} spellcheck={false} />
+        {hint('config', <>Written to <code>config.json</code> at the repository root.</>)}
+
+        <fieldset class="schedule">
+          <legend>Scheduling (optional)</legend>
+          <div class="schedule-fields">
+            <div>
+              <label for="priority">Priority</label>
+              <input id="priority" name="priority" type="number" inputMode="numeric" min={-100} max={100} step={1} value={priority}
+                onInput={(e) => setPriority(e.currentTarget.value)} placeholder="0"
+                aria-invalid={invalid('priority')} aria-describedby={described('priority')} />
+              {hint('priority', 'From -100 to 100; higher runs first while jobs wait.')}
+            </div>
+            <div>
+              <label for="retries">Retries</label>
+              <input id="retries" name="retries" type="number" inputMode="numeric" min={0} step={1} value={retries}
+                onInput={(e) => setRetries(e.currentTarget.value)} placeholder="0"
+                aria-invalid={invalid('retries')} aria-describedby={described('retries')} />
+              {hint('retries', 'Extra attempts after a failed run, each after a growing pause.')}
+            </div>
+            <div>
+              <label for="notBefore">Not before</label>
+              <input id="notBefore" name="notBefore" type="datetime-local" step={1} value={notBefore}
+                onInput={(e) => setNotBefore(e.currentTarget.value)}
+                aria-invalid={invalid('notBefore')} aria-describedby={described('notBefore')} />
+              {hint('notBefore', 'Your local time; the job waits until then.')}
+            </div>
+            <div>
+              <label for="expireAfter">Expire after (seconds)</label>
+              <input id="expireAfter" name="expireAfter" type="number" inputMode="numeric" min={1} step={1} value={expireAfter}
+                onInput={(e) => setExpireAfter(e.currentTarget.value)} placeholder="600"
+                aria-invalid={invalid('expireAfter')} aria-describedby={described('expireAfter')} />
+              {hint('expireAfter', 'A job still waiting that long is cancelled (expired) and never starts.')}
+            </div>
+          </div>
+        </fieldset>
 
         {errors.form && <p class="error" role="alert">{errors.form}</p>}
         <button type="submit" disabled={busy}>{busy ? 'Submitting…' : 'Submit'}</button>
