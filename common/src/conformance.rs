@@ -1202,6 +1202,10 @@ pub async fn a_failed_run_with_retries_left_waits_then_runs_again_and_the_last_f
         .unwrap();
     assert_eq!(second.attempt, 2);
     assert_eq!(second.retried(), 1);
+    assert_eq!(
+        second.retry_at, None,
+        "a retry that started is no longer awaited"
+    );
     // No retries left: the failure ends it.
     let h2 = Held {
         started_at: second.started_at,

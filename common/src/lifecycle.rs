@@ -318,6 +318,8 @@ fn take_lease(worker: &str, lease: Duration, now: OffsetDateTime) -> Effects {
             until: now + lease,
         },
         started_at: Stamp::Set(now),
+        // A retry that starts is no longer awaited.
+        retry_at: Stamp::Clear,
         ..Effects::none()
     }
 }
