@@ -471,6 +471,11 @@ start_keycloak() {
     --import-realm
 }
 
+# Whether Keycloak's database holds the current realm file (as marked once it served it).
+realm_current() {
+  [[ $(cat "$(keycloak_db)/realm.sha256" 2>/dev/null) == "$(sha256sum "$(realm_file)" | cut -d' ' -f1)" ]]
+}
+
 # Marks the database as holding the current realm, once Keycloak served it.
 started_keycloak() {
   sha256sum "$(realm_file)" | cut -d' ' -f1 >"$(keycloak_db)/realm.sha256"
@@ -573,6 +578,11 @@ bring_up() {
   NAME=$name
   mkdir -p "$RUN/$name" "$LOGS"
   install_server "$name"
+  if pid=$(server_pid "$name") && [[ $name == keycloak ]] && ! realm_current; then
+    # Started with an older realm file: a running Keycloak never imports it again.
+    say "running (pid $pid) with an older realm: restarting it"
+    stop_server keycloak
+  fi
   if pid=$(server_pid "$name"); then
     if healthy "$name"; then
       say "already running (pid $pid): $(version_of "$name")"
