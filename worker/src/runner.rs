@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use jobq_common::domain::{
     Dispatch, FailureReason, Job, JobEvent, JobStatus, Outcome, artifact_keys,
 };
@@ -42,11 +43,15 @@ const LOG_UPLOAD_EVERY: Duration = Duration::from_secs(2);
 /// scripts/bench-pipeline reads for its per-stage breakdown of a job.
 pub(crate) fn stage_done(stage: &'static str, since: Instant) -> Instant {
     let now = Instant::now();
-    let took = now.saturating_duration_since(since);
+    stage_took(stage, now.saturating_duration_since(since));
+    now
+}
+
+/// Records that one stage of a job took `took` (see [`stage_done`]).
+pub(crate) fn stage_took(stage: &'static str, took: Duration) {
     metrics::histogram!("jobq_worker_stage_duration_seconds", "stage" => stage)
         .record(took.as_secs_f64());
     tracing::debug!(target: "jobq_worker::stages", stage, us = took.as_micros() as u64, "stage done");
-    now
 }
 
 /// What storing a run's files came to.
@@ -117,7 +122,10 @@ impl JobRunner {
         settings: WorkerSettings,
         work_root: PathBuf,
     ) -> Result<Self, SandboxError> {
-        let cache = RepoCache::new(work_root.join("repo-cache"));
+        let cache = RepoCache::new(
+            work_root.join("repo-cache"),
+            Duration::from_millis(settings.repo_fetch_slack_ms),
+        );
         // With the sandbox off, jobs run as the same user: without this they could read the
         // worker's environment (its secrets) from /proc/<pid>/environ.
         if let Err(e) = nix::sys::prctl::set_dumpable(false) {
@@ -330,19 +338,28 @@ impl JobRunner {
                     detail: format!("url refused: {why}"),
                 }
             })?;
-        let cloned = self.cache.checkout(&url, &dir.repo(), abort.clone()).await;
+        let cloned = self
+            .cache
+            .checkout(&url, &dir.repo(), job.created_at, abort.clone())
+            .await;
         abort_on_stop.abort();
-        if let Err(e) = cloned {
-            if abort.load(Ordering::Relaxed) && !stop.is_cancelled() {
-                return Err(FailureReason::Timeout {
-                    limit_secs: timeout.as_secs(),
+        let checkout = match cloned {
+            Ok(checkout) => checkout,
+            Err(e) => {
+                if abort.load(Ordering::Relaxed) && !stop.is_cancelled() {
+                    return Err(FailureReason::Timeout {
+                        limit_secs: timeout.as_secs(),
+                    });
+                }
+                return Err(FailureReason::CloneFailed {
+                    detail: e.to_string(),
                 });
             }
-            return Err(FailureReason::CloneFailed {
-                detail: e.to_string(),
-            });
-        }
-        let at = stage_done("clone", at);
+        };
+        stage_took("fetch", checkout.fetch);
+        metrics::counter!("jobq_worker_repo_fetches_total", "fetched" => if checkout.fetched { "yes" } else { "skipped" })
+            .increment(1);
+        let at = stage_done("clone", at + checkout.fetch);
         let argv = executor::prepare(dir, &job.spec.config, &job.spec.args).await?;
         stage_done("config", at);
         let name = format!("{}-{}-{}", self.worker_id, job.id, job.attempt);
@@ -439,13 +456,16 @@ impl JobRunner {
     /// The logs so far, once each (while the job runs, or when it was stopped): a failure
     /// is logged, the next upload or the final one will carry the text.
     async fn upload_logs(&self, job: &Job, dir: &JobDir) {
-        for (path, key) in log_files(job, dir) {
-            if path.exists()
-                && let Err(e) = self.ports.artifacts.put_file(&key, &path).await
-            {
-                tracing::warn!(error = %e, key, "log upload failed");
-            }
-        }
+        let uploads = log_files(job, dir)
+            .into_iter()
+            .map(|(path, key)| async move {
+                if path.exists()
+                    && let Err(e) = self.ports.artifacts.put_file(&key, &path).await
+                {
+                    tracing::warn!(error = %e, key, "log upload failed");
+                }
+            });
+        futures::future::join_all(uploads).await;
     }
 
     /// Stores one file, retrying while the artifact store is unavailable, with a pause that
@@ -514,9 +534,18 @@ impl JobRunner {
             .into_iter()
             .filter(|(path, _)| path.exists())
             .map(|(path, key)| (path, key, None));
+        // Up to `upload_concurrency` files at once, each with its own retries until the one
+        // deadline; the results come back in the files' order.
+        let files = logs.chain(outputs).collect::<Vec<_>>();
+        let mut uploads =
+            futures::stream::iter(files.into_iter().map(|(path, key, file)| async move {
+                let stored = self.store_file(&key, &path, deadline).await;
+                (stored, key, file)
+            }))
+            .buffered(self.settings.upload_concurrency.max(1));
         let mut uploaded = Vec::new();
-        for (path, key, file) in logs.chain(outputs).collect::<Vec<_>>() {
-            match self.store_file(&key, &path, deadline).await {
+        while let Some((stored, key, file)) = uploads.next().await {
+            match stored {
                 Ok(()) => uploaded.extend(file),
                 Err(e) if e.kind == ErrorKind::Unavailable => {
                     tracing::warn!(error = %e, key, retry_secs = self.settings.upload_retry_secs,
