@@ -10,9 +10,11 @@
 //! *before* the submission — a push made in that window before a submit may then be missed.
 //! The comparison is of the worker's clock with the frontend's, as leases and `notBefore` are.
 //!
-//! **The checkout** is a local clone of the mirror that copies its objects instead of
-//! hard-linking them: the checkout is handed to the job's user, and a hard link would hand
-//! over the mirror's own object files with it (a job could then alter what later jobs run).
+//! **The checkout** is a local clone of the mirror. Its objects are hard links to the
+//! mirror's where the job cannot write them: a root worker runs the job as a user of its own
+//! and hands it the checkout without the linked files (they stay the worker's, read-only);
+//! where the job runs as the worker's own user (a non-root worker's user namespace) they are
+//! copied, since that user could rewrite a linked file and alter what later jobs run.
 //!
 //! Credentials in a URL (`https://user:token@host/…`) never rest on disk: the mirror's
 //! remote is the URL without them, and they are handed to git by the credential callback
@@ -79,12 +81,14 @@ impl RepoCache {
     }
 
     /// Clones `url`, as it is at `submitted` or later, into `dest` (which must not exist),
-    /// through the cache. `stop` aborts a transfer in progress (cancel, time limit).
+    /// through the cache; `link_objects`: hard-link the mirror's objects instead of copying
+    /// them. `stop` aborts a transfer in progress (cancel, time limit).
     pub async fn checkout(
         &self,
         url: &RepoUrl,
         dest: &Path,
         submitted: OffsetDateTime,
+        link_objects: bool,
         stop: Arc<AtomicBool>,
     ) -> Result<Checkout, CloneError> {
         let started = std::time::Instant::now();
@@ -115,7 +119,10 @@ impl RepoCache {
         let (url, dest) = (url.clone(), dest.to_path_buf());
         tokio::task::spawn_blocking(move || {
             RepoBuilder::new()
-                .clone_local(CloneLocal::NoLinks)
+                .clone_local(match link_objects {
+                    true => CloneLocal::Local,
+                    false => CloneLocal::NoLinks,
+                })
                 .clone(&mirror.to_string_lossy(), &dest)
                 .map_err(|e| CloneError(clean(&e, &url)))
         })
@@ -268,6 +275,15 @@ mod tests {
     impl Fixture {
         /// Checks out for a job submitted at `submitted`: whether it fetched, and its HEAD.
         async fn job(&self, name: &str, submitted: OffsetDateTime) -> (bool, String) {
+            self.job_linked(name, submitted, true).await
+        }
+
+        async fn job_linked(
+            &self,
+            name: &str,
+            submitted: OffsetDateTime,
+            link: bool,
+        ) -> (bool, String) {
             let dest = self.jobs.join(name);
             let done = self
                 .cache
@@ -275,6 +291,7 @@ mod tests {
                     &self.url,
                     &dest,
                     submitted,
+                    link,
                     Arc::new(AtomicBool::new(false)),
                 )
                 .await
@@ -339,11 +356,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_checkout_shares_no_file_with_the_mirror() {
+    async fn a_checkout_that_must_not_link_shares_no_file_with_the_mirror() {
         let f = fixture(std::time::Duration::ZERO);
         commit(&f.repo, "one");
-        f.job("a", OffsetDateTime::now_utc()).await;
-        // Handed to the job's user, a hard-linked object would be the mirror's own file.
+        f.job_linked("a", OffsetDateTime::now_utc(), false).await;
+        // Writable by the job's user, a hard-linked object would be the mirror's own file.
         for entry in walkdir::WalkDir::new(f.jobs.join("a")) {
             let entry = entry.unwrap();
             let meta = entry.metadata().unwrap();

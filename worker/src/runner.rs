@@ -340,7 +340,13 @@ impl JobRunner {
             })?;
         let cloned = self
             .cache
-            .checkout(&url, &dir.repo(), job.created_at, abort.clone())
+            .checkout(
+                &url,
+                &dir.repo(),
+                job.created_at,
+                self.sandbox.checkout_may_link_objects(),
+                abort.clone(),
+            )
             .await;
         abort_on_stop.abort();
         let checkout = match cloned {
