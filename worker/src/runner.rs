@@ -91,6 +91,8 @@ pub struct JobRunner {
     sandbox: Sandbox,
     /// Job events on their way to the bus ([`JobRunner::announce`]).
     announcements: TaskTracker,
+    /// Ended jobs' folders being removed ([`JobRunner::cleaned_up`]).
+    cleanups: TaskTracker,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -150,6 +152,7 @@ impl JobRunner {
             cache,
             sandbox,
             announcements: TaskTracker::new(),
+            cleanups: TaskTracker::new(),
         })
     }
 
@@ -296,12 +299,27 @@ impl JobRunner {
                 }
             }
         }
-        let at = Instant::now();
-        executor::remove_job_dir(&dir.root).await;
-        stage_done("cleanup", at);
         metrics::gauge!("jobq_worker_busy_slots").decrement(1.0);
         metrics::histogram!("jobq_worker_job_duration_seconds")
             .record(started.elapsed().as_secs_f64());
+        // The folder goes beside the next job: its removal (tens of ms for a checkout on a
+        // busy disk) would otherwise keep the slot. Each attempt has a folder of its own, so
+        // no later run uses this one; the worker waits for these before it exits.
+        let at = Instant::now();
+        self.cleanups.spawn(
+            async move {
+                executor::remove_job_dir(&dir.root).await;
+                stage_done("cleanup", at);
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Waits until the folder of every job ended so far is removed.
+    pub async fn cleaned_up(&self) {
+        self.cleanups.close();
+        self.cleanups.wait().await;
+        self.cleanups.reopen();
     }
 
     /// Clone, prepare and run; `Ok(end)` when the command ran, `Err(reason)` when it could not.

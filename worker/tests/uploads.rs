@@ -225,6 +225,14 @@ async fn uploads_refused_for_a_while_are_retried_and_the_job_finishes_with_every
             .await
             .contains("the job ran")
     );
+    // The job's folder goes once the job has ended, beside the next one.
+    s.runner.cleaned_up().await;
+    let folder = s
+        .dir
+        .join("work/jobs")
+        .join(format!("{}-{}", job.id, job.attempt));
+    assert!(s.dir.join("work/jobs").is_dir(), "the jobs' folders are there");
+    assert!(!folder.exists(), "{} left", folder.display());
 }
 
 async fn a_store_away_past_the_retry_time_hands_the_job_back_instead_of_ending_it() {
