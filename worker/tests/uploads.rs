@@ -231,7 +231,10 @@ async fn uploads_refused_for_a_while_are_retried_and_the_job_finishes_with_every
         .dir
         .join("work/jobs")
         .join(format!("{}-{}", job.id, job.attempt));
-    assert!(s.dir.join("work/jobs").is_dir(), "the jobs' folders are there");
+    assert!(
+        s.dir.join("work/jobs").is_dir(),
+        "the jobs' folders are there"
+    );
     assert!(!folder.exists(), "{} left", folder.display());
 }
 
