@@ -297,6 +297,13 @@ pub struct WorkerSettings {
     /// How long a finished run's logs and outputs are retried while the artifact store is
     /// unavailable; after that the job is handed back for another attempt.
     pub upload_retry_secs: u64,
+    /// Files of a run stored at once when it ends (its logs and outputs), at least 1.
+    pub upload_concurrency: usize,
+    /// A job's repository is fetched again unless the worker's mirror of it was last fetched
+    /// by a fetch that started after the job's submission, or at most this long before it, ms.
+    /// 0 (the default) keeps the rule exact: a job never runs an older repository than the
+    /// one at its submission; above 0, a push made that long before a submit may be missed.
+    pub repo_fetch_slack_ms: u64,
 }
 
 /// Whether jobs run in a sandbox.
@@ -345,6 +352,8 @@ impl Default for WorkerSettings {
             sandbox_ro_paths: Vec::new(),
             bwrap: PathBuf::from("bwrap"),
             upload_retry_secs: 60,
+            upload_concurrency: 4,
+            repo_fetch_slack_ms: 0,
         }
     }
 }

@@ -354,11 +354,17 @@ fn open_up(dir: &Path) {
 }
 
 /// Gives `root` and everything below it to the job's user (links themselves, not their
-/// targets).
+/// targets), except files with more than one hard link: those are the worker's mirror's
+/// objects (`repo::RepoCache::checkout`), which stay the worker's, read-only to the job.
 fn chown_tree(root: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     for entry in WalkDir::new(root) {
         let entry = entry.map_err(std::io::Error::other)?;
-        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(uid))?;
+        let shared = entry.file_type().is_file()
+            && entry.metadata().map_err(std::io::Error::other)?.nlink() > 1;
+        if !shared {
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(uid))?;
+        }
     }
     Ok(())
 }
@@ -449,6 +455,32 @@ pub fn elapsed_ms(start: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkout_is_handed_over_without_its_hard_linked_files() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root can hand files to another user");
+            return;
+        }
+        let dir = job_dir();
+        let mirror = dir.root.join("mirror.pack");
+        std::fs::write(&mirror, "objects").unwrap();
+        std::fs::create_dir_all(dir.repo().join(".git")).unwrap();
+        std::fs::hard_link(&mirror, dir.repo().join(".git/linked.pack")).unwrap();
+        std::fs::write(dir.repo().join("index.js"), "1").unwrap();
+        chown_tree(&dir.repo(), 54321).unwrap();
+        let uid = |p: &str| std::fs::metadata(dir.repo().join(p)).unwrap().uid();
+        assert_eq!(uid("index.js"), 54321);
+        assert_eq!(uid(".git"), 54321);
+        assert_eq!(
+            uid(".git/linked.pack"),
+            0,
+            "the mirror's file stays the worker's"
+        );
+        assert_eq!(std::fs::metadata(&mirror).unwrap().uid(), 0);
+        std::fs::remove_dir_all(&dir.root).unwrap();
+    }
 
     fn job_dir() -> JobDir {
         let root = std::env::temp_dir().join(format!("jobq-exec-{}", uuid::Uuid::new_v4()));

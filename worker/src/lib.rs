@@ -328,6 +328,7 @@ pub async fn work<I: Intake>(
     intake.hold(true);
     tracing::info!(worker = %name, running = running.len(), "worker stopping: no new jobs");
     while running.join_next().await.is_some() {}
+    runner.cleaned_up().await;
     let undelivered = runner.announced(EVENTS_WAIT_AT_EXIT).await;
     if undelivered > 0 {
         tracing::warn!(worker = %name, undelivered, "job events not delivered before the exit");

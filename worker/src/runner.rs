@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use jobq_common::domain::{
     Dispatch, FailureReason, Job, JobEvent, JobStatus, Outcome, artifact_keys,
 };
@@ -42,11 +43,15 @@ const LOG_UPLOAD_EVERY: Duration = Duration::from_secs(2);
 /// scripts/bench-pipeline reads for its per-stage breakdown of a job.
 pub(crate) fn stage_done(stage: &'static str, since: Instant) -> Instant {
     let now = Instant::now();
-    let took = now.saturating_duration_since(since);
+    stage_took(stage, now.saturating_duration_since(since));
+    now
+}
+
+/// Records that one stage of a job took `took` (see [`stage_done`]).
+pub(crate) fn stage_took(stage: &'static str, took: Duration) {
     metrics::histogram!("jobq_worker_stage_duration_seconds", "stage" => stage)
         .record(took.as_secs_f64());
     tracing::debug!(target: "jobq_worker::stages", stage, us = took.as_micros() as u64, "stage done");
-    now
 }
 
 /// What storing a run's files came to.
@@ -86,6 +91,8 @@ pub struct JobRunner {
     sandbox: Sandbox,
     /// Job events on their way to the bus ([`JobRunner::announce`]).
     announcements: TaskTracker,
+    /// Ended jobs' folders being removed ([`JobRunner::cleaned_up`]).
+    cleanups: TaskTracker,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -117,7 +124,10 @@ impl JobRunner {
         settings: WorkerSettings,
         work_root: PathBuf,
     ) -> Result<Self, SandboxError> {
-        let cache = RepoCache::new(work_root.join("repo-cache"));
+        let cache = RepoCache::new(
+            work_root.join("repo-cache"),
+            Duration::from_millis(settings.repo_fetch_slack_ms),
+        );
         // With the sandbox off, jobs run as the same user: without this they could read the
         // worker's environment (its secrets) from /proc/<pid>/environ.
         if let Err(e) = nix::sys::prctl::set_dumpable(false) {
@@ -142,6 +152,7 @@ impl JobRunner {
             cache,
             sandbox,
             announcements: TaskTracker::new(),
+            cleanups: TaskTracker::new(),
         })
     }
 
@@ -288,12 +299,27 @@ impl JobRunner {
                 }
             }
         }
-        let at = Instant::now();
-        executor::remove_job_dir(&dir.root).await;
-        stage_done("cleanup", at);
         metrics::gauge!("jobq_worker_busy_slots").decrement(1.0);
         metrics::histogram!("jobq_worker_job_duration_seconds")
             .record(started.elapsed().as_secs_f64());
+        // The folder goes beside the next job: its removal (tens of ms for a checkout on a
+        // busy disk) would otherwise keep the slot. Each attempt has a folder of its own, so
+        // no later run uses this one; the worker waits for these before it exits.
+        let at = Instant::now();
+        self.cleanups.spawn(
+            async move {
+                executor::remove_job_dir(&dir.root).await;
+                stage_done("cleanup", at);
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Waits until the folder of every job ended so far is removed.
+    pub async fn cleaned_up(&self) {
+        self.cleanups.close();
+        self.cleanups.wait().await;
+        self.cleanups.reopen();
     }
 
     /// Clone, prepare and run; `Ok(end)` when the command ran, `Err(reason)` when it could not.
@@ -330,19 +356,34 @@ impl JobRunner {
                     detail: format!("url refused: {why}"),
                 }
             })?;
-        let cloned = self.cache.checkout(&url, &dir.repo(), abort.clone()).await;
+        let cloned = self
+            .cache
+            .checkout(
+                &url,
+                &dir.repo(),
+                job.created_at,
+                self.sandbox.checkout_may_link_objects(),
+                abort.clone(),
+            )
+            .await;
         abort_on_stop.abort();
-        if let Err(e) = cloned {
-            if abort.load(Ordering::Relaxed) && !stop.is_cancelled() {
-                return Err(FailureReason::Timeout {
-                    limit_secs: timeout.as_secs(),
+        let checkout = match cloned {
+            Ok(checkout) => checkout,
+            Err(e) => {
+                if abort.load(Ordering::Relaxed) && !stop.is_cancelled() {
+                    return Err(FailureReason::Timeout {
+                        limit_secs: timeout.as_secs(),
+                    });
+                }
+                return Err(FailureReason::CloneFailed {
+                    detail: e.to_string(),
                 });
             }
-            return Err(FailureReason::CloneFailed {
-                detail: e.to_string(),
-            });
-        }
-        let at = stage_done("clone", at);
+        };
+        stage_took("fetch", checkout.fetch);
+        metrics::counter!("jobq_worker_repo_fetches_total", "fetched" => if checkout.fetched { "yes" } else { "skipped" })
+            .increment(1);
+        let at = stage_done("clone", at + checkout.fetch);
         let argv = executor::prepare(dir, &job.spec.config, &job.spec.args).await?;
         stage_done("config", at);
         let name = format!("{}-{}-{}", self.worker_id, job.id, job.attempt);
@@ -439,13 +480,16 @@ impl JobRunner {
     /// The logs so far, once each (while the job runs, or when it was stopped): a failure
     /// is logged, the next upload or the final one will carry the text.
     async fn upload_logs(&self, job: &Job, dir: &JobDir) {
-        for (path, key) in log_files(job, dir) {
-            if path.exists()
-                && let Err(e) = self.ports.artifacts.put_file(&key, &path).await
-            {
-                tracing::warn!(error = %e, key, "log upload failed");
-            }
-        }
+        let uploads = log_files(job, dir)
+            .into_iter()
+            .map(|(path, key)| async move {
+                if path.exists()
+                    && let Err(e) = self.ports.artifacts.put_file(&key, &path).await
+                {
+                    tracing::warn!(error = %e, key, "log upload failed");
+                }
+            });
+        futures::future::join_all(uploads).await;
     }
 
     /// Stores one file, retrying while the artifact store is unavailable, with a pause that
@@ -514,9 +558,18 @@ impl JobRunner {
             .into_iter()
             .filter(|(path, _)| path.exists())
             .map(|(path, key)| (path, key, None));
+        // Up to `upload_concurrency` files at once, each with its own retries until the one
+        // deadline; the results come back in the files' order.
+        let files = logs.chain(outputs).collect::<Vec<_>>();
+        let mut uploads =
+            futures::stream::iter(files.into_iter().map(|(path, key, file)| async move {
+                let stored = self.store_file(&key, &path, deadline).await;
+                (stored, key, file)
+            }))
+            .buffered(self.settings.upload_concurrency.max(1));
         let mut uploaded = Vec::new();
-        for (path, key, file) in logs.chain(outputs).collect::<Vec<_>>() {
-            match self.store_file(&key, &path, deadline).await {
+        while let Some((stored, key, file)) = uploads.next().await {
+            match stored {
                 Ok(()) => uploaded.extend(file),
                 Err(e) if e.kind == ErrorKind::Unavailable => {
                     tracing::warn!(error = %e, key, retry_secs = self.settings.upload_retry_secs,

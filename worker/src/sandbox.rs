@@ -211,6 +211,14 @@ impl Sandbox {
         })
     }
 
+    /// Whether a checkout may hard-link the worker's mirror objects: yes when jobs run as a
+    /// user of their own (a root worker; the checkout's linked files are then not handed to
+    /// it, see `executor::spawn`) or unsandboxed (the job reaches the cache anyway); no when
+    /// jobs run as the worker's own user in a user namespace, who could rewrite a linked file.
+    pub fn checkout_may_link_objects(&self) -> bool {
+        !matches!(self.kind, Kind::Bubblewrap { root: false, .. })
+    }
+
     /// The user that must own the job's checkout so the job can write it (root worker only).
     pub fn owner(&self, job: &JobSandbox) -> Option<u32> {
         job.uid.as_ref().map(|_| job.inner_uid)

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,14 +24,32 @@ use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-/// The artifact folder, with writes refused as unavailable while `refusals` is above 0.
+/// The artifact folder, with writes refused as unavailable while `refusals` is above 0, each
+/// write taking at least `put_delay_ms` (a store across a network), and the most writes
+/// seen in flight at once.
 struct Restarting {
     inner: LocalArtifactStore,
     refusals: AtomicU32,
     refused: AtomicU32,
+    put_delay_ms: AtomicU64,
+    in_flight: AtomicU32,
+    most_in_flight: AtomicU32,
 }
 
 impl Restarting {
+    async fn put(&self, key: &str, path: &Path) -> PortResult<u64> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let delay = self.put_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let put = match self.refuse() {
+            Ok(()) => self.inner.put_file(key, path).await,
+            Err(e) => Err(e),
+        };
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        put
+    }
+
     fn refuse(&self) -> PortResult<()> {
         let refusing = self
             .refusals
@@ -48,8 +66,7 @@ impl Restarting {
 #[async_trait]
 impl ArtifactStore for Restarting {
     async fn put_file(&self, key: &str, path: &Path) -> PortResult<u64> {
-        self.refuse()?;
-        self.inner.put_file(key, path).await
+        self.put(key, path).await
     }
     async fn put_bytes(&self, key: &str, bytes: Vec<u8>) -> PortResult<()> {
         self.refuse()?;
@@ -82,6 +99,17 @@ impl Drop for Setup {
 
 /// A job repository that prints to stdout and writes `output/result.txt`, and a runner.
 async fn setup(refusals: u32, upload_retry_secs: u64) -> Setup {
+    setup_with(refusals, upload_retry_secs, 0, 4).await
+}
+
+/// As [`setup`], the job also writing `output/part-<n>.txt` for n below `parts`, and the
+/// worker storing up to `upload_concurrency` files at once.
+async fn setup_with(
+    refusals: u32,
+    upload_retry_secs: u64,
+    parts: usize,
+    upload_concurrency: usize,
+) -> Setup {
     let dir = std::env::temp_dir().join(format!("jobq-uploads-{}", uuid::Uuid::new_v4().simple()));
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
@@ -94,7 +122,10 @@ async fn setup(refusals: u32, upload_retry_secs: u64) -> Setup {
         repo.join("index.js"),
         "require('fs').mkdirSync('output', {recursive: true});\n\
          require('fs').writeFileSync('output/result.txt', 'done\\n');\n\
-         console.log('the job ran');\n",
+         for (let n = 0; n < Number(process.env.PARTS || 0); n++)\n\
+           require('fs').writeFileSync(`output/part-${n}.txt`, `part ${n}\\n`);\n\
+         console.log('the job ran');\n"
+            .replace("process.env.PARTS", &parts.to_string()),
     )
     .unwrap();
     for args in [
@@ -116,6 +147,9 @@ async fn setup(refusals: u32, upload_retry_secs: u64) -> Setup {
         inner: LocalArtifactStore::new(dir.join("artifacts")).unwrap(),
         refusals: AtomicU32::new(refusals),
         refused: AtomicU32::new(0),
+        put_delay_ms: AtomicU64::new(0),
+        in_flight: AtomicU32::new(0),
+        most_in_flight: AtomicU32::new(0),
     });
     let bus = Arc::new(InProcessBus::new());
     let ports = Ports {
@@ -127,6 +161,7 @@ async fn setup(refusals: u32, upload_retry_secs: u64) -> Setup {
     let settings = WorkerSettings {
         allow_local_repos: true,
         upload_retry_secs,
+        upload_concurrency,
         job_timeout_secs: 60,
         ..WorkerSettings::default()
     };
@@ -190,6 +225,17 @@ async fn uploads_refused_for_a_while_are_retried_and_the_job_finishes_with_every
             .await
             .contains("the job ran")
     );
+    // The job's folder goes once the job has ended, beside the next one.
+    s.runner.cleaned_up().await;
+    let folder = s
+        .dir
+        .join("work/jobs")
+        .join(format!("{}-{}", job.id, job.attempt));
+    assert!(
+        s.dir.join("work/jobs").is_dir(),
+        "the jobs' folders are there"
+    );
+    assert!(!folder.exists(), "{} left", folder.display());
 }
 
 async fn a_store_away_past_the_retry_time_hands_the_job_back_instead_of_ending_it() {
@@ -245,6 +291,51 @@ async fn a_store_away_past_the_retry_time_hands_the_job_back_instead_of_ending_i
     );
 }
 
+async fn a_run_s_files_are_stored_several_at_once_and_every_one_is_listed() {
+    let s = setup_with(0, 30, 10, 3).await;
+    s.artifacts.put_delay_ms.store(50, Ordering::SeqCst);
+    let job = run_one(&s).await;
+    assert_eq!(job.status, JobStatus::Finished, "{:?}", job.failure);
+    let mut expected: Vec<String> = (0..10).map(|n| format!("part-{n}.txt")).collect();
+    expected.push("result.txt".into());
+    expected.sort();
+    assert_eq!(job.output_files, expected);
+    for n in 0..10 {
+        let key = artifact_keys::output(&job.id, &format!("part-{n}.txt")).unwrap();
+        assert_eq!(text(&s, &key).await, format!("part {n}\n"));
+    }
+    assert!(
+        text(&s, &artifact_keys::stdout(&job.id))
+            .await
+            .contains("the job ran")
+    );
+    let stored = s
+        .artifacts
+        .list(&format!("jobs/{}/", job.id))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 13, "two logs and 11 outputs: {stored:?}");
+    // 13 files of 50 ms each, at most 3 at a time.
+    assert_eq!(s.artifacts.most_in_flight.load(Ordering::SeqCst), 3);
+}
+
+async fn a_store_away_with_files_in_flight_still_hands_the_job_back() {
+    let s = setup_with(u32::MAX, 1, 10, 4).await;
+    let job = run_one(&s).await;
+    assert_eq!(job.status, JobStatus::Queued, "handed back, not failed");
+    assert_eq!(job.attempt, 2, "the next attempt");
+    assert!(job.output_files.is_empty());
+    assert!(s.artifacts.most_in_flight.load(Ordering::SeqCst) > 1);
+    // Nothing of the first attempt is stored: every write was refused.
+    assert!(
+        s.artifacts
+            .list(&format!("jobs/{}/", job.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 fn main() {
     jobq_worker::shim::run_if_requested();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -266,6 +357,18 @@ fn main() {
     if chosen(name) {
         runtime
             .block_on(a_store_away_past_the_retry_time_hands_the_job_back_instead_of_ending_it());
+        println!("test {name} ... ok");
+        ran += 1;
+    }
+    let name = "a_run_s_files_are_stored_several_at_once_and_every_one_is_listed";
+    if chosen(name) {
+        runtime.block_on(a_run_s_files_are_stored_several_at_once_and_every_one_is_listed());
+        println!("test {name} ... ok");
+        ran += 1;
+    }
+    let name = "a_store_away_with_files_in_flight_still_hands_the_job_back";
+    if chosen(name) {
+        runtime.block_on(a_store_away_with_files_in_flight_still_hands_the_job_back());
         println!("test {name} ... ok");
         ran += 1;
     }
