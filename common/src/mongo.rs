@@ -398,7 +398,11 @@ impl MongoJobStore {
             IndexModel::builder()
                 .keys(doc! {"status": 1, "priority": -1, "fair_tag": 1, "created_ms": 1})
                 .build(),
-            // A submit's fair-share tag: the owner's highest among their active jobs.
+            // A submit's fair-share tag: the lowest among the queued jobs, and the owner's
+            // highest among their active ones.
+            IndexModel::builder()
+                .keys(doc! {"status": 1, "fair_tag": 1})
+                .build(),
             IndexModel::builder()
                 .keys(doc! {"owner": 1, "status": 1, "fair_tag": -1})
                 .build(),

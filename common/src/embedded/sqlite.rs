@@ -235,6 +235,7 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         "UPDATE jobs SET ready_ms = 0 WHERE ready_ms IS NULL;
          CREATE INDEX IF NOT EXISTS jobs_schedule ON jobs (status, priority DESC, fair_tag, created_ms);
          CREATE INDEX IF NOT EXISTS jobs_owner_active ON jobs (owner, status, fair_tag);
+         CREATE INDEX IF NOT EXISTS jobs_fair ON jobs (status, fair_tag);
          CREATE UNIQUE INDEX IF NOT EXISTS jobs_quota ON jobs (quota_key);",
     )
 }
@@ -562,13 +563,21 @@ impl JobRecords for SqliteStore {
         let (queued, running) = (JobStatus::Queued.as_str(), JobStatus::Running.as_str());
         self.with(
             move |c| {
-                let virtual_time: Option<f64> = c.query_row(
-                    "SELECT MIN(fair_tag) FROM jobs WHERE status = ?1 AND ready_ms <= ?2",
-                    params![queued, to_ms(now)],
-                    |r| r.get(0),
-                )?;
+                // Both walk an index in tag order and stop at the first row that fits, so a
+                // submit's cost does not grow with the queue.
+                let virtual_time: Option<f64> = c
+                    .query_row(
+                        "SELECT fair_tag FROM jobs WHERE status = ?1 AND ready_ms <= ?2
+                         ORDER BY fair_tag LIMIT 1",
+                        params![queued, to_ms(now)],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
                 let owner_last: Option<f64> = c.query_row(
-                    "SELECT MAX(fair_tag) FROM jobs WHERE owner = ?1 AND status IN (?2, ?3)",
+                    "SELECT MAX(t) FROM (
+                         SELECT MAX(fair_tag) AS t FROM jobs WHERE owner = ?1 AND status = ?2
+                         UNION ALL
+                         SELECT MAX(fair_tag) FROM jobs WHERE owner = ?1 AND status = ?3)",
                     params![owner, queued, running],
                     |r| r.get(0),
                 )?;
