@@ -68,8 +68,9 @@ pub async fn submit(
     request: SubmitJob,
 ) -> Result<Job, ApiError> {
     let (mut job, requested) = prepare(state, caller, request)?;
-    schedule_job(state, caller, &mut job, requested).await?;
     let at = Instant::now();
+    schedule_job(state, caller, &mut job, requested).await?;
+    let at = submit_stage("schedule", at);
     match store_new(state, &job, false).await? {
         Some(stored) => Ok(stored),
         None => hand_over(state, job, at).await,
@@ -168,7 +169,8 @@ pub(crate) async fn hand_over(state: &AppState, job: Job, at: Instant) -> Result
 }
 
 /// Records one stage of a submission (`jobq_submit_stage_duration_seconds{stage}`: the
-/// store insert, the dispatch produce, the event publish) up to now, and returns now.
+/// schedule — waiting limit and fair-share reads —, the store insert, the dispatch produce,
+/// the event publish) up to now, and returns now.
 fn submit_stage(stage: &'static str, since: Instant) -> Instant {
     let now = Instant::now();
     metrics::histogram!("jobq_submit_stage_duration_seconds", "stage" => stage)
