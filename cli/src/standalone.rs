@@ -149,6 +149,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         admin_role: settings.oidc.admin_role.as_str().into(),
         allow_local_repos: settings.worker.allow_local_repos,
         scheduling: settings.scheduling.clone(),
+        fair_clock: Default::default(),
         metrics: jobq_frontend::metrics_handle(),
         live: jobq_frontend::LiveEvents::new(),
         dashboard: jobq_frontend::Dashboard::form(&settings.observer),

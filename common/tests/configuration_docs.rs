@@ -17,7 +17,11 @@ const OTHER_VARIABLES: &[&str] = &["JOBQ_CONFIG_FILE"];
 const COMPOSE_ONLY: &[&str] = &["JOBQ_BIND_ADDR", "JOBQ_IMAGE_PREFIX", "JOBQ_IMAGE_TAG"];
 
 fn repo_file(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name);
+    // Cargo sets the variable when it runs the test too: read then, it names this checkout
+    // even when a shared target directory holds a binary built from another one.
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let path = Path::new(&crate_dir).join("..").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

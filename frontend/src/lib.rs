@@ -79,6 +79,8 @@ pub struct AppState {
     pub allow_local_repos: bool,
     /// Priorities, quotas, fair share, retries (docs/scheduling.md).
     pub scheduling: jobq_common::settings::SchedulingSettings,
+    /// The last fair-share tags of this frontend's submits.
+    pub fair_clock: Arc<schedule::FairClock>,
     pub metrics: PrometheusHandle,
     /// Job events for the live views, fed by one source per process.
     pub live: LiveEvents,
@@ -209,6 +211,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<AppState> {
         admin_role: settings.oidc.admin_role.as_str().into(),
         allow_local_repos: settings.worker.allow_local_repos,
         scheduling: settings.scheduling.clone(),
+        fair_clock: Default::default(),
         metrics: metrics_handle(),
     })
 }

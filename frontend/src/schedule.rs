@@ -116,6 +116,49 @@ impl Requested {
     }
 }
 
+/// How long a tag read from the store serves the same user's next submits.
+const FAIR_TAG_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The fair-share tag of each user's last submit through this frontend, so a burst of one
+/// user's submits costs the store's two reads (`JobCatalog::fair_tag`) once a second, not
+/// once per submit: within [`FAIR_TAG_FRESH`] of a read the next tag is the last one + 1.
+/// The tag may then lag the store's by what the queue moved in that second (the user's job
+/// goes a little earlier than it would); concurrent submits of one user get distinct tags.
+#[derive(Debug, Default)]
+pub struct FairClock {
+    last: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl FairClock {
+    pub async fn tag(
+        &self,
+        jobs: &dyn jobq_common::ports::JobCatalog,
+        owner: &str,
+        now: OffsetDateTime,
+    ) -> jobq_common::PortResult<f64> {
+        if let Some(tag) = self.next_cached(owner) {
+            return Ok(tag);
+        }
+        let tag = jobs.fair_tag(owner, 1.0, now).await?;
+        let mut last = self.last.lock().expect("fair clock lock");
+        if last.len() > 10_000 {
+            last.retain(|_, (_, read)| read.elapsed() < FAIR_TAG_FRESH);
+        }
+        last.insert(owner.to_string(), (tag, std::time::Instant::now()));
+        Ok(tag)
+    }
+
+    fn next_cached(&self, owner: &str) -> Option<f64> {
+        let mut last = self.last.lock().expect("fair clock lock");
+        let (tag, read) = last.get_mut(owner)?;
+        if read.elapsed() >= FAIR_TAG_FRESH {
+            return None;
+        }
+        *tag = jobq_common::scheduling::fair_tag(None, Some(*tag), 1.0);
+        Some(*tag)
+    }
+}
+
 /// The caller's running limit: their token's quota claim, else the setting.
 pub fn running_limit(caller: &Principal, settings: &SchedulingSettings) -> Option<u32> {
     let from_token = settings
@@ -150,8 +193,8 @@ pub async fn schedule(
     }
     let fair_tag = match settings.fair_share {
         true => state
-            .jobs
-            .fair_tag(&caller.username, 1.0, now)
+            .fair_clock
+            .tag(state.jobs.as_ref(), &caller.username, now)
             .await
             .or_api(crate::jobs::STORE)?,
         false => 0.0,
@@ -244,6 +287,39 @@ mod tests {
             let error = parse(body.clone()).expect_err(&body.to_string());
             assert!(error.contains(names), "{body}: {error}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_one_users_submits_reads_the_store_once_and_gets_rising_tags() {
+        use jobq_common::embedded::SqliteStore;
+        use jobq_common::ports::JobCatalog;
+        let store = SqliteStore::in_memory().unwrap();
+        let clock = FairClock::default();
+        let now = OffsetDateTime::now_utc();
+        let first = clock.tag(&store, "a", now).await.unwrap();
+        // A job of another user stored meanwhile does not move a's cached tags.
+        let mut other = jobq_common::domain::Job::new(
+            "b",
+            jobq_common::domain::JobSpec {
+                url: "https://example.com/r.git".into(),
+                args: String::new(),
+                config: String::new(),
+            },
+            now,
+        );
+        other.schedule.fair_tag = 50.0;
+        store.insert(&other).await.unwrap();
+        let tags: Vec<f64> = futures::future::join_all((0..3).map(|_| clock.tag(&store, "a", now)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(first, 1.0);
+        let mut sorted = tags.clone();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(sorted, vec![2.0, 3.0, 4.0], "distinct and rising: {tags:?}");
+        // Another user reads the store.
+        assert_eq!(clock.tag(&store, "c", now).await.unwrap(), 51.0);
     }
 
     #[test]

@@ -353,6 +353,7 @@ fn harness() -> Harness {
         admin_role: "admin".into(),
         allow_local_repos: false,
         scheduling: Default::default(),
+        fair_clock: Default::default(),
         metrics: metrics_handle(),
         live: jobq_frontend::LiveEvents::new(),
         dashboard: jobq_frontend::Dashboard::form(&Default::default()),

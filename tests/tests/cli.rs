@@ -37,16 +37,13 @@ async fn login_submit_wait_status_logs_results_and_cancel() {
     let git = GitServer::start();
     let home = stack.dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
-    let hello = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/hello-job/index.js"
-    ))
-    .unwrap();
-    let package = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/hello-job/package.json"
-    ))
-    .unwrap();
+    // Read at run time (cargo sets it then too): the checkout under test, even when a shared
+    // target directory holds a binary built from another checkout.
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let example = std::path::Path::new(&crate_dir).join("../examples/hello-job");
+    let hello = std::fs::read_to_string(example.join("index.js")).unwrap();
+    let package = std::fs::read_to_string(example.join("package.json")).unwrap();
     let url = git.repo(
         "hello-job",
         &[("package.json", &package), ("index.js", &hello)],
