@@ -8,6 +8,26 @@
 
 pub mod stack;
 
+/// Runs each scenario (an `async fn(Backend)` of the calling suite) against both backends,
+/// as `<scenario>::services` (ignored without the real servers) and `<scenario>::standalone`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test]
+            #[ignore = "needs the real servers: scripts/infra.sh up"]
+            async fn services() {
+                super::$scenario($crate::stack::Backend::Services).await
+            }
+
+            #[tokio::test]
+            async fn standalone() {
+                super::$scenario($crate::stack::Backend::Standalone).await
+            }
+        }
+    )*};
+}
+
 use jobq_common::settings::Settings;
 
 /// Fails the calling test unless the real servers are set up (`JOBQ_TEST_INFRA=1`, printed

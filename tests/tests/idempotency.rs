@@ -234,27 +234,7 @@ async fn jobq_submit_with_an_idempotency_key_prints_the_same_id_twice(backend: B
     assert_eq!(listed(&stack, &token, &url).await, [id]);
 }
 
-/// Runs a scenario against both backends, as `<scenario>::services` and `<scenario>::standalone`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test]
-            #[ignore = "needs the real servers: scripts/infra.sh up"]
-            async fn services() {
-                super::$scenario(Backend::Services).await
-            }
-
-            #[tokio::test]
-            async fn standalone() {
-                super::$scenario(Backend::Standalone).await
-            }
-        }
-    )*};
-}
-
-on_both_backends!(
+jobq_tests::on_both_backends!(
     the_same_key_twice_answers_the_same_job_and_lists_one,
     eight_concurrent_submits_with_one_key_make_exactly_one_job,
     the_same_key_with_another_body_is_422,

@@ -1121,27 +1121,7 @@ async fn short_jobs_never_wait_behind_a_long_one_while_a_slot_is_free(backend: B
     stack.get(&token, &format!("/api/deleteJob/{long}")).await;
 }
 
-/// Runs a scenario against both backends, as `<scenario>::services` and `<scenario>::standalone`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test]
-            #[ignore = "needs the real servers: scripts/infra.sh up"]
-            async fn services() {
-                super::$scenario(Backend::Services).await
-            }
-
-            #[tokio::test]
-            async fn standalone() {
-                super::$scenario(Backend::Standalone).await
-            }
-        }
-    )*};
-}
-
-on_both_backends!(
+jobq_tests::on_both_backends!(
     short_jobs_never_wait_behind_a_long_one_while_a_slot_is_free,
     a_worker_stopped_with_sigterm_hands_its_job_back,
     a_hostile_job_sees_nothing_of_the_platform_and_hits_every_limit,

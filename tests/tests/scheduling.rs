@@ -435,27 +435,7 @@ async fn bad_scheduling_fields_are_refused_with_their_names(backend: Backend) {
     assert_eq!(listed["total"], 0, "{listed}");
 }
 
-/// Runs a scenario against both backends, as `<scenario>::services` and `<scenario>::standalone`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test]
-            #[ignore = "needs the real servers: scripts/infra.sh up"]
-            async fn services() {
-                super::$scenario(Backend::Services).await
-            }
-
-            #[tokio::test]
-            async fn standalone() {
-                super::$scenario(Backend::Standalone).await
-            }
-        }
-    )*};
-}
-
-on_both_backends!(
+jobq_tests::on_both_backends!(
     a_freed_slot_takes_the_highest_priority_job_first,
     a_late_user_is_served_beside_a_backlog_not_behind_it,
     a_user_never_runs_more_than_the_running_limit_while_others_run,
