@@ -150,6 +150,7 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
         allow_local_repos: settings.worker.allow_local_repos,
         scheduling: settings.scheduling.clone(),
         fair_clock: Default::default(),
+        plans: Default::default(),
         metrics: jobq_frontend::metrics_handle(),
         live: jobq_frontend::LiveEvents::new(),
         dashboard: jobq_frontend::Dashboard::form(&settings.observer),
@@ -219,7 +220,10 @@ pub async fn run(mut settings: Settings, options: Options) -> anyhow::Result<()>
             1,
         );
         let period = Duration::from_secs_f64(settings.observer.refresh_rate_secs);
-        tokio::spawn(async move { observe(controller, period, pool, store, bus, shutdown).await })
+        let observer = settings.observer.clone();
+        tokio::spawn(async move {
+            observe(controller, period, pool, store, bus, observer, shutdown).await
+        })
     };
 
     print_banner(addr, &data, options.workers, (min, max));
@@ -287,6 +291,7 @@ async fn observe(
     pool: WorkerPool,
     store: SqliteStore,
     bus: Arc<InProcessBus>,
+    settings: jobq_common::settings::ObserverSettings,
     shutdown: CancellationToken,
 ) -> WorkerPool {
     let mut feed = BusEvents(bus.subscribe());
@@ -294,11 +299,16 @@ async fn observe(
         pool,
         store: store.clone(),
     };
+    let mut planning = jobq_observer::observe::Planning {
+        jobs: &store,
+        planner: jobq_observer::planner::Planner::from_settings(&settings),
+    };
     jobq_observer::observe::observe(
         &mut controller,
         period,
         &mut fleet,
         &mut feed,
+        &mut planning,
         &store,
         bus.as_ref(),
         &shutdown,

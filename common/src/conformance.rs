@@ -23,7 +23,7 @@ use crate::store::{Held, JobCatalog, JobLeases, JobLookup, JobRecords, JobRecove
 
 /// A store under test, discarded (its database dropped) when a test is done.
 #[async_trait]
-pub trait TestStore: JobRecords + 'static {
+pub trait TestStore: JobRecords + crate::ports::ObservationStore + 'static {
     async fn discard(&self);
 }
 
@@ -69,7 +69,11 @@ macro_rules! store_conformance {
             a_failed_run_with_retries_left_waits_then_runs_again_and_the_last_failure_ends_it,
             an_expired_job_is_never_claimed_and_ends_cancelled_as_expired,
             owners_are_counted_by_queued_and_running,
-            a_cancelled_job_holds_its_slot_until_its_worker_frees_it_or_its_lease_runs_out
+            a_cancelled_job_holds_its_slot_until_its_worker_frees_it_or_its_lease_runs_out,
+            within_a_priority_the_earliest_deadline_goes_first_and_jobs_without_one_after,
+            the_planner_reads_waiting_jobs_in_the_order_slots_take_them,
+            the_deadline_flag_changes_once_and_never_on_an_ended_job,
+            the_newest_plan_replaces_the_one_before
         );
     };
     (@each $fresh:path; $attrs:tt; $($name:ident),* $(,)?) => {
@@ -1357,4 +1361,153 @@ pub async fn a_cancelled_job_holds_its_slot_until_its_worker_frees_it_or_its_lea
         .unwrap()
         .unwrap();
     assert_eq!(three.id, third.id);
+}
+
+fn due(priority: i32, deadline: Option<OffsetDateTime>) -> Schedule {
+    Schedule {
+        priority,
+        deadline: deadline.map(|d| from_unix_ms(unix_ms(d))),
+        expected_secs: Some(2.5),
+        ..Schedule::default()
+    }
+}
+
+pub async fn within_a_priority_the_earliest_deadline_goes_first_and_jobs_without_one_after<
+    S: TestStore,
+>(
+    store: Arc<S>,
+) {
+    let s = store.as_ref();
+    let now = OffsetDateTime::now_utc();
+    let none = scheduled(s, "alice", due(0, None)).await;
+    let late = scheduled(s, "bob", due(0, Some(now + Duration::from_secs(3600)))).await;
+    let soon = scheduled(s, "carol", due(0, Some(now + Duration::from_secs(60)))).await;
+    let urgent_low = scheduled(s, "dave", due(-1, Some(now + Duration::from_secs(1)))).await;
+    let high = scheduled(s, "erin", due(5, None)).await;
+    let got = s.get(&soon.id).await.unwrap().unwrap();
+    assert_eq!(
+        got.schedule, soon.schedule,
+        "deadline and expected time kept"
+    );
+    let mut order = Vec::new();
+    while let Some(j) = next(s, "w", false).await {
+        order.push(j.id);
+    }
+    assert_eq!(
+        order,
+        vec![high.id, soon.id, late.id, none.id, urgent_low.id]
+    );
+    // The same order when the rules also read running limits.
+    let a = scheduled(s, "f", due(0, None)).await;
+    let b = scheduled(s, "f", due(0, Some(now + Duration::from_secs(9)))).await;
+    assert_eq!(next(s, "w", true).await.map(|j| j.id), Some(b.id));
+    assert_eq!(next(s, "w", true).await.map(|j| j.id), Some(a.id));
+}
+
+pub async fn the_planner_reads_waiting_jobs_in_the_order_slots_take_them<S: TestStore>(
+    store: Arc<S>,
+) {
+    use crate::store::JobPlanning;
+    let s = store.as_ref();
+    let now = OffsetDateTime::now_utc();
+    let mut made = Vec::new();
+    for i in 0..12u64 {
+        let deadline = (i % 3 == 0).then(|| now + Duration::from_secs(600 - i * 10));
+        made.push(
+            scheduled(
+                s,
+                ["a", "b"][i as usize % 2],
+                due((i % 4 == 1) as i32, deadline),
+            )
+            .await,
+        );
+    }
+    let running = next(s, "w", false).await.expect("one starts");
+    let (first_ten, total) = JobPlanning::waiting_in_order(s, 10).await.unwrap();
+    assert_eq!((first_ten.len(), total), (10, 11));
+    let (all, total) = JobPlanning::waiting_in_order(s, 100).await.unwrap();
+    assert_eq!((all.len(), total), (11, 11));
+    // Exactly the keys' order, which is the order claims take them in.
+    let mut keys: Vec<_> = all.iter().map(crate::plan::OrderKey::of).collect();
+    let listed = keys.clone();
+    keys.sort();
+    assert_eq!(listed, keys);
+    let mut claimed = Vec::new();
+    while let Some(j) = next(s, "w", false).await {
+        claimed.push(j.id);
+    }
+    assert_eq!(
+        claimed,
+        all.iter().map(|j| j.id.clone()).collect::<Vec<_>>()
+    );
+    let running_now = JobPlanning::running(s, 100).await.unwrap();
+    assert_eq!(running_now.len(), 12);
+    assert!(running_now.iter().any(|j| j.id == running.id));
+}
+
+pub async fn the_deadline_flag_changes_once_and_never_on_an_ended_job<S: TestStore>(store: Arc<S>) {
+    use crate::store::JobPlanning;
+    let s = store.as_ref();
+    let now = OffsetDateTime::now_utc();
+    let j = scheduled(s, "alice", due(0, Some(now + Duration::from_secs(5)))).await;
+    let flagged = JobPlanning::flag_deadline(s, &j.id, true).await.unwrap();
+    assert!(flagged.expect("changed").deadline_at_risk);
+    assert!(
+        JobPlanning::flag_deadline(s, &j.id, true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.get(&j.id).await.unwrap().unwrap().deadline_at_risk);
+    let claimed = next(s, "w", false).await.expect("claimed");
+    assert!(claimed.deadline_at_risk, "the flag survives the claim");
+    let cleared = JobPlanning::flag_deadline(s, &j.id, false).await.unwrap();
+    assert!(!cleared.expect("changed").deadline_at_risk);
+    JobLeases::complete(s, &held(&j.id, 1, "w"), &finished(5), now)
+        .await
+        .unwrap()
+        .expect("finished");
+    assert!(
+        JobPlanning::flag_deadline(s, &j.id, true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!s.get(&j.id).await.unwrap().unwrap().deadline_at_risk);
+    assert!(
+        JobPlanning::flag_deadline(s, &JobId::new(), true)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn the_newest_plan_replaces_the_one_before<S: TestStore>(store: Arc<S>) {
+    use crate::plan::{OrderKey, Plan, PlanEntry};
+    let s = store.as_ref();
+    assert_eq!(s.plan().await.unwrap(), None);
+    let job = job("alice");
+    let mut plan = Plan {
+        at_ms: 1_000,
+        workers: 2,
+        slots: 4,
+        entries: vec![PlanEntry {
+            key: OrderKey::of(&job),
+            running: false,
+            start_ms: Some(2_000),
+            finish_ms: Some(4_500),
+            at_risk: true,
+        }],
+        unplanned: 3,
+        tail_ms: None,
+        service: vec![],
+        overall: None,
+        default_secs: 5.0,
+    };
+    s.put_plan(&plan).await.unwrap();
+    assert_eq!(s.plan().await.unwrap().as_ref(), Some(&plan));
+    plan.at_ms = 3_000;
+    plan.entries.clear();
+    s.put_plan(&plan).await.unwrap();
+    assert_eq!(s.plan().await.unwrap(), Some(plan));
 }

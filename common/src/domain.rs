@@ -279,6 +279,9 @@ pub struct Job {
     /// (the store keeps each slot unique, so the limit holds under concurrent claims).
     #[serde(default)]
     pub quota_slot: Option<u32>,
+    /// The observer's last plan predicted it to finish after its deadline.
+    #[serde(default)]
+    pub deadline_at_risk: bool,
 }
 
 /// How a job competes for a slot (docs/scheduling.md): quotas first, then priority, then
@@ -300,6 +303,13 @@ pub struct Schedule {
     /// Its place in its owner's share: waiting jobs of several users are taken in this
     /// order (start-time fair queueing, [`crate::scheduling::fair_tag`]).
     pub fair_tag: f64,
+    /// Finish by: within a priority, jobs with a deadline are taken earliest deadline first,
+    /// before those without; the observer's `deadline` policy plans the fleet to meet it.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub deadline: Option<OffsetDateTime>,
+    /// What the submitter expects a run to take, seconds (`None`: learned per repository).
+    #[serde(default)]
+    pub expected_secs: Option<f64>,
 }
 
 impl Schedule {
@@ -329,6 +339,7 @@ impl Job {
             schedule: Schedule::default(),
             retry_at: None,
             quota_slot: None,
+            deadline_at_risk: false,
         }
     }
 
@@ -473,6 +484,14 @@ pub struct JobEvent {
     pub elapsed_ms: Option<u64>,
     /// For `running`: time the job waited in the queue, in milliseconds.
     pub waited_ms: Option<u64>,
+    /// The job's repository URL, credentials removed: the observer learns service times
+    /// per repository from the events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// Set on a notice that is not a transition (`from` is `to`): the observer's plan now
+    /// predicts the job to finish after its deadline (`true`), or in time again (`false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_at_risk: Option<bool>,
 }
 
 impl JobEvent {
@@ -497,7 +516,31 @@ impl JobEvent {
             worker,
             elapsed_ms: job.status.is_terminal().then_some(since_created),
             waited_ms: (job.status == JobStatus::Running).then_some(since_ready),
+            repo: Some(job.spec.redacted_url()),
+            deadline_at_risk: None,
         }
+    }
+
+    /// The notice that the observer's plan predicts `job` to finish after its deadline
+    /// (`at_risk`), or in time again: no transition, `from` is the job's state.
+    pub fn deadline_notice(job: &Job, at_risk: bool, at: OffsetDateTime) -> Self {
+        JobEvent {
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            from: Some(job.status),
+            to: job.status,
+            at,
+            worker: None,
+            elapsed_ms: None,
+            waited_ms: None,
+            repo: None,
+            deadline_at_risk: Some(at_risk),
+        }
+    }
+
+    /// Whether it is a notice rather than a transition.
+    pub fn is_notice(&self) -> bool {
+        self.from == Some(self.to)
     }
 }
 
@@ -530,6 +573,12 @@ pub struct Observation {
     pub desired_workers: u32,
     #[serde(default)]
     pub policy: String,
+    /// Waiting and running jobs with a deadline, as the period's plan saw them.
+    #[serde(default)]
+    pub deadline_jobs: u32,
+    /// Of those, the jobs the plan predicts to finish after their deadline.
+    #[serde(default)]
+    pub deadlines_at_risk: u32,
 }
 
 /// Object keys of a job's artifacts. They are built from the job id and, for output

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod mongo;
 pub mod oidc;
+pub mod plan;
 pub mod ports;
 pub mod repo_url;
 pub mod s3;

@@ -17,6 +17,7 @@ use crate::domain::Observation;
 use crate::domain::{AttemptRecord, FailureReason, Job, JobId, JobSpec, JobStatus, Schedule};
 use crate::error::{ErrorKind, PortError, PortResult};
 use crate::lifecycle::{Change, Guard, LeaseEffect, SlotEffect, Stamp};
+use crate::plan::Plan;
 use crate::ports::{JobPage, JobRecords, ObservationStore, Page};
 use crate::settings::MongoSettings;
 use crate::store::OwnerCount;
@@ -82,9 +83,16 @@ struct JobDoc {
     /// a sparse unique index keeps each slot to one job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     quota_key: Option<String>,
+    /// The deadline, or [`NEVER`] without one, so the order sorts it after every deadline.
+    #[serde(default = "never")]
+    deadline_ms: i64,
+    #[serde(default)]
+    expected_secs: Option<f64>,
+    #[serde(default)]
+    deadline_at_risk: bool,
 }
 
-/// `live_until_ms` of a job that never expires: the year 9999, well inside the integers every
+/// `live_until_ms` of a job that never expires (and `deadline_ms` of one without a deadline): the year 9999, well inside the integers every
 /// server compares exactly.
 const NEVER: i64 = 253_402_300_799_999;
 
@@ -99,7 +107,7 @@ fn quota_key(owner: &str, slot: u32) -> String {
 
 /// The scheduling order of waiting jobs (`JobRecords::first`).
 fn scheduling_order() -> Document {
-    doc! {"priority": -1, "fair_tag": 1, "created_ms": 1, "_id": 1}
+    doc! {"priority": -1, "deadline_ms": 1, "fair_tag": 1, "created_ms": 1, "_id": 1}
 }
 
 /// An attempt as stored: a subdocument, or that subdocument as JSON text — nx-27017, the
@@ -160,6 +168,9 @@ impl From<&Job> for JobDoc {
             ready_ms: Some(job.held_until().map_or(0, to_ms)),
             quota_slot: job.quota_slot.map(i64::from),
             quota_key: job.quota_slot.map(|k| quota_key(&job.owner, k)),
+            deadline_ms: job.schedule.deadline.map_or(NEVER, to_ms),
+            expected_secs: job.schedule.expected_secs,
+            deadline_at_risk: job.deadline_at_risk,
         }
     }
 }
@@ -198,9 +209,12 @@ impl TryFrom<JobDoc> for Job {
                 expires_at: d.expires_ms.map(from_ms),
                 max_running: d.max_running.map(|v| v.clamp(0, u32::MAX as i64) as u32),
                 fair_tag: d.fair_tag,
+                deadline: (d.deadline_ms != NEVER).then(|| from_ms(d.deadline_ms)),
+                expected_secs: d.expected_secs,
             },
             retry_at: d.retry_at_ms.map(from_ms),
             quota_slot: d.quota_slot.map(|v| v.clamp(0, u32::MAX as i64) as u32),
+            deadline_at_risk: d.deadline_at_risk,
         })
     }
 }
@@ -355,6 +369,8 @@ fn update(change: &Change) -> PortResult<Document> {
 pub struct MongoJobStore {
     jobs: Collection<JobDoc>,
     observations: Collection<Observation>,
+    /// The observer's newest plan, one document.
+    plans: Collection<Document>,
     client: Client,
 }
 
@@ -375,6 +391,7 @@ impl MongoJobStore {
         let store = Self {
             jobs: db.collection("jobs"),
             observations: db.collection("observations"),
+            plans: db.collection("plans"),
             client,
         };
         store.create_indexes().await?;
@@ -396,7 +413,7 @@ impl MongoJobStore {
                 .build(),
             // The claim's search for the next waiting job, in scheduling order.
             IndexModel::builder()
-                .keys(doc! {"status": 1, "priority": -1, "fair_tag": 1, "created_ms": 1})
+                .keys(doc! {"status": 1, "priority": -1, "deadline_ms": 1, "fair_tag": 1, "created_ms": 1})
                 .build(),
             // A submit's fair-share tag: the lowest among the queued jobs, and the owner's
             // highest among their active ones.
@@ -430,6 +447,13 @@ impl MongoJobStore {
             )
             .await
             .map_err(|e| db_error("add the schedule to older jobs", e))?;
+        self.jobs
+            .update_many(
+                doc! {"deadline_ms": {"$exists": false}},
+                doc! {"$set": {"deadline_ms": NEVER}},
+            )
+            .await
+            .map_err(|e| db_error("add the deadline to older jobs", e))?;
         Ok(())
     }
 
@@ -536,6 +560,34 @@ impl JobRecords for MongoJobStore {
         found.map(Job::try_from).transpose()
     }
 
+    async fn ordered(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>> {
+        let docs: Vec<JobDoc> = self
+            .jobs
+            .find(filter(guard))
+            .sort(scheduling_order())
+            .limit(limit.min(i64::MAX as u64) as i64)
+            .await
+            .map_err(|e| db_error("jobs in order", e))?
+            .try_collect()
+            .await
+            .map_err(|e| db_error("jobs in order", e))?;
+        docs.into_iter().map(Job::try_from).collect()
+    }
+
+    async fn set_deadline_flag(&self, id: &JobId, at_risk: bool) -> PortResult<Option<Job>> {
+        let active = [JobStatus::Queued.as_str(), JobStatus::Running.as_str()];
+        let found = self
+            .jobs
+            .find_one_and_update(
+                doc! {"_id": id.as_str(), "status": {"$in": active.to_vec()}, "deadline_at_risk": {"$ne": at_risk}},
+                doc! {"$set": {"deadline_at_risk": at_risk}},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(|e| db_error("flag deadline", e))?;
+        found.map(Job::try_from).transpose()
+    }
+
     async fn fair_bounds(
         &self,
         owner: &str,
@@ -605,6 +657,37 @@ impl ObservationStore for MongoJobStore {
             .await
             .map_err(|e| db_error("record observation", e))?;
         Ok(())
+    }
+
+    async fn put_plan(&self, plan: &Plan) -> PortResult<()> {
+        // Kept as JSON text: one document, read whole, the same on every wire server.
+        let body = serde_json::to_string(plan)
+            .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?;
+        self.plans
+            .replace_one(
+                doc! {"_id": "current"},
+                doc! {"_id": "current", "body": body},
+            )
+            .upsert(true)
+            .await
+            .map_err(|e| db_error("store plan", e))?;
+        Ok(())
+    }
+
+    async fn plan(&self) -> PortResult<Option<Plan>> {
+        let found = self
+            .plans
+            .find_one(doc! {"_id": "current"})
+            .await
+            .map_err(|e| db_error("read plan", e))?;
+        found
+            .as_ref()
+            .and_then(|d| d.get_str("body").ok())
+            .map(|b| {
+                serde_json::from_str(b)
+                    .map_err(|e| PortError::with_source(ErrorKind::Internal, "decode", e))
+            })
+            .transpose()
     }
 
     async fn latest(&self, limit: u64) -> PortResult<Vec<Observation>> {

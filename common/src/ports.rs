@@ -10,6 +10,7 @@ use tokio::io::AsyncRead;
 
 use crate::domain::{Dispatch, Job, JobEvent, Observation};
 use crate::error::PortResult;
+use crate::plan::Plan;
 
 /// One page of a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +46,7 @@ pub enum CancelResult {
     AlreadyTerminal(Job),
 }
 
-pub use crate::store::{JobCatalog, JobLeases, JobLookup, JobRecords, JobRecovery};
+pub use crate::store::{JobCatalog, JobLeases, JobLookup, JobPlanning, JobRecords, JobRecovery};
 
 /// Keeps observations for `/health/load` and charts.
 #[async_trait]
@@ -54,6 +55,12 @@ pub trait ObservationStore: Send + Sync {
 
     /// The newest `limit` observations, newest first.
     async fn latest(&self, limit: u64) -> PortResult<Vec<Observation>>;
+
+    /// Keeps the observer's newest plan (docs/deadlines.md), replacing the one before.
+    async fn put_plan(&self, plan: &Plan) -> PortResult<()>;
+
+    /// The newest plan, if an observer made one.
+    async fn plan(&self) -> PortResult<Option<Plan>>;
 
     /// Observations for charts, oldest first: with `since` (milliseconds since the Unix
     /// epoch) the first `limit` after it, so a chart can ask for what is new; without it

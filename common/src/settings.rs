@@ -411,6 +411,10 @@ pub struct ObserverSettings {
     pub docker_stop_timeout_secs: u64,
     /// Grow the jobs topic before the fleet's slots would exceed half its partitions.
     pub grow_partitions: bool,
+    /// Seconds from asking for a worker to its first job, as the plan assumes.
+    pub worker_startup_secs: f64,
+    /// How many waiting jobs (in scheduling order) each period's plan covers.
+    pub plan_jobs: u64,
 }
 
 impl Default for ObserverSettings {
@@ -439,6 +443,8 @@ impl Default for ObserverSettings {
             k8s_ca_file: "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".into(),
             docker_stop_timeout_secs: 60,
             grow_partitions: true,
+            worker_startup_secs: 5.0,
+            plan_jobs: 2000,
         }
     }
 }
@@ -455,6 +461,9 @@ pub enum PolicyKind {
     /// `target_wait_secs`.
     #[default]
     Queueing,
+    /// `queueing`, and at least the fewest workers for which every waiting job with a
+    /// deadline is predicted to finish by it (docs/deadlines.md).
+    Deadline,
 }
 
 impl PolicyKind {
@@ -464,6 +473,7 @@ impl PolicyKind {
             PolicyKind::Seed => "seed",
             PolicyKind::Lag => "lag",
             PolicyKind::Queueing => "queueing",
+            PolicyKind::Deadline => "deadline",
         }
     }
 }
@@ -476,7 +486,12 @@ impl TryFrom<String> for PolicyKind {
             "seed" => PolicyKind::Seed,
             "lag" => PolicyKind::Lag,
             "queueing" => PolicyKind::Queueing,
-            other => return Err(format!("unknown policy {other:?} (seed, lag or queueing)")),
+            "deadline" => PolicyKind::Deadline,
+            other => {
+                return Err(format!(
+                    "unknown policy {other:?} (seed, lag, queueing or deadline)"
+                ));
+            }
         })
     }
 }
@@ -815,6 +830,13 @@ impl Settings {
                 "observer.budget_worker_seconds_per_hour",
                 "must be 0 (no budget) or more",
             );
+        }
+        if !self.observer.worker_startup_secs.is_finite() || self.observer.worker_startup_secs < 0.0
+        {
+            return bad("observer.worker_startup_secs", "must be 0 or more");
+        }
+        if self.observer.plan_jobs == 0 || self.observer.plan_jobs > 100_000 {
+            return bad("observer.plan_jobs", "must be between 1 and 100000");
         }
         if self.s3.part_size_bytes < 5 * 1024 * 1024 {
             return bad("s3.part_size_bytes", "must be at least 5 MiB (an S3 rule)");

@@ -65,6 +65,15 @@ pub trait JobRecords: Send + Sync {
     /// [`apply`]: JobRecords::apply
     async fn first(&self, guard: &Guard) -> PortResult<Option<Job>>;
 
+    /// Up to `limit` jobs that meet `guard`, in the scheduling order of [`first`].
+    ///
+    /// [`first`]: JobRecords::first
+    async fn ordered(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>>;
+
+    /// Sets the job's `deadline_at_risk` to `at_risk` if it has not ended and the flag
+    /// differs; returns the job after the change, `None` when nothing changed.
+    async fn set_deadline_flag(&self, id: &JobId, at_risk: bool) -> PortResult<Option<Job>>;
+
     /// The fair-share bounds for a new job of `owner` ([`crate::scheduling::fair_tag`]): the
     /// lowest tag among queued jobs that may start at `now`, and the highest among `owner`'s
     /// queued or running jobs.
@@ -227,6 +236,53 @@ pub trait JobRecovery: Send + Sync {
 
     /// Each owner's queued and running jobs, for the observer's per-user gauges.
     async fn owner_counts(&self) -> PortResult<Vec<OwnerCount>>;
+}
+
+/// What the observer's planner needs (docs/deadlines.md): the waiting jobs in the order a
+/// free slot takes them, the running ones, and the deadline flag.
+#[async_trait]
+pub trait JobPlanning: Send + Sync {
+    /// Up to `limit` queued jobs in scheduling order (ready or not), and how many are queued.
+    async fn waiting_in_order(&self, limit: u64) -> PortResult<(Vec<Job>, u64)>;
+
+    /// Up to `limit` running jobs.
+    async fn running(&self, limit: u64) -> PortResult<Vec<Job>>;
+
+    /// Marks a job that has not ended as predicted to miss its deadline, or not; the job
+    /// when the flag changed.
+    async fn flag_deadline(&self, id: &JobId, at_risk: bool) -> PortResult<Option<Job>>;
+}
+
+#[async_trait]
+impl<S: JobRecords + ?Sized> JobPlanning for S {
+    async fn waiting_in_order(&self, limit: u64) -> PortResult<(Vec<Job>, u64)> {
+        let queued = Guard::in_state(JobStatus::Queued);
+        let jobs = self.ordered(&queued, limit).await?;
+        let total = if (jobs.len() as u64) < limit {
+            jobs.len() as u64
+        } else {
+            self.page_jobs(
+                None,
+                Some(JobStatus::Queued),
+                Page {
+                    limit: 1,
+                    offset: 0,
+                },
+            )
+            .await?
+            .total
+        };
+        Ok((jobs, total))
+    }
+
+    async fn running(&self, limit: u64) -> PortResult<Vec<Job>> {
+        self.select(&Guard::in_state(JobStatus::Running), limit)
+            .await
+    }
+
+    async fn flag_deadline(&self, id: &JobId, at_risk: bool) -> PortResult<Option<Job>> {
+        self.set_deadline_flag(id, at_risk).await
+    }
 }
 
 async fn apply<S: JobRecords + ?Sized>(store: &S, change: &Change) -> PortResult<Option<Job>> {

@@ -1,7 +1,10 @@
 //! Request and response bodies of the API, with their OpenAPI schemas. They are built
 //! from the domain types and never expose store documents or credentials.
 
-use jobq_common::domain::{AttemptOutcome, AttemptRecord, Job, JobSpec, JobStatus, Observation};
+use jobq_common::domain::{
+    AttemptOutcome, AttemptRecord, Job, JobSpec, JobStatus, Observation, from_unix_ms,
+};
+use jobq_common::plan::Estimate;
 use jobq_common::repo_url::RepoUrl;
 use jobq_common::settings::FrontendSettings;
 use serde::{Deserialize, Serialize};
@@ -60,6 +63,18 @@ pub struct SubmitJob {
     #[schema(value_type = Option<u64>, example = 600)]
     #[serde(default, rename = "expireAfterSecs")]
     pub expire_after_secs: Option<Value>,
+    /// RFC 3339, finish by: within a priority, jobs with a deadline wait earliest deadline
+    /// first, ahead of those without; the `deadline` policy adds workers to meet it, and the
+    /// job is flagged `deadlineAtRisk` when the plan predicts it late (in the future, at
+    /// most 366 days ahead).
+    #[schema(value_type = Option<String>, example = "2026-12-01T18:00:00Z")]
+    #[serde(default)]
+    pub deadline: Option<Value>,
+    /// What a run is expected to take, seconds (above 0, at most 2592000); without it the
+    /// observer's learned service time of the repository is used.
+    #[schema(value_type = Option<f64>, example = 30)]
+    #[serde(default, rename = "expectedDurationSecs")]
+    pub expected_duration_secs: Option<Value>,
 }
 
 impl SubmitJob {
@@ -141,6 +156,12 @@ impl SubmitJob {
 #[serde(rename_all = "camelCase")]
 pub struct Submitted {
     pub job_id: String,
+    /// RFC 3339: when the observer's plan predicts the job to start (absent without a plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_start_at: Option<String>,
+    /// RFC 3339: when the plan predicts it to finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_finish_at: Option<String>,
 }
 
 /// A job as the original routes show it.
@@ -215,6 +236,22 @@ pub struct JobView {
     /// RFC 3339: a job still waiting then ends `cancelled` (expired).
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// RFC 3339: finish by.
+    #[serde(default)]
+    pub deadline: Option<String>,
+    /// What the submit said a run takes, seconds.
+    #[serde(default)]
+    pub expected_duration_secs: Option<f64>,
+    /// The observer's plan predicts the job to finish after its deadline.
+    #[serde(default)]
+    pub deadline_at_risk: bool,
+    /// RFC 3339: the predicted start of a waiting job (the actual start of a running one),
+    /// from the observer's newest plan; absent for an ended job or without a plan.
+    #[serde(default)]
+    pub estimated_start_at: Option<String>,
+    /// RFC 3339: the predicted finish of a waiting or running job.
+    #[serde(default)]
+    pub estimated_finish_at: Option<String>,
 }
 
 /// How one attempt ended.
@@ -289,6 +326,33 @@ impl From<&Job> for JobView {
             not_before: job.schedule.not_before.map(rfc3339),
             retry_at: job.retry_at.map(rfc3339),
             expires_at: job.schedule.expires_at.map(rfc3339),
+            deadline: job.schedule.deadline.map(rfc3339),
+            expected_duration_secs: job.schedule.expected_secs,
+            deadline_at_risk: job.deadline_at_risk,
+            estimated_start_at: None,
+            estimated_finish_at: None,
+        }
+    }
+}
+
+impl JobView {
+    /// The view with the plan's estimates of the job (its flag too, if the plan is newer).
+    pub fn estimated(mut self, estimate: Option<Estimate>) -> Self {
+        if let Some(e) = estimate {
+            self.estimated_start_at = Some(rfc3339(from_unix_ms(e.start_ms)));
+            self.estimated_finish_at = Some(rfc3339(from_unix_ms(e.finish_ms)));
+            self.deadline_at_risk = e.at_risk;
+        }
+        self
+    }
+}
+
+impl Submitted {
+    pub fn new(job: &Job, estimate: Option<Estimate>) -> Self {
+        Submitted {
+            job_id: job.id.to_string(),
+            estimated_start_at: estimate.map(|e| rfc3339(from_unix_ms(e.start_ms))),
+            estimated_finish_at: estimate.map(|e| rfc3339(from_unix_ms(e.finish_ms))),
         }
     }
 }

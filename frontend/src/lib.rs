@@ -41,6 +41,7 @@ use tower_http::trace::TraceLayer;
 
 pub mod dto;
 pub mod error;
+pub mod estimates;
 pub mod extract;
 pub mod idempotent;
 pub mod jobs;
@@ -81,6 +82,8 @@ pub struct AppState {
     pub scheduling: jobq_common::settings::SchedulingSettings,
     /// The last fair-share tags of this frontend's submits.
     pub fair_clock: Arc<schedule::FairClock>,
+    /// The observer's newest plan, for the jobs' estimates.
+    pub plans: Arc<estimates::PlanCache>,
     pub metrics: PrometheusHandle,
     /// Job events for the live views, fed by one source per process.
     pub live: LiveEvents,
@@ -212,6 +215,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<AppState> {
         allow_local_repos: settings.worker.allow_local_repos,
         scheduling: settings.scheduling.clone(),
         fair_clock: Default::default(),
+        plans: Default::default(),
         metrics: metrics_handle(),
     })
 }

@@ -269,6 +269,8 @@ mod tests {
             worker: None,
             elapsed_ms: None,
             waited_ms: None,
+            repo: None,
+            deadline_at_risk: None,
         }
     }
 

@@ -29,6 +29,33 @@ pub struct Requested {
     #[serde(with = "time::serde::rfc3339::option")]
     pub not_before: Option<OffsetDateTime>,
     pub expire_after_secs: Option<u64>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub deadline: Option<OffsetDateTime>,
+    pub expected_secs: Option<f64>,
+}
+
+/// The longest `expectedDurationSecs` (30 days).
+pub const MAX_EXPECTED_SECS: f64 = 30.0 * 24.0 * 3600.0;
+
+/// An RFC 3339 time field, at the stores' millisecond precision (`None` when absent).
+fn instant(name: &str, value: &Option<Value>) -> Result<Option<OffsetDateTime>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => {
+            let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+                ApiError::Unprocessable(format!(
+                    "{name} must be an RFC 3339 time, like 2026-12-01T02:00:00Z"
+                ))
+            })?;
+            // Stores keep milliseconds: the submit's answer shows what a read will.
+            Ok(Some(jobq_common::domain::from_unix_ms(
+                jobq_common::domain::unix_ms(at),
+            )))
+        }
+        Some(_) => Err(ApiError::Unprocessable(format!(
+            "{name} must be an RFC 3339 time"
+        ))),
+    }
 }
 
 fn whole(name: &str, value: &Option<Value>) -> Result<Option<i64>, ApiError> {
@@ -75,26 +102,43 @@ impl Requested {
                 )));
             }
         };
-        let not_before = match &request.not_before {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) => {
-                let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
-                    ApiError::Unprocessable(
-                        "notBefore must be an RFC 3339 time, like 2026-12-01T02:00:00Z".into(),
-                    )
-                })?;
-                // Stores keep milliseconds: the submit's answer shows what a read will.
-                let at = jobq_common::domain::from_unix_ms(jobq_common::domain::unix_ms(at));
-                if at > now + MAX_DELAY {
-                    return Err(ApiError::Unprocessable(
-                        "notBefore must be within 366 days".into(),
-                    ));
-                }
-                Some(at)
+        let not_before = instant("notBefore", &request.not_before)?;
+        if not_before.is_some_and(|at| at > now + MAX_DELAY) {
+            return Err(ApiError::Unprocessable(
+                "notBefore must be within 366 days".into(),
+            ));
+        }
+        let deadline = instant("deadline", &request.deadline)?;
+        if let Some(at) = deadline {
+            if at <= now {
+                return Err(ApiError::Unprocessable(
+                    "deadline must be in the future".into(),
+                ));
             }
+            if at > now + MAX_DELAY {
+                return Err(ApiError::Unprocessable(
+                    "deadline must be within 366 days".into(),
+                ));
+            }
+            if not_before.is_some_and(|nb| nb >= at) {
+                return Err(ApiError::Unprocessable(
+                    "deadline must be after notBefore".into(),
+                ));
+            }
+        }
+        let expected_secs = match &request.expected_duration_secs {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(s) if s > 0.0 && s <= MAX_EXPECTED_SECS => Some(s),
+                _ => {
+                    return Err(ApiError::Unprocessable(format!(
+                        "expectedDurationSecs must be above 0 and at most {MAX_EXPECTED_SECS}"
+                    )));
+                }
+            },
             Some(_) => {
                 return Err(ApiError::Unprocessable(
-                    "notBefore must be an RFC 3339 time".into(),
+                    "expectedDurationSecs must be a number of seconds".into(),
                 ));
             }
         };
@@ -112,6 +156,8 @@ impl Requested {
             retries,
             not_before,
             expire_after_secs,
+            deadline,
+            expected_secs,
         })
     }
 }
@@ -208,6 +254,8 @@ pub async fn schedule(
             .map(|s| now + time::Duration::seconds(s as i64)),
         max_running: running_limit(caller, settings),
         fair_tag,
+        deadline: requested.deadline,
+        expected_secs: requested.expected_secs,
     })
 }
 
@@ -234,7 +282,9 @@ mod tests {
                 priority: 0,
                 retries: 0,
                 not_before: None,
-                expire_after_secs: None
+                expire_after_secs: None,
+                deadline: None,
+                expected_secs: None
             }
         );
     }

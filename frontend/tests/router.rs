@@ -152,6 +152,15 @@ impl ObservationStore for FaultyStore {
         self.check()?;
         self.inner.history(since, limit).await
     }
+
+    async fn put_plan(&self, plan: &jobq_common::plan::Plan) -> PortResult<()> {
+        self.inner.put_plan(plan).await
+    }
+
+    async fn plan(&self) -> PortResult<Option<jobq_common::plan::Plan>> {
+        self.check()?;
+        self.inner.plan().await
+    }
 }
 
 #[derive(Default)]
@@ -354,6 +363,7 @@ fn harness() -> Harness {
         allow_local_repos: false,
         scheduling: Default::default(),
         fair_clock: Default::default(),
+        plans: Default::default(),
         metrics: metrics_handle(),
         live: jobq_frontend::LiveEvents::new(),
         dashboard: jobq_frontend::Dashboard::form(&Default::default()),
@@ -1466,6 +1476,8 @@ fn transition(job: &Job, from: Option<JobStatus>, to: JobStatus) -> JobEvent {
         worker: None,
         elapsed_ms: None,
         waited_ms: None,
+        repo: None,
+        deadline_at_risk: None,
     }
 }
 

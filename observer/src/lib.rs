@@ -11,6 +11,7 @@
 pub mod metrics;
 pub mod observation;
 pub mod observe;
+pub mod planner;
 pub mod policy;
 pub mod reaper;
 pub mod scaler;
@@ -26,7 +27,7 @@ use jobq_common::kafka::{
     GroupConsumerOptions, KafkaAdmin, KafkaDispatch, KafkaEventBus, KafkaProducer, group_consumer,
 };
 use jobq_common::mongo::MongoJobStore;
-use jobq_common::ports::{EventBus, ObservationStore};
+use jobq_common::ports::EventBus;
 use jobq_common::settings::Settings;
 use rdkafka::consumer::{Consumer, DefaultConsumerContext, StreamConsumer};
 use tokio_util::sync::CancellationToken;
@@ -78,7 +79,12 @@ impl<J: Hash + Eq + Ord + Clone, W: Hash + Eq + Clone> Controller<J, W> {
     }
 
     /// Closes the period: the observation with `desiredWorkers` and `policy` filled in.
-    pub fn step(&mut self, fleet: FleetState) -> Observation {
+    /// `backlog` is what the planner read of the waiting jobs, if it did.
+    pub fn step(
+        &mut self,
+        fleet: FleetState,
+        backlog: Option<&jobq_common::plan::Backlog>,
+    ) -> Observation {
         let (mut observation, mean_service_secs) = self.tracker.close(
             fleet.now_ms,
             fleet.period_secs,
@@ -92,6 +98,8 @@ impl<J: Hash + Eq + Ord + Clone, W: Hash + Eq + Clone> Controller<J, W> {
             slots_per_worker: self.slots_per_worker,
             partitions: fleet.partitions,
             period_secs: fleet.period_secs,
+            backlog,
+            ceiling: self.governor.ceiling(),
         });
         observation.desired_workers =
             self.governor
@@ -188,7 +196,7 @@ async fn observe_kafka(
     mut controller: Controller<JobId, String>,
     scaler: &dyn Scaler,
     admin: &KafkaAdmin,
-    store: &dyn ObservationStore,
+    store: &MongoJobStore,
     bus: &dyn EventBus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -212,11 +220,16 @@ async fn observe_kafka(
     let mut feed = observe::KafkaEvents::new(consumer, period);
     let mut fleet =
         observe::KafkaFleet::new(kafka, admin, scaler, settings.observer.grow_partitions);
+    let mut planning = observe::Planning {
+        jobs: store,
+        planner: planner::Planner::from_settings(&settings.observer),
+    };
     observe::observe(
         &mut controller,
         period,
         &mut fleet,
         &mut feed,
+        &mut planning,
         store,
         bus,
         &shutdown,
@@ -243,14 +256,17 @@ mod tests {
             Governor::new(1, 5, 0.0, 10.0),
             1,
         );
-        let o = c.step(FleetState {
-            now_ms: 1000,
-            period_secs: 1.0,
-            queue_depth: Some(7),
-            workers: 1,
-            current: 1,
-            partitions: 16,
-        });
+        let o = c.step(
+            FleetState {
+                now_ms: 1000,
+                period_secs: 1.0,
+                queue_depth: Some(7),
+                workers: 1,
+                current: 1,
+                partitions: 16,
+            },
+            None,
+        );
         assert_eq!(o.desired_workers, 4);
         assert_eq!(o.policy, "lag");
         assert_eq!(o.queue_depth, 7);

@@ -15,4 +15,6 @@ pub fn export(o: &Observation) {
     metrics::gauge!("jobq_queue_wait_p50_seconds").set(o.queue_wait_p50);
     metrics::gauge!("jobq_queue_wait_p95_seconds").set(o.queue_wait_p95);
     metrics::gauge!("jobq_desired_workers").set(o.desired_workers as f64);
+    metrics::gauge!("jobq_deadline_jobs").set(o.deadline_jobs as f64);
+    metrics::gauge!("jobq_deadlines_at_risk").set(o.deadlines_at_risk as f64);
 }

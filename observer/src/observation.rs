@@ -193,6 +193,8 @@ impl<J: Hash + Eq + Ord + Clone, W: Hash + Eq + Clone> Tracker<J, W> {
             queue_wait_p95: p95 as f64 / 1000.0,
             desired_workers: 0,
             policy: String::new(),
+            deadline_jobs: 0,
+            deadlines_at_risk: 0,
         };
         let service = (self.service_samples > 0)
             .then(|| self.service_ms_sum as f64 / self.service_samples as f64 / 1000.0);
@@ -212,6 +214,10 @@ impl<J: Hash + Eq + Ord + Clone, W: Hash + Eq + Clone> Tracker<J, W> {
 impl Tracker<JobId, String> {
     /// Feeds one job event from the bus.
     pub fn record(&mut self, event: &JobEvent, counted: bool) {
+        // A notice (the deadline flag) is no transition.
+        if event.is_notice() {
+            return;
+        }
         let at_ms = (event.at.unix_timestamp_nanos() / 1_000_000) as i64;
         self.transition(
             event.job_id.clone(),
@@ -373,6 +379,8 @@ mod tests {
                 worker: None,
                 elapsed_ms: None,
                 waited_ms: None,
+                repo: None,
+                deadline_at_risk: None,
             },
             true,
         );

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use jobq_common::domain::{JobEvent, JobId};
 use jobq_common::embedded::BusMessage;
 use jobq_common::kafka::KafkaAdmin;
-use jobq_common::ports::{EventBus, ObservationStore};
+use jobq_common::ports::{EventBus, JobPlanning, ObservationStore};
 use jobq_common::settings::KafkaSettings;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::planner::Planner;
 use crate::scaler::{BusyWorkers, Scaler};
 use crate::{Controller, FleetState, partitions_needed};
 
@@ -55,14 +56,104 @@ fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// Runs until `shutdown` (or the feed ends): every event goes to the controller's tracker;
-/// every `period` the controller closes an observation, the fleet acts on its decision, and
-/// the observation is stored, published and exported as gauges.
+/// The jobs a period's plan is made from.
+struct Read {
+    waiting: Vec<jobq_common::domain::Job>,
+    queued: u64,
+    running: Vec<jobq_common::domain::Job>,
+}
+
+/// How many running jobs a plan reads at most.
+const RUNNING_READ: u64 = 100_000;
+
+async fn read_jobs(jobs: &dyn JobPlanning, limit: u64) -> Option<Read> {
+    let read = async {
+        let (waiting, queued) = jobs.waiting_in_order(limit).await?;
+        let running = jobs.running(RUNNING_READ).await?;
+        jobq_common::PortResult::Ok(Read {
+            waiting,
+            queued,
+            running,
+        })
+    };
+    match read.await {
+        Ok(read) => Some(read),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the jobs to plan: no plan this period");
+            None
+        }
+    }
+}
+
+/// The loop's planning side: the store's jobs and the planner.
+pub struct Planning<'a> {
+    pub jobs: &'a dyn JobPlanning,
+    pub planner: Planner,
+}
+
+impl Planning<'_> {
+    /// After the decision: the plan for `observation.desiredWorkers`, stored; the deadline
+    /// counts in the observation; jobs newly at risk (or in time again) flagged in the
+    /// store, announced on the bus and logged.
+    async fn publish(
+        &mut self,
+        read: &Read,
+        backlog: &jobq_common::plan::Backlog,
+        observation: &mut jobq_common::domain::Observation,
+        store: &dyn ObservationStore,
+        bus: &dyn EventBus,
+    ) {
+        let plan = self.planner.plan(
+            backlog,
+            &read.waiting,
+            &read.running,
+            observation.desired_workers.max(backlog.fleet.workers),
+            read.queued,
+        );
+        observation.deadline_jobs = read
+            .waiting
+            .iter()
+            .chain(&read.running)
+            .filter(|j| j.schedule.deadline.is_some())
+            .count() as u32;
+        observation.deadlines_at_risk = plan.entries.iter().filter(|e| e.at_risk).count() as u32;
+        if let Err(e) = store.put_plan(&plan).await {
+            tracing::warn!(error = %e, "plan not stored");
+        }
+        let (raised, cleared) = self.planner.risk_changes(&plan);
+        let now = OffsetDateTime::now_utc();
+        for (ids, at_risk) in [(raised, true), (cleared, false)] {
+            for id in ids {
+                match self.jobs.flag_deadline(&id, at_risk).await {
+                    Ok(Some(job)) => {
+                        if at_risk {
+                            tracing::warn!(job_id = %id, deadline = ?job.schedule.deadline, "deadline at risk");
+                            metrics::counter!("jobq_deadlines_at_risk_total").increment(1);
+                        }
+                        let notice = JobEvent::deadline_notice(&job, at_risk, now);
+                        if let Err(e) = bus.publish(&notice).await {
+                            tracing::warn!(error = %e, job_id = %id, "deadline notice not published");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, job_id = %id, "deadline flag not stored"),
+                }
+            }
+        }
+    }
+}
+
+/// Runs until `shutdown` (or the feed ends): every event goes to the controller's tracker
+/// and the planner; every `period` the planner reads the waiting and running jobs, the
+/// controller closes an observation, the fleet acts on its decision, the plan for it is
+/// stored, and the observation is stored, published and exported as gauges.
+#[allow(clippy::too_many_arguments)] // the loop's parts, each from its own caller
 pub async fn observe(
     controller: &mut Controller<JobId, String>,
     period: Duration,
     fleet: &mut impl Fleet,
     feed: &mut impl EventFeed,
+    planning: &mut Planning<'_>,
     store: &dyn ObservationStore,
     bus: &dyn EventBus,
     shutdown: &CancellationToken,
@@ -75,25 +166,47 @@ pub async fn observe(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             event = feed.next() => match event {
-                Some((event, counts)) => controller.tracker.record(&event, counts),
+                Some((event, counts)) => {
+                    planning.planner.record(&event);
+                    controller.tracker.record(&event, counts)
+                }
                 None => return,
             },
             _ = ticker.tick() => {
                 let period_secs = last_close.elapsed().as_secs_f64();
                 last_close = tokio::time::Instant::now();
                 let sensed = fleet.sense().await;
-                let observation = controller.step(FleetState {
-                    now_ms: now_ms(),
-                    period_secs,
-                    queue_depth: sensed.queue_depth,
-                    workers: sensed.workers,
-                    current: sensed.current,
-                    partitions: sensed.partitions,
+                let now = now_ms();
+                let read = read_jobs(planning.jobs, planning.planner.limit).await;
+                let backlog = read.as_ref().map(|r| {
+                    planning.planner.backlog(
+                        now,
+                        &r.waiting,
+                        &r.running,
+                        sensed.workers,
+                        controller.slots_per_worker,
+                    )
                 });
+                let mut observation = controller.step(
+                    FleetState {
+                        now_ms: now,
+                        period_secs,
+                        queue_depth: sensed.queue_depth,
+                        workers: sensed.workers,
+                        current: sensed.current,
+                        partitions: sensed.partitions,
+                    },
+                    backlog.as_ref(),
+                );
                 let busy = controller.tracker.busy_by_worker();
                 fleet
                     .scale(observation.desired_workers, controller.slots_per_worker, &busy)
                     .await;
+                if let (Some(read), Some(backlog)) = (&read, &backlog) {
+                    planning
+                        .publish(read, backlog, &mut observation, store, bus)
+                        .await;
+                }
                 tracing::debug!(?observation, "observation");
                 if let Err(e) = store.record(&observation).await {
                     tracing::warn!(error = %e, "observation not stored");

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 
 use jobq_common::domain::Observation;
+use jobq_common::plan::{self, Backlog};
 use jobq_common::settings::{ObserverSettings, PolicyKind};
 
 /// What a policy sees each period.
@@ -19,6 +20,11 @@ pub struct PolicyInput<'a> {
     /// Partitions of the jobs topic (parallelism bound of the consumer group).
     pub partitions: u32,
     pub period_secs: f64,
+    /// The waiting jobs in scheduling order and the fleet's slots, when the observer read
+    /// them (the `deadline` policy plans with them; the others ignore them).
+    pub backlog: Option<&'a Backlog>,
+    /// The most workers the governor allows (maximum and budget).
+    pub ceiling: u32,
 }
 
 /// Turns observations into a desired worker count, before min/max/budget/stabilisation.
@@ -184,6 +190,47 @@ impl ScalingPolicy for QueueingPolicy {
     }
 }
 
+/// Ours, for deadlines: the `queueing` policy's count (the wait target for jobs without a
+/// deadline and the arrivals to come), raised to the fewest workers for which the plan
+/// ([`plan::fewest_workers`]) predicts every waiting job with a deadline to finish by it,
+/// less one period (the observer acts once a period). New workers join after their
+/// start-up time. Deadlines that even the ceiling cannot meet buy no workers: the plan
+/// flags them at risk instead.
+#[derive(Debug)]
+pub struct DeadlinePolicy {
+    pub queueing: QueueingPolicy,
+}
+
+impl DeadlinePolicy {
+    pub fn new(target_wait_secs: f64, wait_fraction: f64) -> Self {
+        Self {
+            queueing: QueueingPolicy::new(target_wait_secs, wait_fraction),
+        }
+    }
+}
+
+impl ScalingPolicy for DeadlinePolicy {
+    fn name(&self) -> &'static str {
+        "deadline"
+    }
+
+    fn desired(&mut self, input: &PolicyInput<'_>) -> u32 {
+        let base = self.queueing.desired(input);
+        let Some(backlog) = input.backlog else {
+            return base;
+        };
+        let lo = base.min(input.ceiling);
+        let (need, _) = plan::fewest_workers(
+            &backlog.fleet,
+            &backlog.waiting,
+            lo,
+            input.ceiling,
+            input.period_secs,
+        );
+        need.max(base)
+    }
+}
+
 /// Builds the policy named by `observer.policy` (parsed, and so checked, with the settings).
 pub fn from_settings(s: &ObserverSettings) -> Box<dyn ScalingPolicy> {
     match s.policy {
@@ -192,6 +239,7 @@ pub fn from_settings(s: &ObserverSettings) -> Box<dyn ScalingPolicy> {
             lag_threshold: s.lag_threshold,
         }),
         PolicyKind::Queueing => Box::new(QueueingPolicy::new(s.target_wait_secs, s.wait_fraction)),
+        PolicyKind::Deadline => Box::new(DeadlinePolicy::new(s.target_wait_secs, s.wait_fraction)),
     }
 }
 
@@ -276,6 +324,8 @@ mod tests {
             slots_per_worker: 1,
             partitions: 16,
             period_secs: 2.0,
+            backlog: None,
+            ceiling: 100,
         }
     }
 
@@ -372,6 +422,56 @@ mod tests {
     }
 
     #[test]
+    fn deadline_adds_workers_for_deadlines_and_none_for_hopeless_ones() {
+        use jobq_common::plan::{Fleet, Waiting};
+        let fleet = Fleet {
+            now: 0.0,
+            busy_ends: vec![],
+            workers: 1,
+            slots_per_worker: 1,
+            startup_secs: 3.0,
+        };
+        // Ten 10 s jobs due at 30 s: the one worker runs one now, new ones start at 3 s and
+        // finish at 13, 23: five workers in all (1 + 4 new, two rounds each) meet them.
+        let waiting = (0..10)
+            .map(|_| Waiting {
+                ready: 0.0,
+                secs: 10.0,
+                deadline: Some(30.0),
+            })
+            .collect();
+        let backlog = Backlog { fleet, waiting };
+        let quiet = obs(0.0, 0.0, 10);
+        let mut i = input(&quiet, 1);
+        i.mean_service_secs = Some(10.0);
+        let mut q = QueueingPolicy::new(1000.0, 0.05);
+        let base = q.desired(&i);
+        i.backlog = Some(&backlog);
+        let mut p = DeadlinePolicy::new(1000.0, 0.05);
+        let with = p.desired(&i);
+        assert!(base < with, "{base} {with}");
+        assert_eq!(with, 5);
+        // A ceiling below what the deadlines need: the ceiling, no more.
+        i.ceiling = 3;
+        assert_eq!(DeadlinePolicy::new(1000.0, 0.05).desired(&i), 3);
+        // Hopeless deadlines (due before any could finish) buy nothing.
+        let hopeless = Backlog {
+            waiting: backlog
+                .waiting
+                .iter()
+                .map(|w| Waiting {
+                    deadline: Some(1.0),
+                    ..*w
+                })
+                .collect(),
+            ..backlog.clone()
+        };
+        i.ceiling = 100;
+        i.backlog = Some(&hopeless);
+        assert_eq!(DeadlinePolicy::new(1000.0, 0.05).desired(&i), base);
+    }
+
+    #[test]
     fn governor_scales_up_at_once_and_down_after_the_window() {
         let mut g = Governor::new(1, 10, 0.0, 30.0);
         assert_eq!(g.decide(0.0, 8, 1), 8);
@@ -396,7 +496,12 @@ mod tests {
     #[test]
     fn policies_are_chosen_by_name() {
         let mut s = ObserverSettings::default();
-        for kind in [PolicyKind::Seed, PolicyKind::Lag, PolicyKind::Queueing] {
+        for kind in [
+            PolicyKind::Seed,
+            PolicyKind::Lag,
+            PolicyKind::Queueing,
+            PolicyKind::Deadline,
+        ] {
             s.policy = kind;
             assert_eq!(from_settings(&s).name(), kind.as_str());
         }

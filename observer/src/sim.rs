@@ -962,14 +962,17 @@ impl<'a> Sim<'a> {
         } else {
             (self.queue.len() as u64, u32::MAX)
         };
-        let observation = self.ctl.step(FleetState {
-            now_ms: (t * 1000.0) as i64,
-            period_secs: config.period_secs,
-            queue_depth: Some(queue_depth),
-            workers: active,
-            current: live,
-            partitions,
-        });
+        let observation = self.ctl.step(
+            FleetState {
+                now_ms: (t * 1000.0) as i64,
+                period_secs: config.period_secs,
+                queue_depth: Some(queue_depth),
+                workers: active,
+                current: live,
+                partitions,
+            },
+            None,
+        );
         if t > 0.0 {
             self.result.periods += 1;
             if observation.queue_wait_p95 <= config.target_wait_secs {

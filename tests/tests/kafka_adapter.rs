@@ -259,6 +259,8 @@ async fn the_live_follower_sees_events_from_now_on_and_on_partitions_added_later
         worker: None,
         elapsed_ms: None,
         waited_ms: None,
+        repo: None,
+        deadline_at_risk: None,
     };
     let send = |e: &JobEvent| {
         let payload = serde_json::to_vec(e).unwrap();

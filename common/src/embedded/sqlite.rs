@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::domain::{FailureReason, Job, JobId, JobSpec, JobStatus, Observation, Schedule};
 use crate::error::{ErrorKind, PortError, PortResult};
 use crate::lifecycle::{Change, Guard, LeaseEffect, SlotEffect, Stamp};
+use crate::plan::Plan;
 use crate::ports::{JobPage, JobRecords, ObservationStore, Page};
 use crate::store::OwnerCount;
 use rusqlite::types::Value;
@@ -23,13 +24,17 @@ mod idempotency;
 
 const COLUMNS: &str = "id, owner, url, args, config, status, attempt, lease_owner, lease_expires_ms, \
     created_ms, started_ms, finished_ms, exit_code, elapsed_ms, output_files, failure, attempts, \
-    priority, not_before_ms, retries, expires_ms, max_running, fair_tag, retry_at_ms, quota_slot";
+    priority, not_before_ms, retries, expires_ms, max_running, fair_tag, retry_at_ms, quota_slot, \
+    deadline_ms, expected_secs, deadline_at_risk";
 
 /// The scheduling order of waiting jobs (`JobRecords::first`).
-const SCHEDULING_ORDER: &str = "priority DESC, fair_tag, created_ms, id";
+const SCHEDULING_ORDER: &str = "priority DESC, deadline_ms, fair_tag, created_ms, id";
+
+/// The deadline of a job without one: sorts after every real one.
+const NEVER: i64 = 253_402_300_799_999;
 
 /// The scheduling columns a file made before them lacks, with their definitions.
-const SCHEDULING_COLUMNS: [(&str, &str); 10] = [
+const SCHEDULING_COLUMNS: [(&str, &str); 13] = [
     ("priority", "INTEGER NOT NULL DEFAULT 0"),
     ("not_before_ms", "INTEGER"),
     ("retries", "INTEGER NOT NULL DEFAULT 0"),
@@ -43,6 +48,10 @@ const SCHEDULING_COLUMNS: [(&str, &str); 10] = [
     ("quota_slot", "INTEGER"),
     // `owner/slot` while the job holds a slot of its owner's running limit; unique.
     ("quota_key", "TEXT"),
+    // The deadline, or NEVER without one (so the order's index sorts it last).
+    ("deadline_ms", "INTEGER NOT NULL DEFAULT 253402300799999"),
+    ("expected_secs", "REAL"),
+    ("deadline_at_risk", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 use crate::domain::{from_unix_ms as from_ms, unix_ms as to_ms};
@@ -103,11 +112,16 @@ fn row_to_job(row: &Row<'_>) -> rusqlite::Result<Job> {
                 .get::<_, Option<i64>>(21)?
                 .map(|v| v.clamp(0, u32::MAX as i64) as u32),
             fair_tag: row.get(22)?,
+            deadline: row
+                .get::<_, i64>(25)
+                .map(|ms| (ms != NEVER).then(|| from_ms(ms)))?,
+            expected_secs: row.get(26)?,
         },
         retry_at: row.get::<_, Option<i64>>(23)?.map(from_ms),
         quota_slot: row
             .get::<_, Option<i64>>(24)?
             .map(|v| v.clamp(0, u32::MAX as i64) as u32),
+        deadline_at_risk: row.get(27)?,
     })
 }
 
@@ -170,7 +184,8 @@ impl SqliteStore {
              CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_ms DESC);
              CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, created_ms);
              CREATE TABLE IF NOT EXISTS observations (timestamp INTEGER NOT NULL, body TEXT NOT NULL);
-             CREATE INDEX IF NOT EXISTS observations_time ON observations (timestamp DESC);",
+             CREATE INDEX IF NOT EXISTS observations_time ON observations (timestamp DESC);
+             CREATE TABLE IF NOT EXISTS plans (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);",
         )
         .map_err(|e| db_error("create schema", e))?;
         migrate(&conn).map_err(|e| db_error("migrate schema", e))?;
@@ -233,7 +248,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch(
         "UPDATE jobs SET ready_ms = 0 WHERE ready_ms IS NULL;
-         CREATE INDEX IF NOT EXISTS jobs_schedule ON jobs (status, priority DESC, fair_tag, created_ms);
+         DROP INDEX IF EXISTS jobs_schedule;
+         CREATE INDEX IF NOT EXISTS jobs_order ON jobs (status, priority DESC, deadline_ms, fair_tag, created_ms);
          CREATE INDEX IF NOT EXISTS jobs_owner_active ON jobs (owner, status, fair_tag);
          CREATE INDEX IF NOT EXISTS jobs_fair ON jobs (status, fair_tag);
          CREATE UNIQUE INDEX IF NOT EXISTS jobs_quota ON jobs (quota_key);",
@@ -395,7 +411,7 @@ impl JobRecords for SqliteStore {
         self.with(
             move |c| {
                 c.execute(
-                    &format!("INSERT INTO jobs ({COLUMNS}, ready_ms, quota_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"),
+                    &format!("INSERT INTO jobs ({COLUMNS}, ready_ms, quota_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"),
                     params![
                         j.id.as_str(),
                         j.owner,
@@ -422,6 +438,9 @@ impl JobRecords for SqliteStore {
                         j.schedule.fair_tag,
                         j.retry_at.map(to_ms),
                         j.quota_slot.map(i64::from),
+                        j.schedule.deadline.map_or(NEVER, to_ms),
+                        j.schedule.expected_secs,
+                        j.deadline_at_risk,
                         j.held_until().map_or(0, to_ms),
                         j.quota_slot.map(|k| quota_key(&j.owner, k)),
                     ],
@@ -554,6 +573,45 @@ impl JobRecords for SqliteStore {
         .await
     }
 
+    async fn ordered(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>> {
+        let mut args = Vec::new();
+        let condition = condition(guard, &mut args);
+        args.push((limit.min(i64::MAX as u64) as i64).into());
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE {condition} ORDER BY {SCHEDULING_ORDER} LIMIT ?{}",
+            args.len()
+        );
+        self.with(
+            move |c| {
+                let mut stmt = c.prepare(&sql)?;
+                stmt.query_map(rusqlite::params_from_iter(args), row_to_job)?
+                    .collect()
+            },
+            "jobs in order",
+        )
+        .await
+    }
+
+    async fn set_deadline_flag(&self, id: &JobId, at_risk: bool) -> PortResult<Option<Job>> {
+        let id = id.to_string();
+        let (queued, running) = (JobStatus::Queued.as_str(), JobStatus::Running.as_str());
+        self.with(
+            move |c| {
+                c.query_row(
+                    &format!(
+                        "UPDATE jobs SET deadline_at_risk = ?2 WHERE id = ?1 AND status IN (?3, ?4)
+                         AND deadline_at_risk != ?2 RETURNING {COLUMNS}"
+                    ),
+                    params![id, at_risk, queued, running],
+                    row_to_job,
+                )
+                .optional()
+            },
+            "flag deadline",
+        )
+        .await
+    }
+
     async fn fair_bounds(
         &self,
         owner: &str,
@@ -634,6 +692,40 @@ impl ObservationStore for SqliteStore {
             "record observation",
         )
         .await
+    }
+
+    async fn put_plan(&self, plan: &Plan) -> PortResult<()> {
+        let body = serde_json::to_string(plan)
+            .map_err(|e| PortError::with_source(ErrorKind::Internal, "encode", e))?;
+        self.with(
+            move |c| {
+                c.execute(
+                    "INSERT INTO plans (id, body) VALUES (1, ?1)
+                     ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                    [body],
+                )
+                .map(|_| ())
+            },
+            "store plan",
+        )
+        .await
+    }
+
+    async fn plan(&self) -> PortResult<Option<Plan>> {
+        let body: Option<String> = self
+            .with(
+                |c| {
+                    c.query_row("SELECT body FROM plans WHERE id = 1", [], |r| r.get(0))
+                        .optional()
+                },
+                "read plan",
+            )
+            .await?;
+        body.map(|b| {
+            serde_json::from_str(&b)
+                .map_err(|e| PortError::with_source(ErrorKind::Internal, "decode", e))
+        })
+        .transpose()
     }
 
     async fn latest(&self, limit: u64) -> PortResult<Vec<Observation>> {

@@ -32,7 +32,7 @@ pub const STATUS_LIST_LIMIT: u64 = 1000;
         (status = 400, description = "malformed JSON, or an Idempotency-Key that is empty, over 255 characters or not printable ASCII", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 413, description = "body, config or args over its limit", body = ErrorBody),
-        (status = 422, description = "missing or refused url, args that cannot be split, a scheduling field (priority, retries, notBefore, expireAfterSecs) of the wrong type or out of its range, or an Idempotency-Key used for a different job in the last 24 h", body = ErrorBody),
+        (status = 422, description = "missing or refused url, args that cannot be split, a scheduling field (priority, retries, notBefore, expireAfterSecs, deadline, expectedDurationSecs) of the wrong type or out of its range, or an Idempotency-Key used for a different job in the last 24 h", body = ErrorBody),
         (status = 429, description = "the caller already has `scheduling.max_queued_per_user` jobs waiting; submit again when some have started", body = ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before submitting again"))),
         (status = 503, description = "the queue or the job store is unavailable", body = ErrorBody),
@@ -45,10 +45,11 @@ pub async fn add_job(
     ApiJson(request): ApiJson<SubmitJob>,
 ) -> Result<Response, ApiError> {
     let submission = idempotent::submit(&state, &caller, request, key).await?;
-    let mut response = Json(Submitted {
-        job_id: submission.job.id.to_string(),
-    })
-    .into_response();
+    let estimate = state
+        .plans
+        .estimate(state.observations.as_ref(), &submission.job)
+        .await;
+    let mut response = Json(Submitted::new(&submission.job, estimate)).into_response();
     response.headers_mut().extend(submission.headers());
     Ok(response)
 }

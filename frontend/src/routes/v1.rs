@@ -35,7 +35,7 @@ pub const MAX_PAGE: u64 = 100;
         (status = 400, description = "malformed JSON, or an Idempotency-Key that is empty, over 255 characters or not printable ASCII", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 413, description = "body, config or args over its limit", body = ErrorBody),
-        (status = 422, description = "missing or refused url, args that cannot be split, a scheduling field (priority, retries, notBefore, expireAfterSecs) of the wrong type or out of its range, or an Idempotency-Key used for a different job in the last 24 h", body = ErrorBody),
+        (status = 422, description = "missing or refused url, args that cannot be split, a scheduling field (priority, retries, notBefore, expireAfterSecs, deadline, expectedDurationSecs) of the wrong type or out of its range, or an Idempotency-Key used for a different job in the last 24 h", body = ErrorBody),
         (status = 429, description = "the caller already has `scheduling.max_queued_per_user` jobs waiting; submit again when some have started", body = ErrorBody,
             headers(("Retry-After" = String, description = "seconds to wait before submitting again"))),
         (status = 503, description = "the queue or the job store is unavailable", body = ErrorBody),
@@ -56,10 +56,11 @@ pub async fn create(
     } else {
         StatusCode::CREATED
     };
+    let estimate = state.plans.estimate(state.observations.as_ref(), job).await;
     let mut response = (
         status,
         [(header::LOCATION, location)],
-        Json(JobView::from(job)),
+        Json(JobView::from(job).estimated(estimate)),
     )
         .into_response();
     response.headers_mut().extend(submission.headers());
@@ -96,8 +97,13 @@ pub async fn list(
         .transpose()?;
     let found =
         jobs::list_in_status(&state, &caller, query.all.unwrap_or(false), status, page).await?;
+    let mut views = Vec::with_capacity(found.jobs.len());
+    for job in &found.jobs {
+        let estimate = state.plans.estimate(state.observations.as_ref(), job).await;
+        views.push(JobView::from(job).estimated(estimate));
+    }
     Ok(Json(JobList {
-        jobs: found.jobs.iter().map(JobView::from).collect(),
+        jobs: views,
         total: found.total,
         offset: page.offset,
         limit: page.limit,
@@ -123,7 +129,11 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let job = jobs::find(&state, &caller, &id).await?;
-    Ok(Json(JobView::from(&job)))
+    let estimate = state
+        .plans
+        .estimate(state.observations.as_ref(), &job)
+        .await;
+    Ok(Json(JobView::from(&job).estimated(estimate)))
 }
 
 /// Cancels a job and answers it; a job that already ended is answered unchanged.
