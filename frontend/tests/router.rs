@@ -2178,8 +2178,19 @@ fn openapi_documents_the_scheduling_fields_and_the_429_of_both_submit_routes() {
     let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
     let schemas = &doc["components"]["schemas"];
     let submit = schemas["SubmitJob"]["properties"].as_object().unwrap();
-    for field in ["priority", "retries", "notBefore", "expireAfterSecs"] {
+    for field in [
+        "priority",
+        "retries",
+        "notBefore",
+        "expireAfterSecs",
+        "deadline",
+        "expectedDurationSecs",
+    ] {
         assert!(submit.contains_key(field), "SubmitJob lacks {field}");
+    }
+    let submitted = schemas["Submitted"]["properties"].as_object().unwrap();
+    for field in ["jobId", "estimatedStartAt", "estimatedFinishAt"] {
+        assert!(submitted.contains_key(field), "Submitted lacks {field}");
     }
     let view = schemas["JobView"]["properties"].as_object().unwrap();
     for field in [
@@ -2189,6 +2200,11 @@ fn openapi_documents_the_scheduling_fields_and_the_429_of_both_submit_routes() {
         "retryAt",
         "expiresAt",
         "attempts",
+        "deadline",
+        "expectedDurationSecs",
+        "deadlineAtRisk",
+        "estimatedStartAt",
+        "estimatedFinishAt",
     ] {
         assert!(view.contains_key(field), "JobView lacks {field}");
     }
@@ -2215,8 +2231,198 @@ fn openapi_documents_the_scheduling_fields_and_the_429_of_both_submit_routes() {
             "{path}: {too_many}"
         );
         let text = post["responses"]["422"]["description"].as_str().unwrap();
-        for field in ["priority", "retries", "notBefore", "expireAfterSecs"] {
+        for field in [
+            "priority",
+            "retries",
+            "notBefore",
+            "expireAfterSecs",
+            "deadline",
+            "expectedDurationSecs",
+        ] {
             assert!(text.contains(field), "{path}: {text}");
         }
     }
+}
+
+// ---- deadlines and estimates ----------------------------------------------------------
+
+fn in_secs(secs: i64) -> String {
+    (OffsetDateTime::now_utc() + time::Duration::seconds(secs))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn deadline_fields_out_of_range_are_422_naming_the_field_and_nothing_is_stored() {
+    let h = harness();
+    let cases = [
+        (
+            json!({"deadline": in_secs(-5)}),
+            "deadline must be in the future",
+        ),
+        (
+            json!({"deadline": in_secs(400 * 86_400)}),
+            "within 366 days",
+        ),
+        (
+            json!({"deadline": "tomorrow"}),
+            "deadline must be an RFC 3339 time",
+        ),
+        (json!({"deadline": 17}), "deadline must be an RFC 3339 time"),
+        (
+            json!({"deadline": in_secs(60), "notBefore": in_secs(120)}),
+            "deadline must be after notBefore",
+        ),
+        (
+            json!({"expectedDurationSecs": 0}),
+            "expectedDurationSecs must be above 0",
+        ),
+        (
+            json!({"expectedDurationSecs": -3.5}),
+            "expectedDurationSecs must be above 0",
+        ),
+        (
+            json!({"expectedDurationSecs": 1e12}),
+            "expectedDurationSecs must be above 0",
+        ),
+        (
+            json!({"expectedDurationSecs": "10"}),
+            "expectedDurationSecs must be a number",
+        ),
+    ];
+    for (fields, message) in cases {
+        let mut body = submit_body();
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        for path in ["/api/v1/jobs", "/api/addJob"] {
+            let a = h.post_json(path, ALICE, body.to_string()).await;
+            assert_eq!(
+                a.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{fields} {}",
+                a.text()
+            );
+            assert!(
+                a.json()["error"].as_str().unwrap().contains(message),
+                "{fields}: {}",
+                a.text()
+            );
+        }
+    }
+    assert!(
+        h.queue.sent.lock().unwrap().is_empty(),
+        "nothing dispatched"
+    );
+}
+
+#[tokio::test]
+async fn a_deadline_and_expected_duration_are_kept_and_shown() {
+    let h = harness();
+    let deadline = in_secs(3600);
+    let mut body = submit_body();
+    body["deadline"] = json!(deadline);
+    body["expectedDurationSecs"] = json!(12.5);
+    let a = h.post_json("/api/v1/jobs", ALICE, body.to_string()).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text());
+    let view = a.json();
+    let at = |v: &Value| {
+        OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        jobq_common::domain::unix_ms(at(&view["deadline"])),
+        jobq_common::domain::unix_ms(at(&json!(deadline)))
+    );
+    assert_eq!(view["expectedDurationSecs"], 12.5);
+    assert_eq!(view["deadlineAtRisk"], false);
+    // No observer has planned: no estimates, and the answer says so with nulls.
+    assert!(view["estimatedStartAt"].is_null() && view["estimatedFinishAt"].is_null());
+}
+
+#[tokio::test]
+async fn estimates_come_from_the_newest_plan_by_the_jobs_place_in_the_order() {
+    use jobq_common::plan::{OrderKey, Plan, PlanEntry};
+    let h = harness();
+    let ms = |t: OffsetDateTime| jobq_common::domain::unix_ms(t);
+    let now = OffsetDateTime::now_utc();
+    // A plan with one waiting job (no deadline) predicted to start in 60 s, and a tail 90 s
+    // out: a new job with a deadline goes before the planned one and takes its start; one
+    // without goes after it, at the tail.
+    let planned = h
+        .post_json("/api/v1/jobs", ALICE, submit_body().to_string())
+        .await
+        .json();
+    let planned_job = h
+        .store
+        .inner
+        .get(&planned["id"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let start = ms(now) + 60_000;
+    let plan = Plan {
+        at_ms: ms(now),
+        workers: 1,
+        slots: 1,
+        entries: vec![PlanEntry {
+            key: OrderKey::of(&planned_job),
+            running: false,
+            start_ms: Some(start),
+            finish_ms: Some(start + 30_000),
+            at_risk: false,
+        }],
+        unplanned: 0,
+        tail_ms: Some(start + 30_000),
+        service: vec![],
+        overall: None,
+        default_secs: 7.0,
+    };
+    jobq_common::ports::ObservationStore::put_plan(&h.store.inner, &plan)
+        .await
+        .unwrap();
+    // A frontend reads the plan at most once a second (the first submit read none).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let view = h
+        .get(
+            &format!("/api/v1/jobs/{}", planned["id"].as_str().unwrap()),
+            Some(ALICE),
+        )
+        .await
+        .json();
+    let at = |v: &Value| {
+        ms(OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap())
+    };
+    assert_eq!(at(&view["estimatedStartAt"]), start);
+    // Its own expected time: the default, as nothing was learned (7 s).
+    assert_eq!(at(&view["estimatedFinishAt"]), start + 7_000);
+    let mut urgent = submit_body();
+    urgent["deadline"] = json!(in_secs(65));
+    urgent["expectedDurationSecs"] = json!(10);
+    let a = h.post_json("/api/addJob", ALICE, urgent.to_string()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let answer = a.json();
+    assert_eq!(at(&answer["estimatedStartAt"]), start);
+    assert_eq!(at(&answer["estimatedFinishAt"]), start + 10_000);
+    // Predicted after its deadline: the view says it is at risk.
+    let urgent_view = h
+        .get(
+            &format!("/api/v1/jobs/{}", answer["jobId"].as_str().unwrap()),
+            Some(ALICE),
+        )
+        .await
+        .json();
+    assert_eq!(urgent_view["deadlineAtRisk"], true, "{urgent_view}");
+    let later = h
+        .post_json("/api/v1/jobs", ALICE, submit_body().to_string())
+        .await
+        .json();
+    assert_eq!(at(&later["estimatedStartAt"]), start + 30_000);
 }

@@ -163,6 +163,8 @@ impl Stack {
                 ("JOBQ_WORKER__SHUTDOWN_GRACE_SECS", "5".into()),
                 ("JOBQ_FRONTEND__LISTEN", format!("127.0.0.1:{port}")),
                 ("JOBQ_OBSERVER__REFRESH_RATE_SECS", "1".into()),
+                // The observer plans for the workers' slots (they take `--slots`).
+                ("JOBQ_OBSERVER__SLOTS_PER_WORKER", options.slots.to_string()),
                 // Test jobs record what they did (pids, runs) in the stack's folder, outside
                 // their own: it is bound into their sandboxes.
                 (
