@@ -30,6 +30,12 @@ macro_rules! on_both_backends {
 
 use jobq_common::settings::Settings;
 
+/// The `package.json` of a test job whose start script is `start`.
+pub fn package(start: &str) -> String {
+    serde_json::json!({"name": "job", "version": "1.0.0", "private": true, "scripts": {"start": start}})
+        .to_string()
+}
+
 /// Fails the calling test unless the real servers are set up (`JOBQ_TEST_INFRA=1`, printed
 /// by `scripts/infra.sh env`): a real-server test runs only when asked for, and then it must
 /// not pass without having run.

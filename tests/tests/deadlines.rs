@@ -6,15 +6,11 @@
 
 use std::time::{Duration, Instant};
 
+use jobq_tests::package;
 use jobq_tests::stack::{Backend, GitServer, Stack, StackOptions};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-fn package(start: &str) -> String {
-    json!({"name": "job", "version": "1.0.0", "private": true, "scripts": {"start": start}})
-        .to_string()
-}
 
 /// A job that appends `start <tag>` to the file named by its config (`log`), then sleeps
 /// `ms`.
@@ -32,6 +28,16 @@ setTimeout(() => process.exit(0), c.ms || 0);
             ("index.js", js),
         ],
     )
+}
+
+/// A stack, its git server (kept for the test's length), myuser's token and the recorder
+/// repository's URL.
+async fn start(options: StackOptions) -> Option<(Stack, GitServer, String, String)> {
+    let stack = Stack::start(options).await?;
+    let git = GitServer::start();
+    let token = stack.token("myuser", "1234").await;
+    let url = recorder_repo(&git);
+    Some((stack, git, token, url))
 }
 
 fn start_order(path: &std::path::Path) -> Vec<String> {
@@ -132,6 +138,34 @@ async fn observation_until(
     }
 }
 
+/// A stack of one worker with one slot (and at most one: the tests' observer only logs its
+/// decisions, no scaler acts, and a plan counts on the workers it decided to have), planning
+/// often, with a job of `secs` seconds (and saying so) running on the slot.
+async fn one_busy_slot(
+    backend: Backend,
+    secs: u64,
+) -> Option<(Stack, GitServer, String, String, Value)> {
+    let options = StackOptions {
+        backend,
+        workers: 1,
+        slots: 1,
+        extra_env: planning_often(vec![("JOBQ_OBSERVER__MAX_WORKERS".into(), "1".into())]),
+        ..StackOptions::default()
+    };
+    let (stack, git, token, url) = start(options).await?;
+    let config = json!({"ms": secs * 1000}).to_string();
+    let long = post(
+        &stack,
+        &token,
+        json!({"url": url, "expectedDurationSecs": secs, "config": config}),
+    )
+    .await;
+    stack
+        .wait_for(&token, &id(&long), Some("running"), Duration::from_secs(60))
+        .await;
+    Some((stack, git, token, url, long))
+}
+
 async fn within_a_priority_the_earliest_deadline_starts_first(backend: Backend) {
     let options = StackOptions {
         backend,
@@ -139,13 +173,10 @@ async fn within_a_priority_the_earliest_deadline_starts_first(backend: Backend) 
         slots: 1,
         ..StackOptions::default()
     };
-    let Some(mut stack) = Stack::start(options).await else {
+    let Some((mut stack, _git, token, url)) = start(options).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
     let log = stack.shared_file("order.log");
-    let url = recorder_repo(&git);
     let mut ids = Vec::new();
     for (tag, priority, deadline) in [
         ("none", 0, None),
@@ -178,28 +209,10 @@ async fn within_a_priority_the_earliest_deadline_starts_first(backend: Backend) 
 
 async fn waiting_jobs_are_given_estimates_in_the_order_they_will_start(backend: Backend) {
     // One slot, busy with an 8 s job; three more wait. The plan predicts them one after the
-    // other, each for its expected duration; the running one keeps its actual start. At
-    // most one worker: the tests' observer only logs its decisions (no scaler acts), and a
-    // plan counts on the workers it decided to have.
-    let options = StackOptions {
-        backend,
-        workers: 1,
-        slots: 1,
-        extra_env: planning_often(vec![("JOBQ_OBSERVER__MAX_WORKERS".into(), "1".into())]),
-        ..StackOptions::default()
-    };
-    let Some(stack) = Stack::start(options).await else {
+    // other, each for its expected duration; the running one keeps its actual start.
+    let Some((stack, _git, token, url, long)) = one_busy_slot(backend, 8).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
-    let url = recorder_repo(&git);
-    let long = post(
-        &stack,
-        &token,
-        json!({"url": url, "expectedDurationSecs": 8, "config": json!({"ms": 8000}).to_string()}),
-    )
-    .await;
     let running = stack
         .wait_for(&token, &id(&long), Some("running"), Duration::from_secs(60))
         .await;
@@ -276,30 +289,11 @@ async fn waiting_jobs_are_given_estimates_in_the_order_they_will_start(backend: 
 }
 
 async fn a_deadline_the_fleet_cannot_meet_is_flagged_at_risk(backend: Backend) {
-    // One worker at most, busy for 5 s: a job due in 3 s cannot make it and is flagged; one
-    // due in an hour is not.
-    let options = StackOptions {
-        backend,
-        workers: 1,
-        slots: 1,
-        extra_env: planning_often(vec![("JOBQ_OBSERVER__MAX_WORKERS".into(), "1".into())]),
-        ..StackOptions::default()
-    };
-    let Some(stack) = Stack::start(options).await else {
+    // One slot, busy for 5 s: a job due in 3 s cannot make it and is flagged; one due in an
+    // hour is not.
+    let Some((stack, _git, token, url, long)) = one_busy_slot(backend, 5).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
-    let url = recorder_repo(&git);
-    let long = post(
-        &stack,
-        &token,
-        json!({"url": url, "expectedDurationSecs": 5, "config": json!({"ms": 5000}).to_string()}),
-    )
-    .await;
-    stack
-        .wait_for(&token, &id(&long), Some("running"), Duration::from_secs(60))
-        .await;
     let doomed = post(
         &stack,
         &token,
@@ -375,12 +369,9 @@ async fn the_deadline_policy_asks_for_the_workers_that_meet_the_deadlines(backen
         ]),
         ..StackOptions::default()
     };
-    let Some(stack) = Stack::start(options).await else {
+    let Some((stack, _git, token, url)) = start(options).await else {
         return;
     };
-    let git = GitServer::start();
-    let token = stack.token("myuser", "1234").await;
-    let url = recorder_repo(&git);
     let first = post(&stack, &token, json!({"url": url})).await;
     stack
         .wait_for(

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use jobq_tests::package;
 use jobq_tests::stack::{Backend, GitServer, Stack, StackOptions};
 use serde_json::{Value, json};
 
@@ -20,11 +21,6 @@ fs.writeFileSync('output/env.json', JSON.stringify(process.env));
 console.log('hello stdout');
 console.error('hello stderr');
 "#;
-
-fn package(start: &str) -> String {
-    json!({"name": "job", "version": "1.0.0", "private": true, "scripts": {"start": start}})
-        .to_string()
-}
 
 fn hello_repo(git: &GitServer) -> String {
     git.repo(

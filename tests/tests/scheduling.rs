@@ -5,15 +5,11 @@
 
 use std::time::Duration;
 
+use jobq_tests::package;
 use jobq_tests::stack::{Backend, GitServer, Stack, StackOptions};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-fn package(start: &str) -> String {
-    json!({"name": "job", "version": "1.0.0", "private": true, "scripts": {"start": start}})
-        .to_string()
-}
 
 /// A job that appends `start <ms> <tag>` and `end <ms> <tag>` to the file named by its config
 /// (`log`), sleeping `ms` in between; exits with `code`.

@@ -143,6 +143,32 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Up to `limit` jobs that meet `guard`, `order` (an `ORDER BY` clause, or empty) applied.
+    async fn jobs_where(
+        &self,
+        guard: &Guard,
+        order: &str,
+        limit: u64,
+        what: &'static str,
+    ) -> PortResult<Vec<Job>> {
+        let mut args = Vec::new();
+        let condition = condition(guard, &mut args);
+        args.push((limit.min(i64::MAX as u64) as i64).into());
+        let sql = format!(
+            "SELECT {COLUMNS} FROM jobs WHERE {condition} {order} LIMIT ?{}",
+            args.len()
+        );
+        self.with(
+            move |c| {
+                let mut stmt = c.prepare(&sql)?;
+                stmt.query_map(rusqlite::params_from_iter(args), row_to_job)?
+                    .collect()
+            },
+            what,
+        )
+        .await
+    }
+
     /// Opens (creating if needed) the database file and its schema.
     pub fn open(path: &Path) -> PortResult<Self> {
         let conn = Connection::open(path)
@@ -539,22 +565,7 @@ impl JobRecords for SqliteStore {
     }
 
     async fn select(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>> {
-        let mut args = Vec::new();
-        let condition = condition(guard, &mut args);
-        args.push((limit.min(i64::MAX as u64) as i64).into());
-        let sql = format!(
-            "SELECT {COLUMNS} FROM jobs WHERE {condition} LIMIT ?{}",
-            args.len()
-        );
-        self.with(
-            move |c| {
-                let mut stmt = c.prepare(&sql)?;
-                stmt.query_map(rusqlite::params_from_iter(args), row_to_job)?
-                    .collect()
-            },
-            "find jobs",
-        )
-        .await
+        self.jobs_where(guard, "", limit, "find jobs").await
     }
 
     async fn first(&self, guard: &Guard) -> PortResult<Option<Job>> {
@@ -574,22 +585,8 @@ impl JobRecords for SqliteStore {
     }
 
     async fn ordered(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>> {
-        let mut args = Vec::new();
-        let condition = condition(guard, &mut args);
-        args.push((limit.min(i64::MAX as u64) as i64).into());
-        let sql = format!(
-            "SELECT {COLUMNS} FROM jobs WHERE {condition} ORDER BY {SCHEDULING_ORDER} LIMIT ?{}",
-            args.len()
-        );
-        self.with(
-            move |c| {
-                let mut stmt = c.prepare(&sql)?;
-                stmt.query_map(rusqlite::params_from_iter(args), row_to_job)?
-                    .collect()
-            },
-            "jobs in order",
-        )
-        .await
+        let order = format!("ORDER BY {SCHEDULING_ORDER}");
+        self.jobs_where(guard, &order, limit, "jobs in order").await
     }
 
     async fn set_deadline_flag(&self, id: &JobId, at_risk: bool) -> PortResult<Option<Job>> {
