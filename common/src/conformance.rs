@@ -1500,6 +1500,7 @@ pub async fn the_newest_plan_replaces_the_one_before<S: TestStore>(store: Arc<S>
         }],
         unplanned: 3,
         tail_ms: None,
+        idle_ms: vec![(5_000, 6_000)],
         service: vec![],
         overall: None,
         default_secs: 5.0,

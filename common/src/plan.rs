@@ -57,10 +57,28 @@ impl Ord for At {
     }
 }
 
+/// A list schedule: each job's forecast, when a job placed after all of them would start,
+/// and the stretches a slot stays idle because the next jobs in order may not start yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    pub forecasts: Vec<Forecast>,
+    /// `f64::INFINITY` with no slot.
+    pub tail: f64,
+    /// `(from, until)`: a slot free from `from` that nothing may take before `until`.
+    pub idle: Vec<(f64, f64)>,
+}
+
 /// List-schedules `waiting` (in the order the rules take them) onto slots that free at
 /// `slots` (one time per slot; `now` for an idle one). Returns each job's forecast, and
 /// when a job placed after all of them would start (`f64::INFINITY` with no slot).
 pub fn forecast(slots: &[f64], waiting: &[Waiting]) -> (Vec<Forecast>, f64) {
+    let timeline = list_schedule(slots, waiting);
+    (timeline.forecasts, timeline.tail)
+}
+
+/// [`forecast`], with the idle stretches.
+pub fn list_schedule(slots: &[f64], waiting: &[Waiting]) -> Timeline {
+    let mut idle = Vec::new();
     let mut out = vec![
         Forecast {
             start: f64::INFINITY,
@@ -69,7 +87,11 @@ pub fn forecast(slots: &[f64], waiting: &[Waiting]) -> (Vec<Forecast>, f64) {
         waiting.len()
     ];
     if slots.is_empty() {
-        return (out, f64::INFINITY);
+        return Timeline {
+            forecasts: out,
+            tail: f64::INFINITY,
+            idle,
+        };
     }
     let mut free: BinaryHeap<At> = slots.iter().map(|&t| At(t)).collect();
     // Jobs not yet ready, earliest ready first (ties in rule order); ready ones by position.
@@ -99,13 +121,23 @@ pub fn forecast(slots: &[f64], waiting: &[Waiting]) -> (Vec<Forecast>, f64) {
             None => {
                 // Nothing may start yet: the slot stays idle until the next job is ready.
                 let (At(r), _) = *held.peek().expect("an unplaced job is held");
+                if idle.len() < IDLE_KEPT {
+                    idle.push((t, r));
+                }
                 free.push(At(r));
             }
         }
     }
     let tail = free.pop().map_or(f64::INFINITY, |At(t)| t);
-    (out, tail)
+    Timeline {
+        forecasts: out,
+        tail,
+        idle,
+    }
 }
+
+/// How many idle stretches a timeline keeps (the earliest).
+const IDLE_KEPT: usize = 1000;
 
 /// The fleet as the model sees it at `now`.
 #[derive(Debug, Clone, PartialEq)]
@@ -387,12 +419,41 @@ pub struct Plan {
     pub unplanned: u64,
     /// When a job placed after every planned one would start (`None`: no slot).
     pub tail_ms: Option<i64>,
+    /// `[from, until)` in ms: slots left idle because the planned jobs may not start yet
+    /// (`notBefore`, a retry); a job that may start then takes such a slot.
+    #[serde(default)]
+    pub idle_ms: Vec<(i64, i64)>,
     /// Learned service times, most recently seen repositories first.
     pub service: Vec<RepoService>,
     /// Over all repositories; `None` before any job ended.
     pub overall: Option<ServiceStats>,
     /// What a job is assumed to take before anything was learned, seconds.
     pub default_secs: f64,
+}
+
+impl Plan {
+    /// When a waiting job that this plan did not place, with `key` and ready at `ready_ms`
+    /// (not before `now_ms`), would start: the earliest of the starts of the planned jobs it
+    /// goes before (it takes the first such slot it is ready for; a slot due by now is one it
+    /// takes now if it is ready now), a slot left idle while it is ready, and the tail.
+    /// `None` when the plan has no slot.
+    fn start_of_new(&self, key: &OrderKey, ready_ms: i64, now_ms: i64) -> Option<i64> {
+        let behind = self
+            .entries
+            .iter()
+            .filter(|e| !e.running && e.key > *key)
+            .filter_map(|e| e.start_ms)
+            .filter_map(|s| match s >= ready_ms {
+                true => Some(s),
+                false => (ready_ms <= now_ms).then_some(ready_ms),
+            });
+        let idle = self
+            .idle_ms
+            .iter()
+            .filter(|(_, until)| *until > ready_ms)
+            .map(|(from, _)| (*from).max(ready_ms));
+        behind.chain(idle).chain(self.tail_ms).min()
+    }
 }
 
 /// A job's estimates.
@@ -445,13 +506,7 @@ impl Plan {
                     .find(|e| !e.running && e.key.id == key.id)
                 {
                     Some(e) => e.start_ms?,
-                    None => {
-                        let waiting = self.entries.iter().filter(|e| !e.running);
-                        match waiting.clone().position(|e| e.key > key) {
-                            Some(p) => waiting.clone().nth(p)?.start_ms?,
-                            None => self.tail_ms?,
-                        }
-                    }
+                    None => self.start_of_new(&key, ready.max(now_ms), now_ms)?,
                 };
                 let start = start.max(now_ms).max(ready);
                 let finish = start + expected_ms;

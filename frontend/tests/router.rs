@@ -2377,6 +2377,7 @@ async fn estimates_come_from_the_newest_plan_by_the_jobs_place_in_the_order() {
         }],
         unplanned: 0,
         tail_ms: Some(start + 30_000),
+        idle_ms: vec![],
         service: vec![],
         overall: None,
         default_secs: 7.0,

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use jobq_common::domain::{Job, JobEvent, JobId, JobStatus, unix_ms};
 use jobq_common::plan::{
-    Backlog, Fleet, OrderKey, Plan, PlanEntry, ServiceTimes, Waiting, forecast,
+    Backlog, Fleet, OrderKey, Plan, PlanEntry, ServiceTimes, Waiting, list_schedule,
 };
 use jobq_common::settings::ObserverSettings;
 
@@ -147,11 +147,12 @@ impl Planner {
     ) -> Plan {
         let now_ms = (backlog.fleet.now * 1000.0).round() as i64;
         let slots = backlog.fleet.slots(workers);
-        let (forecasts, tail) = forecast(&slots, &backlog.waiting);
+        let timeline = list_schedule(&slots, &backlog.waiting);
+        let (forecasts, tail) = (&timeline.forecasts, timeline.tail);
         let mut entries: Vec<PlanEntry> = waiting
             .iter()
             .zip(&backlog.waiting)
-            .zip(&forecasts)
+            .zip(forecasts)
             .map(|((job, w), f)| PlanEntry {
                 key: OrderKey::of(job),
                 running: false,
@@ -189,6 +190,11 @@ impl Planner {
             entries,
             unplanned,
             tail_ms: ms(tail),
+            idle_ms: timeline
+                .idle
+                .iter()
+                .filter_map(|&(from, until)| Some((ms(from)?, ms(until)?)))
+                .collect(),
             service: self.service.repos(PLAN_REPOS),
             overall: self.service.overall(),
             default_secs: self.default_secs,
@@ -324,5 +330,41 @@ mod tests {
         // A planned job answers its own entry.
         let e = plan.estimate(&waiting[1], 12_000).expect("planned");
         assert_eq!(e.start_ms, 14_000);
+    }
+}
+
+#[cfg(test)]
+mod delayed {
+    use super::*;
+    use jobq_common::domain::{JobSpec, from_unix_ms};
+
+    #[test]
+    fn a_job_ready_now_is_not_predicted_behind_a_delayed_one() {
+        // One free slot, one waiting job held back for an hour: a job submitted after the
+        // plan, ready in two minutes, takes the idle slot then, not the slot after the hour.
+        let p = Planner::new(10.0, 3.0, 100);
+        let now = 1_000_000;
+        let spec = JobSpec {
+            url: "https://example.com/r.git".into(),
+            args: String::new(),
+            config: String::new(),
+        };
+        let mut delayed = Job::new("a", spec.clone(), from_unix_ms(now));
+        delayed.schedule.not_before = Some(from_unix_ms(now + 3_600_000));
+        let waiting = vec![delayed];
+        let b = p.backlog(now, &waiting, &[], 1, 1);
+        let plan = p.plan(&b, &waiting, &[], 1, 1);
+        assert_eq!(plan.entries[0].start_ms, Some(now + 3_600_000));
+        assert_eq!(plan.idle_ms, vec![(now, now + 3_600_000)]);
+        let mut soon = Job::new("a", spec, from_unix_ms(now + 1_000));
+        soon.schedule.not_before = Some(from_unix_ms(now + 120_000));
+        let e = plan.estimate(&soon, now + 1_000).expect("estimated");
+        assert_eq!(e.start_ms, now + 120_000);
+        // One ready at once starts at once.
+        soon.schedule.not_before = None;
+        assert_eq!(
+            plan.estimate(&soon, now + 1_000).unwrap().start_ms,
+            now + 1_000
+        );
     }
 }
