@@ -457,6 +457,12 @@ pub struct ObservationView {
     pub queue_wait_p95: f64,
     pub desired_workers: u32,
     pub policy: String,
+    /// Waiting and running jobs with a deadline, as the period's plan saw them.
+    #[serde(default)]
+    pub deadline_jobs: u32,
+    /// Of those, the jobs the plan predicts to finish after their deadline.
+    #[serde(default)]
+    pub deadlines_at_risk: u32,
 }
 
 impl From<Observation> for ObservationView {
@@ -474,6 +480,8 @@ impl From<Observation> for ObservationView {
             queue_wait_p95: o.queue_wait_p95,
             desired_workers: o.desired_workers,
             policy: o.policy,
+            deadline_jobs: o.deadline_jobs,
+            deadlines_at_risk: o.deadlines_at_risk,
         }
     }
 }
