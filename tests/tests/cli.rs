@@ -280,7 +280,10 @@ async fn submit_with_a_deadline_prints_the_estimates_and_status_shows_them_and_t
     }
 
     // Now that a plan exists, the submit's answer has the estimates and prints them: the
-    // same notBefore and a later deadline, so it starts when the first one ends.
+    // same notBefore and a later deadline, so it starts when the first one ends. The first
+    // estimate may have come from a plan made just before the first job (which ranks it
+    // among the jobs planned then); two periods later the newest plan has it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let out = jobq(&stack, &home, &submit);
     assert!(out.status.success(), "{}", text(&out));
     let second = first_line(&out);
