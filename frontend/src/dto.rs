@@ -458,8 +458,10 @@ pub struct ObservationView {
     pub desired_workers: u32,
     pub policy: String,
     /// Waiting and running jobs with a deadline, as the period's plan saw them.
+    #[serde(default)]
     pub deadline_jobs: u32,
     /// Of those, the jobs the plan predicts to finish after their deadline.
+    #[serde(default)]
     pub deadlines_at_risk: u32,
 }
 

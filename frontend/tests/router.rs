@@ -510,6 +510,26 @@ async fn load_is_empty_without_observations_and_newest_first_with_them() {
 }
 
 #[tokio::test]
+async fn observations_carry_the_deadline_counts_of_their_plan() {
+    let h = harness();
+    h.store
+        .inner
+        .record(&Observation {
+            timestamp: 1,
+            deadline_jobs: 5,
+            deadlines_at_risk: 2,
+            ..Observation::default()
+        })
+        .await
+        .unwrap();
+    for uri in ["/health/load", "/api/v1/observations"] {
+        let list = h.get(uri, Some(ALICE)).await.json();
+        assert_eq!(list[0]["deadlineJobs"], 5, "{uri}: {list}");
+        assert_eq!(list[0]["deadlinesAtRisk"], 2, "{uri}: {list}");
+    }
+}
+
+#[tokio::test]
 async fn load_answers_503_when_the_store_is_down() {
     let h = harness();
     h.store.unavailable.store(true, Ordering::SeqCst);
@@ -1519,6 +1539,38 @@ async fn the_event_stream_carries_the_callers_transitions_and_an_admin_sees_all(
     let admin_jobs: Vec<_> = admin.1.iter().filter(|e| e.0 == "job").collect();
     assert_eq!(admin_jobs.len(), 3);
     assert_eq!(admin_jobs[0].2["owner"], "bob");
+}
+
+#[tokio::test]
+async fn the_event_stream_carries_a_deadline_notice_with_its_flag_and_transitions_without_it() {
+    let h = harness();
+    let job = h.seed("alice", JobStatus::Queued, &[]).await;
+    let live = h.live.clone();
+    let j = job.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut seeded = j.clone();
+        seeded.status = JobStatus::Queued;
+        live.publish(
+            Some("alice".into()),
+            JobEvent::deadline_notice(&seeded, true, OffsetDateTime::now_utc()),
+        );
+        live.publish(
+            Some("alice".into()),
+            transition(&j, Some(JobStatus::Queued), JobStatus::Running),
+        );
+    });
+    let (_, events) =
+        read_events(&h, "/api/v1/events", ALICE, None, 3, Duration::from_secs(3)).await;
+    let notice = &events[1].2;
+    assert_eq!(notice["from"], "queued");
+    assert_eq!(notice["to"], "queued");
+    assert_eq!(notice["deadlineAtRisk"], true);
+    assert!(
+        events[2].2.get("deadlineAtRisk").is_none(),
+        "a transition has no flag: {}",
+        events[2].2
+    );
 }
 
 #[tokio::test]

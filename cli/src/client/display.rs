@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use jobq_common::domain::JobStatus;
 use jobq_frontend::dto::{AttemptView, JobView};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -35,6 +36,24 @@ pub fn timestamp(rfc3339: &str) -> String {
                 .ok()
         })
         .unwrap_or_else(|| rfc3339.to_owned())
+}
+
+/// An RFC 3339 time as [`timestamp`] with how far it is from `now`:
+/// `2026-12-01 10:05:00 UTC (in 4m10s)`, `… (12.0s ago)`.
+pub fn moment(rfc3339: &str, now: OffsetDateTime) -> String {
+    let shown = timestamp(rfc3339);
+    let Ok(at) = OffsetDateTime::parse(rfc3339, &Rfc3339) else {
+        return shown;
+    };
+    let gap = at - now;
+    let abs: Duration = gap.unsigned_abs();
+    if abs < Duration::from_secs(1) {
+        format!("{shown} UTC (now)")
+    } else if gap.is_positive() {
+        format!("{shown} UTC (in {})", duration(abs))
+    } else {
+        format!("{shown} UTC ({} ago)", duration(abs))
+    }
 }
 
 /// How long the job took, or for a job that has not ended, how long since it was queued.
@@ -142,6 +161,50 @@ pub fn job_details(job: &JobView) -> String {
     if let Some(at) = &job.expires_at {
         field("expires", &timestamp(at));
     }
+    let now = OffsetDateTime::now_utc();
+    if let Some(at) = &job.deadline {
+        if job.status.is_terminal() {
+            field(
+                "deadline",
+                &format!("{} UTC{}", timestamp(at), verdict(job, at)),
+            );
+        } else {
+            field("deadline", &moment(at, now));
+            field(
+                "at risk",
+                if job.deadline_at_risk {
+                    "yes: the observer's plan predicts it to finish after its deadline"
+                } else {
+                    "no"
+                },
+            );
+        }
+    }
+    if let Some(secs) = job.expected_duration_secs {
+        let shown = Duration::try_from_secs_f64(secs)
+            .map(duration)
+            .unwrap_or_else(|_| format!("{secs} s"));
+        field("expected", &shown);
+    }
+    if !job.status.is_terminal() {
+        // A running job's start is its actual one, shown above.
+        if job.status == JobStatus::Queued {
+            field(
+                "est. start",
+                &job.estimated_start_at
+                    .as_deref()
+                    .map(|at| moment(at, now))
+                    .unwrap_or_else(|| NO_PLAN.into()),
+            );
+        }
+        field(
+            "est. end",
+            &job.estimated_finish_at
+                .as_deref()
+                .map(|at| moment(at, now))
+                .unwrap_or_else(|| NO_PLAN.into()),
+        );
+    }
     if job.output_files.is_empty() {
         field("files", "-");
     } else {
@@ -153,6 +216,31 @@ pub fn job_details(job: &JobView) -> String {
     }
     out
 }
+
+/// Whether an ended job finished by its deadline: ` (met)`, ` (missed by 4.2s)`, or nothing
+/// for a job that did not finish.
+fn verdict(job: &JobView, deadline: &str) -> String {
+    let parse = |t: &str| OffsetDateTime::parse(t, &Rfc3339).ok();
+    let (Some(deadline), Some(ended)) =
+        (parse(deadline), job.finished_at.as_deref().and_then(parse))
+    else {
+        return String::new();
+    };
+    if job.status != JobStatus::Finished {
+        return String::new();
+    }
+    if ended <= deadline {
+        " (met)".into()
+    } else {
+        format!(
+            " (missed by {})",
+            duration((ended - deadline).unsigned_abs())
+        )
+    }
+}
+
+/// In place of an estimate when the answer has none.
+const NO_PLAN: &str = "- (no recent plan from the observer yet)";
 
 /// A value's next line, under the first one.
 const CONTINUED: &str = "\n           ";
@@ -241,6 +329,90 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn details_show_the_deadline_its_risk_and_the_estimates_of_a_waiting_job() {
+        let text = job_details(&view(serde_json::json!({
+            "deadline": "2099-12-02T03:00:00Z", "expectedDurationSecs": 90.0,
+            "deadlineAtRisk": true,
+            "estimatedStartAt": "2099-12-02T02:00:00Z",
+            "estimatedFinishAt": "2099-12-02T03:01:30Z"
+        })));
+        assert!(
+            text.contains("deadline   2099-12-02 03:00:00 UTC (in "),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "at risk    yes: the observer's plan predicts it to finish after its deadline\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("expected   1m30s\n"), "{text}");
+        assert!(
+            text.contains("est. start 2099-12-02 02:00:00 UTC (in "),
+            "{text}"
+        );
+        assert!(
+            text.contains("est. end   2099-12-02 03:01:30 UTC (in "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn details_say_when_there_is_no_estimate_and_none_once_the_job_ended() {
+        let waiting = job_details(&view(serde_json::json!({})));
+        assert!(
+            waiting.contains("est. start - (no recent plan from the observer yet)\n"),
+            "{waiting}"
+        );
+        assert!(!waiting.contains("deadline"), "{waiting}");
+        assert!(!waiting.contains("at risk"), "{waiting}");
+        let ended = job_details(&view(serde_json::json!({
+            "status": "finished", "deadline": "2026-12-01T10:01:00Z",
+            "finishedAt": "2026-12-01T10:00:30Z"
+        })));
+        assert!(!ended.contains("est."), "{ended}");
+        assert!(!ended.contains("at risk"), "{ended}");
+        assert!(
+            ended.contains("deadline   2026-12-01 10:01:00 UTC (met)\n"),
+            "{ended}"
+        );
+        let late = job_details(&view(serde_json::json!({
+            "status": "finished", "deadline": "2026-12-01T10:01:00Z",
+            "finishedAt": "2026-12-01T10:01:04.2Z"
+        })));
+        assert!(
+            late.contains("deadline   2026-12-01 10:01:00 UTC (missed by 4.2s)\n"),
+            "{late}"
+        );
+        let cancelled = job_details(&view(serde_json::json!({
+            "status": "cancelled", "deadline": "2026-12-01T10:01:00Z",
+            "finishedAt": "2026-12-01T10:00:30Z"
+        })));
+        assert!(
+            cancelled.contains("deadline   2026-12-01 10:01:00 UTC\n"),
+            "{cancelled}"
+        );
+    }
+
+    #[test]
+    fn moments_say_how_far_they_are_from_now() {
+        let now = OffsetDateTime::parse("2026-12-01T10:00:00Z", &Rfc3339).unwrap();
+        assert_eq!(
+            moment("2026-12-01T10:04:10Z", now),
+            "2026-12-01 10:04:10 UTC (in 4m10s)"
+        );
+        assert_eq!(
+            moment("2026-12-01T09:59:48Z", now),
+            "2026-12-01 09:59:48 UTC (12.0s ago)"
+        );
+        assert_eq!(
+            moment("2026-12-01T10:00:00.4Z", now),
+            "2026-12-01 10:00:00 UTC (now)"
+        );
+        assert_eq!(moment("soon", now), "soon");
     }
 
     #[test]

@@ -139,8 +139,9 @@ pub enum ClientCommand {
         /// key and job within 24 h print the first submit's job id instead of making another
         #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
         idempotency_key: Option<IdempotencyKey>,
+        // Boxed: the flags would make this the largest command by far.
         #[command(flatten)]
-        schedule: submit::ScheduleFlags,
+        schedule: Box<submit::ScheduleFlags>,
         #[command(flatten)]
         connection: Connection,
     },
@@ -230,7 +231,7 @@ async fn dispatch(command: ClientCommand) -> ClientResult<ExitCode> {
         } => {
             let api = connect(&connection)?;
             let request = submit::SubmitRequest::build(repo, args, config, config_text)?
-                .with_schedule(schedule);
+                .with_schedule(*schedule);
             submit::submit(&api, request, idempotency_key, wait, connection.json).await
         }
         ClientCommand::Status {

@@ -12,9 +12,11 @@ use jobq_common::idempotency::IdempotencyKey;
 use jobq_frontend::dto::JobView;
 use reqwest::Method;
 use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use super::api::{Api, Missing};
-use super::display::duration;
+use super::display::{duration, moment};
 use super::{ClientError, ClientResult, FailureKind};
 
 pub const SUBMIT_EXIT_CODES: &str = "\
@@ -28,7 +30,7 @@ const POLL: Duration = Duration::from_millis(500);
 const UNREACHABLE_GRACE: Duration = Duration::from_secs(60);
 
 /// The body of `POST /api/v1/jobs`.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq)]
 pub struct SubmitRequest {
     pub url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,6 +45,13 @@ pub struct SubmitRequest {
     pub not_before: Option<String>,
     #[serde(rename = "expireAfterSecs", skip_serializing_if = "Option::is_none")]
     pub expire_after_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    #[serde(
+        rename = "expectedDurationSecs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expected_duration_secs: Option<f64>,
 }
 
 /// How the job competes for a slot (docs/scheduling.md); the server checks the ranges.
@@ -61,6 +70,15 @@ pub struct ScheduleFlags {
     /// or a number with s, m, h or d
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
     pub expire_after: Option<u64>,
+    /// Finish by: an RFC 3339 time (e.g. 2026-12-02T02:00:00Z) or `+` and a duration from
+    /// now (+90s, +15m, +2h, +1d); waiting jobs with a deadline go earliest deadline first
+    /// within their priority
+    #[arg(long, value_name = "TIME", value_parser = parse_deadline)]
+    pub deadline: Option<String>,
+    /// What a run is expected to take: seconds, or a number with s, m, h or d (default:
+    /// the time the observer has learned for the repository)
+    #[arg(long, value_name = "DURATION", value_parser = parse_expected_duration)]
+    pub expected_duration: Option<f64>,
 }
 
 /// `90`, `90s`, `15m`, `2h`, `1d` as seconds.
@@ -82,6 +100,57 @@ fn parse_duration_secs(text: &str) -> Result<u64, String> {
     };
     n.checked_mul(unit)
         .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// `--deadline`: an RFC 3339 time is sent as written (the server checks that it is in the
+/// future and within 366 days); `+15m` is that long from now, sent as an RFC 3339 UTC time.
+fn parse_deadline(text: &str) -> Result<String, String> {
+    deadline_from(text, OffsetDateTime::now_utc())
+}
+
+fn deadline_from(text: &str, now: OffsetDateTime) -> Result<String, String> {
+    let text = text.trim();
+    if let Some(relative) = text.strip_prefix('+') {
+        let secs = parse_duration_secs(relative)?;
+        let secs = i64::try_from(secs).map_err(|_| format!("{text:?} is too far ahead"))?;
+        let at = now
+            .checked_add(time::Duration::seconds(secs))
+            .ok_or_else(|| format!("{text:?} is too far ahead"))?;
+        return at
+            .to_offset(time::UtcOffset::UTC)
+            .replace_nanosecond(0)
+            .map_err(|e| e.to_string())?
+            .format(&Rfc3339)
+            .map_err(|e| e.to_string());
+    }
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+        format!("{text:?} is neither an RFC 3339 time (2026-12-02T02:00:00Z) nor +DURATION (+15m)")
+    })?;
+    Ok(text.to_owned())
+}
+
+/// `--expected-duration`: `90`, `2.5`, `90s`, `15m`, `2h`, `1d` as seconds.
+fn parse_expected_duration(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90, 2.5, 90s, 15m or 2h"))?;
+    let unit = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    let secs = n * unit;
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{text:?} must be more than 0"));
+    }
+    Ok(secs)
 }
 
 impl SubmitRequest {
@@ -117,6 +186,8 @@ impl SubmitRequest {
             retries: None,
             not_before: None,
             expire_after_secs: None,
+            deadline: None,
+            expected_duration_secs: None,
         })
     }
 
@@ -127,6 +198,8 @@ impl SubmitRequest {
             retries: flags.retries,
             not_before: flags.not_before,
             expire_after_secs: flags.expire_after,
+            deadline: flags.deadline,
+            expected_duration_secs: flags.expected_duration,
             ..self
         }
     }
@@ -166,17 +239,43 @@ pub async fn submit(
             println!("{raw:#}");
         } else {
             println!("{}", job.id);
+            eprintln!("{}", estimate_line(&job, OffsetDateTime::now_utc()));
         }
         return Ok(ExitCode::SUCCESS);
     }
     if !json {
         println!("{}", job.id);
+        eprintln!("{}", estimate_line(&job, OffsetDateTime::now_utc()));
     }
     let (job, raw) = wait_for(api, job, json).await?;
     if json {
         println!("{raw:#}");
     }
     Ok(outcome(&job, json))
+}
+
+/// What the answer predicts for the job, for stderr (stdout keeps only the id, for scripts).
+fn estimate_line(job: &JobView, now: OffsetDateTime) -> String {
+    let id = &job.id;
+    let mut line = match (&job.estimated_start_at, &job.estimated_finish_at) {
+        (Some(start), finish) => {
+            let mut text = format!("estimated start {}", moment(start, now));
+            if let Some(finish) = finish {
+                text.push_str(&format!(", finish {}", moment(finish, now)));
+            }
+            text
+        }
+        (None, _) => format!(
+            "no estimate yet (the observer plans every period): `jobq status {id}` shows it later"
+        ),
+    };
+    if let Some(deadline) = &job.deadline {
+        line.push_str(&format!("; deadline {}", moment(deadline, now)));
+        if job.deadline_at_risk {
+            line.push_str(" (at risk: predicted to finish after it)");
+        }
+    }
+    line
 }
 
 /// Polls the job until it ends, showing a spinner on a terminal and status changes as
@@ -331,6 +430,91 @@ mod tests {
         let r =
             SubmitRequest::build("https://h/r.git".into(), None, None, Some("x".into())).unwrap();
         assert_eq!(r.config.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_relative_deadline_is_that_long_from_now_in_utc() {
+        let now = OffsetDateTime::parse("2026-12-01T10:00:00.750+01:00", &Rfc3339).unwrap();
+        assert_eq!(deadline_from("+15m", now).unwrap(), "2026-12-01T09:15:00Z");
+        assert_eq!(deadline_from("+90", now).unwrap(), "2026-12-01T09:01:30Z");
+        assert_eq!(deadline_from(" +1d ", now).unwrap(), "2026-12-02T09:00:00Z");
+        assert_eq!(
+            deadline_from("2026-12-02T02:00:00+01:00", now).unwrap(),
+            "2026-12-02T02:00:00+01:00",
+            "an absolute time is sent as written"
+        );
+        for bad in [
+            "+",
+            "+15x",
+            "tomorrow",
+            "2026-12-02 02:00",
+            "+99999999999999999d",
+        ] {
+            assert!(deadline_from(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_expected_duration_is_seconds_or_a_number_with_a_unit() {
+        assert_eq!(parse_expected_duration("30").unwrap(), 30.0);
+        assert_eq!(parse_expected_duration("2.5").unwrap(), 2.5);
+        assert_eq!(parse_expected_duration("15m").unwrap(), 900.0);
+        assert_eq!(parse_expected_duration("1.5h").unwrap(), 5400.0);
+        for bad in ["0", "-3", "abc", "3x", "", "1.2.3"] {
+            assert!(parse_expected_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_deadline_flags_are_sent_under_the_apis_names() {
+        let flags = ScheduleFlags {
+            deadline: Some("2026-12-02T02:00:00Z".into()),
+            expected_duration: Some(30.0),
+            ..ScheduleFlags::default()
+        };
+        let r = SubmitRequest::build("https://h/r.git".into(), None, None, None)
+            .unwrap()
+            .with_schedule(flags);
+        let body = serde_json::to_value(&r).unwrap();
+        assert_eq!(body["deadline"], "2026-12-02T02:00:00Z");
+        assert_eq!(body["expectedDurationSecs"], 30.0);
+        let plain = SubmitRequest::build("https://h/r.git".into(), None, None, None).unwrap();
+        let body = serde_json::to_value(&plain).unwrap();
+        assert!(body.get("deadline").is_none() && body.get("expectedDurationSecs").is_none());
+    }
+
+    fn answer(extra: serde_json::Value) -> JobView {
+        let mut job = serde_json::json!({
+            "id": "j1", "owner": "alice", "status": "queued", "attempt": 1,
+            "createdAt": "2026-12-01T10:00:00Z", "startedAt": null, "finishedAt": null,
+            "exitCode": null, "elapsedMs": null, "outputFiles": [], "failure": null,
+            "url": "https://example.com/x.git", "args": ""
+        });
+        job.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(job).unwrap()
+    }
+
+    #[test]
+    fn the_submit_line_gives_the_estimates_or_says_there_are_none() {
+        let now = OffsetDateTime::parse("2026-12-01T10:00:00Z", &Rfc3339).unwrap();
+        assert_eq!(
+            estimate_line(&answer(serde_json::json!({})), now),
+            "no estimate yet (the observer plans every period): `jobq status j1` shows it later"
+        );
+        assert_eq!(
+            estimate_line(
+                &answer(serde_json::json!({
+                    "estimatedStartAt": "2026-12-01T10:00:05Z",
+                    "estimatedFinishAt": "2026-12-01T10:01:05Z",
+                    "deadline": "2026-12-01T10:01:00Z", "deadlineAtRisk": true
+                })),
+                now
+            ),
+            "estimated start 2026-12-01 10:00:05 UTC (in 5.0s), finish 2026-12-01 10:01:05 UTC (in 1m05s); \
+             deadline 2026-12-01 10:01:00 UTC (in 1m00s) (at risk: predicted to finish after it)"
+        );
     }
 
     #[test]

@@ -30,6 +30,16 @@ export interface JobView {
   notBefore: string | null;
   retryAt: string | null;
   expiresAt: string | null;
+  /** Finish by (RFC 3339). */
+  deadline?: string | null;
+  /** What the submit said a run takes, seconds. */
+  expectedDurationSecs?: number | null;
+  /** The observer's plan predicts the job to finish after its deadline. */
+  deadlineAtRisk?: boolean;
+  /** The plan's predicted start of a waiting job (a running job's actual start). */
+  estimatedStartAt?: string | null;
+  /** The plan's predicted finish of a waiting or running job. */
+  estimatedFinishAt?: string | null;
 }
 
 export type AttemptOutcome = 'finished' | 'failed' | 'cancelled' | 'handed_back' | 'lost';
@@ -53,6 +63,8 @@ export interface SubmitBody {
   retries?: number | string;
   notBefore?: string;
   expireAfterSecs?: number | string;
+  deadline?: string;
+  expectedDurationSecs?: number | string;
 }
 
 export interface JobList {
@@ -69,6 +81,8 @@ export interface JobTransition {
   to: JobStatus;
   at: string;
   owner: string | null;
+  /** Only on a notice (`from` is `to`): the plan now predicts the job late, or in time again. */
+  deadlineAtRisk?: boolean;
 }
 
 export interface Observation {
@@ -84,6 +98,10 @@ export interface Observation {
   queueWaitP95: number;
   desiredWorkers: number;
   policy: string;
+  /** Waiting and running jobs with a deadline, as the period's plan saw them. */
+  deadlineJobs?: number;
+  /** Of those, the jobs the plan predicts to finish after their deadline. */
+  deadlinesAtRisk?: number;
 }
 
 export interface PolicySettings {

@@ -16,6 +16,16 @@ export function duration(ms: number | null | undefined): string {
   return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
 }
 
+/** `in 4 min 10 s` / `12.0 s ago` from now, for a predicted or promised time. */
+export function fromNow(rfc3339: string | null | undefined, now = Date.now()): string {
+  if (!rfc3339) return '';
+  const at = new Date(rfc3339).getTime();
+  if (Number.isNaN(at)) return '';
+  const gap = at - now;
+  if (Math.abs(gap) < 1000) return 'now';
+  return gap > 0 ? `in ${duration(Math.round(gap))}` : `${duration(Math.round(-gap))} ago`;
+}
+
 export function shortId(id: string): string {
   return id.slice(-12);
 }

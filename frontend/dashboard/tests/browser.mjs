@@ -198,6 +198,71 @@ try {
   await page.getByRole('button', { name: 'Cancel job' }).click();
   await waitForStatus(page, 'cancelled', 10_000);
 
+  step('deadlines: a job waiting behind a running one shows its deadline, expected run, estimated start and finish, and a tight one is flagged at risk');
+  const blocker = await submit(page, tickerUrl, '40', '');
+  await waitForStatus(page, 'running', 30_000);
+  const localIn = (secs) => page.evaluate((s) => {
+    const d = new Date(Date.now() + s * 1000);
+    d.setMilliseconds(0);
+    const pad = (n) => String(n).padStart(2, '0');
+    const local = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    return { local, at: d.getTime() };
+  }, secs);
+  const submitWithDeadline = async (deadline, expected) => {
+    await page.getByRole('link', { name: 'Submit', exact: true }).click();
+    await page.getByLabel('Repository URL').fill(helloUrl);
+    await page.getByLabel('Arguments').fill('Ada');
+    await page.getByLabel('Deadline').fill(deadline.local);
+    await page.getByLabel('Expected run (seconds)').fill(String(expected));
+    await page.getByRole('button', { name: 'Submit' }).click();
+    await page.getByTestId('job-page').waitFor();
+    return page.getByTestId('job-page').getAttribute('data-job');
+  };
+  // A deadline in the past is refused beside the field.
+  await page.getByRole('link', { name: 'Submit', exact: true }).click();
+  await page.getByLabel('Repository URL').fill(helloUrl);
+  await page.getByLabel('Deadline').fill((await localIn(-3600)).local);
+  await page.getByRole('button', { name: 'Submit' }).click();
+  const deadlineError = page.locator('#deadline-error');
+  await deadlineError.waitFor();
+  check((await deadlineError.textContent()).startsWith('deadline'), `unexpected deadline error: ${await deadlineError.textContent()}`);
+  const loose = await localIn(3600);
+  const onTime = await submitWithDeadline(loose, 5);
+  check((await statusOf(page)) === 'queued', `the deadline job should wait behind the ticker, but is ${await statusOf(page)}`);
+  const shownDeadline = await page.getByTestId('deadline').locator('time').getAttribute('datetime');
+  check(Date.parse(shownDeadline) === loose.at, `deadline ${shownDeadline} is not the time picked (${new Date(loose.at).toISOString()})`);
+  check((await page.getByTestId('expected-duration').textContent()).trim() === '5.0 s', `expected run: ${await page.getByTestId('expected-duration').textContent()}`);
+  // The observer plans every period (1 s here); the page re-reads the job while it waits.
+  const startTime = page.getByTestId('estimated-start').locator('time');
+  await startTime.waitFor({ timeout: 20_000 });
+  // The submit's answer may come from a plan made before the job (the observer's newest);
+  // the page's next reads have one that includes it.
+  await page.locator('[data-testid="deadline-risk"][data-at-risk="false"]').waitFor({ timeout: 20_000 });
+  const estStart = Date.parse(await startTime.getAttribute('datetime'));
+  const estFinish = Date.parse(await page.getByTestId('estimated-finish').locator('time').getAttribute('datetime'));
+  check(estStart >= Date.now() - 2000 && estStart <= loose.at, `estimated start ${new Date(estStart).toISOString()} is not between now and the deadline`);
+  check(Math.abs(estFinish - estStart - 5000) < 1500, `estimated finish ${new Date(estFinish).toISOString()} is not the start plus the expected 5 s`);
+  await shot(page, 'job-deadline');
+  const tight = await localIn(60);
+  const late = await submitWithDeadline(tight, 3600);
+  await page.getByTestId('deadline-risk').locator('text=at risk').waitFor({ timeout: 20_000 });
+  check((await page.getByTestId('deadline-risk').getAttribute('data-at-risk')) === 'true', 'a job expected to run an hour is not at risk of a deadline in a minute');
+  await shot(page, 'job-deadline-at-risk');
+  await page.getByRole('link', { name: 'Jobs', exact: true }).click();
+  await page.locator(`tr[data-job="${onTime}"] [data-testid="estimated-start"] time`).waitFor({ timeout: 10_000 });
+  await page.locator(`tr[data-job="${late}"] [data-at-risk="true"]`).waitFor({ timeout: 10_000 });
+  await shot(page, 'jobs-deadlines');
+  const cancelled = await page.evaluate(async (ids) => {
+    const token = JSON.parse(sessionStorage.getItem('jobq.session')).token;
+    const out = [];
+    for (const id of ids) {
+      const r = await fetch(`/api/v1/jobs/${id}`, { method: 'DELETE', headers: { Authorization: `Bearer ${token}` } });
+      out.push((await r.json()).status);
+    }
+    return out;
+  }, [onTime, late, blocker]);
+  check(cancelled.every((st) => st === 'cancelled'), `cancelling the deadline jobs and the ticker answered ${cancelled}`);
+
   step('a failing job with a retry: queued again, then both attempts listed with their outcome and reason');
   // A name with a slash makes the example job fail (it cannot write output/greetings/no/such.txt).
   await page.getByRole('link', { name: 'Submit', exact: true }).click();

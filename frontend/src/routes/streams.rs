@@ -53,6 +53,10 @@ pub struct JobTransition {
     pub at: String,
     /// The job's owner (`null` if the store could not tell; only admins see those).
     pub owner: Option<String>,
+    /// Only on a notice (`from` is `to`, no transition): the observer's plan now predicts
+    /// the job to finish after its deadline (`true`), or in time again (`false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_at_risk: Option<bool>,
 }
 
 impl From<&LiveEvent> for JobTransition {
@@ -68,6 +72,7 @@ impl From<&LiveEvent> for JobTransition {
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             owner: live.owner.clone(),
+            deadline_at_risk: e.deadline_at_risk,
         }
     }
 }

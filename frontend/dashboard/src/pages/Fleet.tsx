@@ -1,6 +1,6 @@
 // The fleet over time, from the stored observations: arrival, service and finish rates,
-// queue depth, queue wait against the target, running and desired workers, the policy's
-// decisions, and the policy's settings.
+// queue depth, queue wait against the target, running and desired workers, the jobs with a
+// deadline and those the plan predicts late, the policy's decisions, and its settings.
 
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 
@@ -55,6 +55,8 @@ export function FleetPage() {
       workers: col((o) => o.workers),
       desired: col((o) => o.desiredWorkers),
       busy: col((o) => o.busySlots),
+      deadlineJobs: col((o) => o.deadlineJobs ?? 0),
+      atRisk: col((o) => o.deadlinesAtRisk ?? 0),
     };
   }, [obs, policy]);
 
@@ -78,6 +80,8 @@ export function FleetPage() {
         <div><span>Desired</span><strong>{now ? now.desiredWorkers : '—'}</strong></div>
         <div><span>Queue depth</span><strong>{now ? now.queueDepth : '—'}</strong></div>
         <div><span>Wait p95</span><strong>{now ? `${now.queueWaitP95.toFixed(2)} s` : '—'}</strong></div>
+        <div><span>Deadlines at risk</span><strong data-testid="deadlines-at-risk" class={now?.deadlinesAtRisk ? 'risk-count' : undefined}>
+          {now ? `${now.deadlinesAtRisk ?? 0} of ${now.deadlineJobs ?? 0}` : '—'}</strong></div>
         <div><span>Observations</span><strong data-testid="observation-count">{obs.length}</strong></div>
       </div>
       <div class="charts">
@@ -98,6 +102,10 @@ export function FleetPage() {
           { label: 'running', color: '#2b7a3d', values: data.workers, stepped: true },
           { label: 'desired', color: '#b35900', values: data.desired, stepped: true, dash: [6, 4] },
           { label: 'busy slots', color: '#6a3d9a', values: data.busy, stepped: true },
+        ]} />
+        <Chart testId="chart-deadlines" title="Jobs with a deadline: planned late" unit="jobs" times={data.t} series={[
+          { label: 'with a deadline', color: '#1f4e8c', values: data.deadlineJobs, stepped: true },
+          { label: 'at risk', color: '#b30000', values: data.atRisk, stepped: true },
         ]} />
       </div>
       <div class="cards">

@@ -1,11 +1,12 @@
 // One job: status and its transitions (live), times, exit code, failure reason, its
-// scheduling (priority, retries, not before, retry at, expires at) and every ended attempt,
+// scheduling (priority, retries, not before, retry at, expires at, deadline, expected
+// duration), the observer's estimates and deadline risk, and every ended attempt,
 // the log as it grows, output files to download, and cancel.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 
 import { api, download, JobStatus, JobView, Me, onJobEvents, stream } from '../api';
-import { duration, StatusBadge, when } from '../format';
+import { duration, fromNow, StatusBadge, when } from '../format';
 
 interface Step {
   to: JobStatus;
@@ -53,6 +54,11 @@ export function JobPage(props: { id: string; me: Me | null }) {
       if (e.kind === 'reset') return void refresh();
       if (e.transition.jobId !== props.id) return;
       const t = e.transition;
+      if (t.from === t.to) {
+        // A notice, not a transition: the plan's deadline verdict changed.
+        if (t.deadlineAtRisk !== undefined) setJob((j) => (j ? { ...j, deadlineAtRisk: t.deadlineAtRisk } : j));
+        return void refresh();
+      }
       setSteps((s) => [...s.filter((x) => x.live || !(x.to === t.to && x.attempt === t.attempt)), { to: t.to, attempt: t.attempt, at: t.at, live: true }]);
       setJob((j) => (j ? { ...j, status: t.to, attempt: t.attempt } : j));
       void refresh();
@@ -80,6 +86,14 @@ export function JobPage(props: { id: string; me: Me | null }) {
       stopLog();
     };
   }, [props.id]);
+
+  // Estimates follow the observer's plan, made anew every period: re-read them while the job waits or runs.
+  const waiting = job !== null && !ended(job.status);
+  useEffect(() => {
+    if (!waiting) return;
+    const timer = window.setInterval(() => void refresh(), 3000);
+    return () => window.clearInterval(timer);
+  }, [props.id, waiting]);
 
   useEffect(() => {
     const box = logBox.current;
@@ -143,6 +157,21 @@ export function JobPage(props: { id: string; me: Me | null }) {
           {/* Only while the retry waits: the view keeps the last retry's time after it ran. */}
           {job.retryAt && job.status === 'queued' && <><dt>Retry at</dt><dd data-testid="retry-at"><time dateTime={job.retryAt}>{when(job.retryAt)}</time></dd></>}
           {job.expiresAt && <><dt>Expires at</dt><dd data-testid="expires-at"><time dateTime={job.expiresAt}>{when(job.expiresAt)}</time></dd></>}
+          {job.deadline && <><dt>Deadline</dt><dd data-testid="deadline">
+            <time dateTime={job.deadline}>{when(job.deadline)}</time> <small>{fromNow(job.deadline)}</small>{' '}
+            {job.deadlineAtRisk
+              ? <span class="risk" data-testid="deadline-risk" data-at-risk="true" role="status">at risk: predicted to finish after it</span>
+              : !ended(job.status) && <span class="on-time" data-testid="deadline-risk" data-at-risk="false">on time</span>}
+          </dd></>}
+          {job.expectedDurationSecs != null && <><dt>Expected run</dt><dd data-testid="expected-duration">{duration(Math.round(job.expectedDurationSecs * 1000))}</dd></>}
+          {!ended(job.status) && <>
+            {job.status === 'queued' && <><dt>Estimated start</dt><dd data-testid="estimated-start">{job.estimatedStartAt
+              ? <><time dateTime={job.estimatedStartAt}>{when(job.estimatedStartAt)}</time> <small>{fromNow(job.estimatedStartAt)}</small></>
+              : <span class="empty">no plan yet</span>}</dd></>}
+            <dt>Estimated finish</dt><dd data-testid="estimated-finish">{job.estimatedFinishAt
+              ? <><time dateTime={job.estimatedFinishAt}>{when(job.estimatedFinishAt)}</time> <small>{fromNow(job.estimatedFinishAt)}</small></>
+              : <span class="empty">no plan yet</span>}</dd>
+          </>}
         </dl>
         <div>
           <h2>History</h2>

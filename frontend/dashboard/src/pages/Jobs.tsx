@@ -1,5 +1,6 @@
 // The caller's jobs (an admin may show everyone's), filtered by status, one page at a
-// time; statuses change live from /api/v1/events.
+// time, with the predicted start of waiting jobs and a flag on those whose deadline is at
+// risk; statuses change live from /api/v1/events.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 
@@ -50,7 +51,12 @@ export function JobsPage(props: { me: Me | null }) {
           }
           return {
             ...current,
-            jobs: current.jobs.map((j) => (j.id === t.jobId ? { ...j, status: t.to, attempt: t.attempt } : j)),
+            jobs: current.jobs.map((j) => {
+              if (j.id !== t.jobId) return j;
+              // A notice (from is to) carries the plan's new deadline verdict.
+              const risk = t.deadlineAtRisk !== undefined ? { deadlineAtRisk: t.deadlineAtRisk } : {};
+              return { ...j, status: t.to, attempt: t.attempt, ...risk };
+            }),
           };
         });
         if (t.to === 'finished' || t.to === 'failed' || t.to === 'cancelled') reloadSoon();
@@ -90,6 +96,7 @@ export function JobsPage(props: { me: Me | null }) {
               <th scope="col">Status</th>
               <th scope="col" class="wide">Repository</th>
               <th scope="col">Submitted</th>
+              <th scope="col" class="wide">Starts (est.)</th>
               <th scope="col">Took</th>
             </tr>
           </thead>
@@ -98,9 +105,13 @@ export function JobsPage(props: { me: Me | null }) {
               <tr data-job={j.id}>
                 <td><a href={`#/jobs/${j.id}`} title={j.id}>…{shortId(j.id)}</a>{j.attempt > 1 && <small> attempt {j.attempt}</small>}</td>
                 {showOwner && <td>{j.owner}</td>}
-                <td><StatusBadge status={j.status} /></td>
+                <td><StatusBadge status={j.status} />
+                  {j.deadlineAtRisk && (j.status === 'queued' || j.status === 'running') &&
+                    <> <span class="risk" data-at-risk="true" title="The observer's plan predicts it to finish after its deadline">deadline at risk</span></>}</td>
                 <td class="wide url">{j.url}{j.args && <small> {j.args}</small>}</td>
                 <td>{when(j.createdAt)}</td>
+                <td class="wide" data-testid="estimated-start">{j.status === 'queued' && j.estimatedStartAt
+                  ? <time dateTime={j.estimatedStartAt}>{when(j.estimatedStartAt)}</time> : '—'}</td>
                 <td>{duration(j.elapsedMs)}</td>
               </tr>
             ))}

@@ -1,5 +1,6 @@
 // Submit a job: repository URL, args, config (checked as JSON when it looks like JSON) and
-// the optional scheduling fields (priority, retries, not before, expire after), with the
+// the optional scheduling fields (priority, retries, not before, expire after, deadline,
+// expected duration), with the
 // server's validation errors beside the field they are about.
 
 import { ComponentChildren } from 'preact';
@@ -7,7 +8,7 @@ import { useState } from 'preact/hooks';
 
 import { api, ApiError, SubmitBody } from '../api';
 
-type Field = 'url' | 'args' | 'config' | 'priority' | 'retries' | 'notBefore' | 'expireAfter' | 'form';
+type Field = 'url' | 'args' | 'config' | 'priority' | 'retries' | 'notBefore' | 'expireAfter' | 'deadline' | 'expectedDuration' | 'form';
 
 /** Which field a server message is about: its messages start with the field's name. */
 function fieldOf(message: string): Field {
@@ -19,7 +20,22 @@ function fieldOf(message: string): Field {
   if (m.startsWith('retries')) return 'retries';
   if (m.startsWith('notbefore')) return 'notBefore';
   if (m.startsWith('expireaftersecs')) return 'expireAfter';
+  if (m.startsWith('deadline')) return 'deadline';
+  if (m.startsWith('expecteddurationsecs')) return 'expectedDuration';
   return 'form';
+}
+
+/** A number as typed (decimals allowed); anything else goes to the server as typed. */
+function decimal(text: string): number | string | undefined {
+  const t = text.trim();
+  if (!t) return undefined;
+  return /^-?(\d+\.?\d*|\.\d+)$/.test(t) ? Number(t) : t;
+}
+
+/** A `datetime-local` value (a local time without a zone) as the instant it names. */
+function instant(local: string): string | null {
+  const at = new Date(local);
+  return Number.isNaN(at.getTime()) ? null : at.toISOString();
 }
 
 /** A whole number as typed; anything else goes to the server as typed, which says why. */
@@ -37,6 +53,8 @@ export function SubmitPage() {
   const [retries, setRetries] = useState('');
   const [notBefore, setNotBefore] = useState('');
   const [expireAfter, setExpireAfter] = useState('');
+  const [deadline, setDeadline] = useState('');
+  const [expectedDuration, setExpectedDuration] = useState('');
   const [errors, setErrors] = useState<Partial<Record<Field, string>>>({});
   const [busy, setBusy] = useState(false);
 
@@ -61,10 +79,17 @@ export function SubmitPage() {
     if (x !== undefined) body.expireAfterSecs = x;
     if (notBefore) {
       // The picker's value is a local time without a zone: sent as the instant it names.
-      const at = new Date(notBefore);
-      if (Number.isNaN(at.getTime())) found.notBefore = 'notBefore is not a date and time';
-      else body.notBefore = at.toISOString();
+      const at = instant(notBefore);
+      if (at === null) found.notBefore = 'notBefore is not a date and time';
+      else body.notBefore = at;
     }
+    if (deadline) {
+      const at = instant(deadline);
+      if (at === null) found.deadline = 'deadline is not a date and time';
+      else body.deadline = at;
+    }
+    const d = decimal(expectedDuration);
+    if (d !== undefined) body.expectedDurationSecs = d;
     setErrors(found);
     if (Object.keys(found).length) return;
     setBusy(true);
@@ -133,6 +158,20 @@ export function SubmitPage() {
                 onInput={(e) => setExpireAfter(e.currentTarget.value)} placeholder="600"
                 aria-invalid={invalid('expireAfter')} aria-describedby={described('expireAfter')} />
               {hint('expireAfter', 'A job still waiting that long is cancelled (expired) and never starts.')}
+            </div>
+            <div>
+              <label for="deadline">Deadline</label>
+              <input id="deadline" name="deadline" type="datetime-local" step={1} value={deadline}
+                onInput={(e) => setDeadline(e.currentTarget.value)}
+                aria-invalid={invalid('deadline')} aria-describedby={described('deadline')} />
+              {hint('deadline', 'Finish by, your local time: waiting jobs with a deadline go earliest deadline first within their priority.')}
+            </div>
+            <div>
+              <label for="expectedDuration">Expected run (seconds)</label>
+              <input id="expectedDuration" name="expectedDuration" type="number" inputMode="decimal" min={0} step="any" value={expectedDuration}
+                onInput={(e) => setExpectedDuration(e.currentTarget.value)} placeholder="30"
+                aria-invalid={invalid('expectedDuration')} aria-describedby={described('expectedDuration')} />
+              {hint('expectedDuration', 'How long a run takes, for the estimates; without it the time learned for the repository.')}
             </div>
           </div>
         </fieldset>
