@@ -33,7 +33,8 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         policies: Vec<String>,
         /// Write the trace's jobs to this file instead ("arrival_secs duration_secs" per
-        /// line, in arrival order) and exit; the real bench replays them.
+        /// line, in arrival order, and with `--deadlines` a third column: the deadline in
+        /// seconds from the start, or `-`) and exit; the real bench replays them.
         #[arg(long)]
         jobs_out: Option<PathBuf>,
     },
@@ -116,6 +117,12 @@ struct Model {
     /// many seconds (jobq: 1); 0 (default) counts an offset as committed once stored.
     #[arg(long)]
     commit_secs: Option<f64>,
+    /// Give the trace's jobs deadlines (a third tight, a third loose, a third none; see
+    /// docs/deadlines.md) and print the deadline table: feasible deadlines met, worker-seconds
+    /// against static-max and the oracle, prediction error (default policies: static-max,
+    /// seed, lag, queueing, deadline).
+    #[arg(long)]
+    deadlines: bool,
 }
 
 impl Model {
@@ -173,6 +180,9 @@ impl Model {
                 c.grow_partitions = !self.no_grow_partitions;
                 c.dispatch = *dispatch;
                 c.key_seed = self.key_seed;
+                if self.deadlines {
+                    c.deadlines = Some(sim::DeadlineMix::standard());
+                }
                 out.push((label, c));
             }
         }
@@ -194,18 +204,40 @@ fn simulate(model: &Model, policies: &[String], jobs_out: Option<&Path>) -> anyh
     if let Some(path) = jobs_out {
         let config = model.config()?;
         let mut text = String::new();
-        for (at, secs) in sim::jobs(&config) {
-            text.push_str(&format!("{at:.3} {secs:.3}\n"));
+        let jobs = sim::jobs(&config);
+        let deadlines = match &config.deadlines {
+            Some(mix) => sim::deadlines::deadlines(&config, mix, &jobs),
+            None => Vec::new(),
+        };
+        for (i, (at, secs)) in jobs.into_iter().enumerate() {
+            match deadlines.get(i) {
+                None => text.push_str(&format!("{at:.3} {secs:.3}\n")),
+                Some(Some(d)) => text.push_str(&format!("{at:.3} {secs:.3} {d:.3}\n")),
+                Some(None) => text.push_str(&format!("{at:.3} {secs:.3} -\n")),
+            }
         }
         std::fs::write(path, text)?;
         return Ok(());
     }
-    let names: Vec<String> = if policies.is_empty() {
-        sim::POLICIES.iter().map(|p| p.to_string()).collect()
-    } else {
+    let names: Vec<String> = if !policies.is_empty() {
         policies.to_vec()
+    } else if model.deadlines {
+        sim::deadlines::POLICIES
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    } else {
+        sim::POLICIES.iter().map(|p| p.to_string()).collect()
     };
     for (label, config) in model.configs()? {
+        if model.deadlines {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let (results, oracle) = sim::deadlines::bench(&config, &names)
+                .ok_or_else(|| anyhow::anyhow!("unknown policy in {names:?}"))?;
+            println!("### {label} scale, {} dispatch\n", config.dispatch.name());
+            println!("{}", sim::deadlines::table(&config, &results, &oracle));
+            continue;
+        }
         let mut results = Vec::new();
         for name in &names {
             results.push(

@@ -258,7 +258,10 @@ mod tests {
         p.record(&event(&k, JobStatus::Running, 1_000));
         p.record(&event(&k, JobStatus::Cancelled, 1_500));
         // Learned under the redacted URL: the credential is not part of the key.
-        let stats = p.service.of("https://***@example.com/r.git").expect("learned");
+        let stats = p
+            .service
+            .of("https://***@example.com/r.git")
+            .expect("learned");
         assert_eq!((stats.mean_secs, stats.samples), (4.0, 1));
         assert_eq!(p.expected_secs(&job(0, None, None)), 4.0);
         assert_eq!(p.expected_secs(&job(0, None, Some(2.5))), 2.5);
