@@ -41,7 +41,10 @@ enum Command {
     /// Score real runs of the trace like simulated ones and print the same table. Each run
     /// is POLICY=START_MS,OBSERVATIONS[,WAITS]: when the replay began (ms since the Unix
     /// epoch), the observations the observer stored (JSON, one per line) and the queue
-    /// waits in seconds of the jobs that started within the trace (one per line).
+    /// waits in seconds of the jobs that started within the trace (one per line). With
+    /// `--deadlines` the third file holds the jobs' outcomes instead, one per line: the
+    /// job's place in the trace, its start, its end and the start its submit answer
+    /// estimated (ms since the Unix epoch, `-` when absent); the deadline table is printed.
     Score {
         #[command(flatten)]
         model: Model,
@@ -254,8 +257,68 @@ fn simulate(model: &Model, policies: &[String], jobs_out: Option<&Path>) -> anyh
     Ok(())
 }
 
+/// One real job's times: its start, end and estimated start (ms since the Unix epoch).
+type RealJob = (Option<i64>, Option<i64>, Option<i64>);
+
+/// Reads the outcomes file of a real deadline run (see `Score`).
+fn real_jobs(text: &str, n: usize) -> anyhow::Result<Vec<RealJob>> {
+    let mut jobs = vec![(None, None, None); n];
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        anyhow::ensure!(
+            fields.len() == 4,
+            "{line:?} is not INDEX START END ESTIMATE"
+        );
+        let index: usize = fields[0].parse().context("index")?;
+        anyhow::ensure!(index < n, "job {index} is not in the trace of {n} jobs");
+        let time = |f: &str| -> anyhow::Result<Option<i64>> {
+            Ok(match f {
+                "-" | "" => None,
+                f => Some(f.parse::<f64>().context("time")?.round() as i64),
+            })
+        };
+        jobs[index] = (time(fields[1])?, time(fields[2])?, time(fields[3])?);
+    }
+    Ok(jobs)
+}
+
+/// The deadline outcomes and prediction error of a real run that began at `start_ms`.
+fn score_deadlines(
+    config: &sim::SimConfig,
+    result: &mut sim::SimResult,
+    start_ms: i64,
+    jobs: &[RealJob],
+) {
+    let trace = sim::jobs(config);
+    let mix = config.deadlines.unwrap_or_else(sim::DeadlineMix::standard);
+    let due = sim::deadlines::deadlines(config, &mix, &trace);
+    let mut errors = Vec::new();
+    result.deadline_outcomes = due
+        .iter()
+        .zip(jobs)
+        .map(|(d, &(started, finished, estimated))| {
+            if let (Some(s), Some(e)) = (started, estimated) {
+                errors.push((e - s).abs() as f64 / 1000.0);
+            }
+            match d {
+                Some(d) if *d <= config.duration() => {
+                    let by = start_ms + (d * 1000.0).round() as i64;
+                    if finished.is_some_and(|f| f <= by) {
+                        sim::deadlines::MET
+                    } else {
+                        sim::deadlines::MISSED
+                    }
+                }
+                _ => sim::deadlines::UNSCORED,
+            }
+        })
+        .collect();
+    result.prediction = sim::Prediction::of(&mut errors);
+}
+
 fn score(model: &Model, runs: &[String]) -> anyhow::Result<()> {
     let config = model.config()?;
+    let n = sim::jobs(&config).len();
     let mut results = Vec::new();
     for run in runs {
         let bad = || anyhow::anyhow!("{run:?} is not POLICY=START_MS,OBSERVATIONS[,WAITS]");
@@ -271,6 +334,15 @@ fn score(model: &Model, runs: &[String]) -> anyhow::Result<()> {
             .map(serde_json::from_str::<Observation>)
             .collect::<Result<Vec<_>, _>>()
             .context("observations")?;
+        if model.deadlines {
+            let file = waits.ok_or_else(bad)?;
+            let jobs = real_jobs(&read(file)?, n).with_context(|| format!("in {file}"))?;
+            let mut result = sim::score(&config, policy, &observations, start_ms, &[]);
+            result.jobs = jobs.iter().filter(|j| j.0.is_some()).count() as u64;
+            score_deadlines(&config, &mut result, start_ms, &jobs);
+            results.push(result);
+            continue;
+        }
         let waits = match waits {
             Some(w) => read(w)?
                 .split_whitespace()
@@ -280,6 +352,13 @@ fn score(model: &Model, runs: &[String]) -> anyhow::Result<()> {
             None => Vec::new(),
         };
         results.push(sim::score(&config, policy, &observations, start_ms, &waits));
+    }
+    if model.deadlines {
+        let mut oracle = sim::oracle(&config);
+        oracle.every_job_waits_worker_seconds =
+            Some(sim::deadlines::oracle_with(&config, true).worker_seconds);
+        println!("{}", sim::deadlines::table(&config, &results, &oracle));
+        return Ok(());
     }
     println!("{}", sim::table(&config, &results));
     Ok(())
