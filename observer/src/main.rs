@@ -382,3 +382,59 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(settings.log_format);
     jobq_observer::run(settings, jobq_common::shutdown::on_signal()).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_real_deadline_run_is_scored_from_the_jobs_times() {
+        let mut config = sim::SimConfig::small().compressed(30.0);
+        config.deadlines = Some(sim::DeadlineMix::standard());
+        let trace = sim::jobs(&config);
+        let due = sim::deadlines::deadlines(&config, &config.deadlines.unwrap(), &trace);
+        let start_ms = 1_000_000;
+        let ms = |s: f64| start_ms + (s * 1000.0).round() as i64;
+        // Every job starts on arrival and runs its duration, estimated 0.5 s late; job 0
+        // and the first job with a deadline never started.
+        let first = due.iter().position(Option::is_some).unwrap();
+        let mut text = String::new();
+        for (i, (at, secs)) in trace.iter().enumerate() {
+            if i == 0 || i == first {
+                text.push_str(&format!("{i} - - {}\n", ms(at + 0.5)));
+            } else {
+                text.push_str(&format!(
+                    "{i} {} {} {}\n",
+                    ms(*at),
+                    ms(at + secs),
+                    ms(at + 0.5)
+                ));
+            }
+        }
+        let jobs = real_jobs(&text, trace.len()).unwrap();
+        let mut result = sim::score(&config, "x", &[], start_ms, &[]);
+        score_deadlines(&config, &mut result, start_ms, &jobs);
+        let scored = due
+            .iter()
+            .filter(|d| d.is_some_and(|d| d <= config.duration()))
+            .count();
+        let missed = result
+            .deadline_outcomes
+            .iter()
+            .filter(|o| **o == sim::deadlines::MISSED)
+            .count();
+        let met = result
+            .deadline_outcomes
+            .iter()
+            .filter(|o| **o == sim::deadlines::MET)
+            .count();
+        assert_eq!((met + missed, missed), (scored, 1));
+        let p = result.prediction.unwrap();
+        assert_eq!(
+            (p.samples, p.p50_secs, p.p90_secs),
+            (trace.len() - 2, 0.5, 0.5)
+        );
+        assert!(real_jobs("99999 - - -", trace.len()).is_err());
+        assert!(real_jobs("1 2 3", trace.len()).is_err());
+    }
+}

@@ -10,7 +10,15 @@
 //! costs worker-seconds from the moment it is asked for; scale-down stops idle workers only
 //! (as the local-process scaler does), a busy worker is picked again next period.
 //!
-//! How a job reaches a slot is the [`Dispatch`]. `AnyFree` is one FIFO queue (standalone).
+//! Jobs may have deadlines ([`deadlines`], from a third stream, so the jobs stay the same);
+//! then each period the simulator builds the backlog the observer's planner would read and
+//! passes it to the controller (the `deadline` policy plans with it), makes the plan for
+//! the decided fleet, and answers each arrival's predicted start from it as the frontend
+//! does; the oracle and the scoring against it are in [`deadlines`] (docs/deadlines.md).
+//!
+//! How a job reaches a slot is the [`Dispatch`]. `AnyFree` is one queue (standalone) in the
+//! stores' order: earliest deadline first, jobs without one after, then the oldest (FIFO
+//! without deadlines).
 //! The Kafka modes model the `jobs` topic: a job's message goes to the partition its key
 //! hashes to among the partitions the producer knows of (it learns of added ones at its
 //! metadata refresh); the consumer group's uniform assignor spreads the partitions evenly
@@ -110,8 +118,9 @@ pub fn standard_trace() -> Vec<Phase> {
 /// How a queued job reaches a free slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dispatch {
-    /// Any free slot takes the oldest waiting job at once: `jobq standalone` (one store, no
-    /// partitions), and what the simulator modelled before it knew partitions.
+    /// Any free slot takes the next waiting job by the scheduling rules at once (earliest
+    /// deadline first, then the oldest): `jobq standalone` (one store, no partitions), and
+    /// what the simulator modelled before it knew partitions.
     AnyFree,
     /// Kafka mode before issue 10: a job reaches only the worker that owns its partition of
     /// the `jobs` topic; a worker whose slots are all busy holds at most one message.
