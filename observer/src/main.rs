@@ -33,14 +33,18 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         policies: Vec<String>,
         /// Write the trace's jobs to this file instead ("arrival_secs duration_secs" per
-        /// line, in arrival order) and exit; the real bench replays them.
+        /// line, in arrival order, and with `--deadlines` a third column: the deadline in
+        /// seconds from the start, or `-`) and exit; the real bench replays them.
         #[arg(long)]
         jobs_out: Option<PathBuf>,
     },
     /// Score real runs of the trace like simulated ones and print the same table. Each run
     /// is POLICY=START_MS,OBSERVATIONS[,WAITS]: when the replay began (ms since the Unix
     /// epoch), the observations the observer stored (JSON, one per line) and the queue
-    /// waits in seconds of the jobs that started within the trace (one per line).
+    /// waits in seconds of the jobs that started within the trace (one per line). With
+    /// `--deadlines` the third file holds the jobs' outcomes instead, one per line: the
+    /// job's place in the trace, its start, its end and the start its submit answer
+    /// estimated (ms since the Unix epoch, `-` when absent); the deadline table is printed.
     Score {
         #[command(flatten)]
         model: Model,
@@ -116,6 +120,12 @@ struct Model {
     /// many seconds (jobq: 1); 0 (default) counts an offset as committed once stored.
     #[arg(long)]
     commit_secs: Option<f64>,
+    /// Give the trace's jobs deadlines (a third tight, a third loose, a third none; see
+    /// docs/deadlines.md) and print the deadline table: feasible deadlines met, worker-seconds
+    /// against static-max and the oracle, prediction error (default policies: static-max,
+    /// seed, lag, queueing, deadline).
+    #[arg(long)]
+    deadlines: bool,
 }
 
 impl Model {
@@ -173,6 +183,9 @@ impl Model {
                 c.grow_partitions = !self.no_grow_partitions;
                 c.dispatch = *dispatch;
                 c.key_seed = self.key_seed;
+                if self.deadlines {
+                    c.deadlines = Some(sim::DeadlineMix::standard());
+                }
                 out.push((label, c));
             }
         }
@@ -194,18 +207,40 @@ fn simulate(model: &Model, policies: &[String], jobs_out: Option<&Path>) -> anyh
     if let Some(path) = jobs_out {
         let config = model.config()?;
         let mut text = String::new();
-        for (at, secs) in sim::jobs(&config) {
-            text.push_str(&format!("{at:.3} {secs:.3}\n"));
+        let jobs = sim::jobs(&config);
+        let deadlines = match &config.deadlines {
+            Some(mix) => sim::deadlines::deadlines(&config, mix, &jobs),
+            None => Vec::new(),
+        };
+        for (i, (at, secs)) in jobs.into_iter().enumerate() {
+            match deadlines.get(i) {
+                None => text.push_str(&format!("{at:.3} {secs:.3}\n")),
+                Some(Some(d)) => text.push_str(&format!("{at:.3} {secs:.3} {d:.3}\n")),
+                Some(None) => text.push_str(&format!("{at:.3} {secs:.3} -\n")),
+            }
         }
         std::fs::write(path, text)?;
         return Ok(());
     }
-    let names: Vec<String> = if policies.is_empty() {
-        sim::POLICIES.iter().map(|p| p.to_string()).collect()
-    } else {
+    let names: Vec<String> = if !policies.is_empty() {
         policies.to_vec()
+    } else if model.deadlines {
+        sim::deadlines::POLICIES
+            .iter()
+            .map(|p| p.to_string())
+            .collect()
+    } else {
+        sim::POLICIES.iter().map(|p| p.to_string()).collect()
     };
     for (label, config) in model.configs()? {
+        if model.deadlines {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let (results, oracle) = sim::deadlines::bench(&config, &names)
+                .ok_or_else(|| anyhow::anyhow!("unknown policy in {names:?}"))?;
+            println!("### {label} scale, {} dispatch\n", config.dispatch.name());
+            println!("{}", sim::deadlines::table(&config, &results, &oracle));
+            continue;
+        }
         let mut results = Vec::new();
         for name in &names {
             results.push(
@@ -222,8 +257,68 @@ fn simulate(model: &Model, policies: &[String], jobs_out: Option<&Path>) -> anyh
     Ok(())
 }
 
+/// One real job's times: its start, end and estimated start (ms since the Unix epoch).
+type RealJob = (Option<i64>, Option<i64>, Option<i64>);
+
+/// Reads the outcomes file of a real deadline run (see `Score`).
+fn real_jobs(text: &str, n: usize) -> anyhow::Result<Vec<RealJob>> {
+    let mut jobs = vec![(None, None, None); n];
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        anyhow::ensure!(
+            fields.len() == 4,
+            "{line:?} is not INDEX START END ESTIMATE"
+        );
+        let index: usize = fields[0].parse().context("index")?;
+        anyhow::ensure!(index < n, "job {index} is not in the trace of {n} jobs");
+        let time = |f: &str| -> anyhow::Result<Option<i64>> {
+            Ok(match f {
+                "-" | "" => None,
+                f => Some(f.parse::<f64>().context("time")?.round() as i64),
+            })
+        };
+        jobs[index] = (time(fields[1])?, time(fields[2])?, time(fields[3])?);
+    }
+    Ok(jobs)
+}
+
+/// The deadline outcomes and prediction error of a real run that began at `start_ms`.
+fn score_deadlines(
+    config: &sim::SimConfig,
+    result: &mut sim::SimResult,
+    start_ms: i64,
+    jobs: &[RealJob],
+) {
+    let trace = sim::jobs(config);
+    let mix = config.deadlines.unwrap_or_else(sim::DeadlineMix::standard);
+    let due = sim::deadlines::deadlines(config, &mix, &trace);
+    let mut errors = Vec::new();
+    result.deadline_outcomes = due
+        .iter()
+        .zip(jobs)
+        .map(|(d, &(started, finished, estimated))| {
+            if let (Some(s), Some(e)) = (started, estimated) {
+                errors.push((e - s).abs() as f64 / 1000.0);
+            }
+            match d {
+                Some(d) if *d <= config.duration() => {
+                    let by = start_ms + (d * 1000.0).round() as i64;
+                    if finished.is_some_and(|f| f <= by) {
+                        sim::deadlines::MET
+                    } else {
+                        sim::deadlines::MISSED
+                    }
+                }
+                _ => sim::deadlines::UNSCORED,
+            }
+        })
+        .collect();
+    result.prediction = sim::Prediction::of(&mut errors);
+}
+
 fn score(model: &Model, runs: &[String]) -> anyhow::Result<()> {
     let config = model.config()?;
+    let n = sim::jobs(&config).len();
     let mut results = Vec::new();
     for run in runs {
         let bad = || anyhow::anyhow!("{run:?} is not POLICY=START_MS,OBSERVATIONS[,WAITS]");
@@ -239,6 +334,15 @@ fn score(model: &Model, runs: &[String]) -> anyhow::Result<()> {
             .map(serde_json::from_str::<Observation>)
             .collect::<Result<Vec<_>, _>>()
             .context("observations")?;
+        if model.deadlines {
+            let file = waits.ok_or_else(bad)?;
+            let jobs = real_jobs(&read(file)?, n).with_context(|| format!("in {file}"))?;
+            let mut result = sim::score(&config, policy, &observations, start_ms, &[]);
+            result.jobs = jobs.iter().filter(|j| j.0.is_some()).count() as u64;
+            score_deadlines(&config, &mut result, start_ms, &jobs);
+            results.push(result);
+            continue;
+        }
         let waits = match waits {
             Some(w) => read(w)?
                 .split_whitespace()
@@ -248,6 +352,13 @@ fn score(model: &Model, runs: &[String]) -> anyhow::Result<()> {
             None => Vec::new(),
         };
         results.push(sim::score(&config, policy, &observations, start_ms, &waits));
+    }
+    if model.deadlines {
+        let mut oracle = sim::oracle(&config);
+        oracle.every_job_waits_worker_seconds =
+            Some(sim::deadlines::oracle_with(&config, true).worker_seconds);
+        println!("{}", sim::deadlines::table(&config, &results, &oracle));
+        return Ok(());
     }
     println!("{}", sim::table(&config, &results));
     Ok(())
@@ -270,4 +381,60 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load()?;
     telemetry::init(settings.log_format);
     jobq_observer::run(settings, jobq_common::shutdown::on_signal()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_real_deadline_run_is_scored_from_the_jobs_times() {
+        let mut config = sim::SimConfig::small().compressed(30.0);
+        config.deadlines = Some(sim::DeadlineMix::standard());
+        let trace = sim::jobs(&config);
+        let due = sim::deadlines::deadlines(&config, &config.deadlines.unwrap(), &trace);
+        let start_ms = 1_000_000;
+        let ms = |s: f64| start_ms + (s * 1000.0).round() as i64;
+        // Every job starts on arrival and runs its duration, estimated 0.5 s late; job 0
+        // and the first job with a deadline never started.
+        let first = due.iter().position(Option::is_some).unwrap();
+        let mut text = String::new();
+        for (i, (at, secs)) in trace.iter().enumerate() {
+            if i == 0 || i == first {
+                text.push_str(&format!("{i} - - {}\n", ms(at + 0.5)));
+            } else {
+                text.push_str(&format!(
+                    "{i} {} {} {}\n",
+                    ms(*at),
+                    ms(at + secs),
+                    ms(at + 0.5)
+                ));
+            }
+        }
+        let jobs = real_jobs(&text, trace.len()).unwrap();
+        let mut result = sim::score(&config, "x", &[], start_ms, &[]);
+        score_deadlines(&config, &mut result, start_ms, &jobs);
+        let scored = due
+            .iter()
+            .filter(|d| d.is_some_and(|d| d <= config.duration()))
+            .count();
+        let missed = result
+            .deadline_outcomes
+            .iter()
+            .filter(|o| **o == sim::deadlines::MISSED)
+            .count();
+        let met = result
+            .deadline_outcomes
+            .iter()
+            .filter(|o| **o == sim::deadlines::MET)
+            .count();
+        assert_eq!((met + missed, missed), (scored, 1));
+        let p = result.prediction.unwrap();
+        assert_eq!(
+            (p.samples, p.p50_secs, p.p90_secs),
+            (trace.len() - 2, 0.5, 0.5)
+        );
+        assert!(real_jobs("99999 - - -", trace.len()).is_err());
+        assert!(real_jobs("1 2 3", trace.len()).is_err());
+    }
 }

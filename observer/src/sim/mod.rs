@@ -10,7 +10,15 @@
 //! costs worker-seconds from the moment it is asked for; scale-down stops idle workers only
 //! (as the local-process scaler does), a busy worker is picked again next period.
 //!
-//! How a job reaches a slot is the [`Dispatch`]. `AnyFree` is one FIFO queue (standalone).
+//! Jobs may have deadlines ([`deadlines`], from a third stream, so the jobs stay the same);
+//! then each period the simulator builds the backlog the observer's planner would read and
+//! passes it to the controller (the `deadline` policy plans with it), makes the plan for
+//! the decided fleet, and answers each arrival's predicted start from it as the frontend
+//! does; the oracle and the scoring against it are in [`deadlines`] (docs/deadlines.md).
+//!
+//! How a job reaches a slot is the [`Dispatch`]. `AnyFree` is one queue (standalone) in the
+//! stores' order: earliest deadline first, jobs without one after, then the oldest (FIFO
+//! without deadlines).
 //! The Kafka modes model the `jobs` topic: a job's message goes to the partition its key
 //! hashes to among the partitions the producer knows of (it learns of added ones at its
 //! metadata refresh); the consumer group's uniform assignor spreads the partitions evenly
@@ -21,14 +29,21 @@
 //! (`claim_waiting`) with its back-off; the owner of a claimed job's message skips it later.
 //! The lag the policies see is the messages not yet received plus those held in hand.
 
+pub mod deadlines;
+
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Instant;
 
 use jobq_common::domain::{JobStatus, Observation};
+use jobq_common::plan::{Backlog, Fleet, ServiceTimes, Waiting, forecast};
 
-use crate::policy::{Governor, LagPolicy, PolicyInput, QueueingPolicy, ScalingPolicy, SeedPolicy};
+use crate::policy::{
+    DeadlinePolicy, Governor, LagPolicy, PolicyInput, QueueingPolicy, ScalingPolicy, SeedPolicy,
+};
 use crate::{Controller, FleetState, partitions_needed};
+
+pub use deadlines::{DeadlineMix, DeadlineScore, Oracle, Prediction, oracle};
 
 /// SplitMix64: a small, seeded generator of our own, so a run is reproducible from its seed
 /// and as fast in a debug build as in a release one.
@@ -103,8 +118,9 @@ pub fn standard_trace() -> Vec<Phase> {
 /// How a queued job reaches a free slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dispatch {
-    /// Any free slot takes the oldest waiting job at once: `jobq standalone` (one store, no
-    /// partitions), and what the simulator modelled before it knew partitions.
+    /// Any free slot takes the next waiting job by the scheduling rules at once (earliest
+    /// deadline first, then the oldest): `jobq standalone` (one store, no partitions), and
+    /// what the simulator modelled before it knew partitions.
     AnyFree,
     /// Kafka mode before issue 10: a job reaches only the worker that owns its partition of
     /// the `jobs` topic; a worker whose slots are all busy holds at most one message.
@@ -181,6 +197,10 @@ pub struct SimConfig {
     /// delays a stored offset's reaching the lag the observer reads; 0 counts an offset as
     /// committed once stored (the default, as before this was modelled).
     pub commit_secs: f64,
+    /// The jobs' deadlines (a third seeded stream, [`deadlines::deadlines`]); `None`: none.
+    pub deadlines: Option<DeadlineMix>,
+    /// Waiting jobs a period's plan covers (`observer.plan_jobs`).
+    pub plan_jobs: usize,
 }
 
 /// The store look-up interval of a free worker after activity (the worker's `LOOK_MIN`).
@@ -216,6 +236,8 @@ impl SimConfig {
             claim_jitter: 0.1,
             key_seed: None,
             commit_secs: 0.0,
+            deadlines: None,
+            plan_jobs: 2000,
         }
     }
 
@@ -308,6 +330,13 @@ impl SimConfig {
                 )),
                 governor,
             ),
+            "deadline" => (
+                Box::new(DeadlinePolicy::new(
+                    self.target_wait_secs,
+                    self.wait_fraction,
+                )),
+                governor,
+            ),
             "static-min" => (Box::new(Static("static-min", self.min_workers)), governor),
             "static-max" => (Box::new(Static("static-max", self.max_workers)), governor),
             _ => return None,
@@ -357,6 +386,12 @@ pub struct SimResult {
     /// Settled periods with the partitions not spread evenly over the members (some member
     /// with two more than another, or one unowned).
     pub uneven_periods: u64,
+    /// Per job of the trace, whether it met its deadline ([`deadlines::MET`],
+    /// [`deadlines::MISSED`], [`deadlines::UNSCORED`]); empty when the trace has none.
+    pub deadline_outcomes: Vec<u8>,
+    /// How far the start predicted at each arrival was from the actual start; `None` when
+    /// nothing was planned.
+    pub prediction: Option<Prediction>,
 }
 
 /// The store look-ups of a store-claim run.
@@ -469,6 +504,10 @@ pub fn jobs(config: &SimConfig) -> Vec<(f64, f64)> {
 const QUEUED: u8 = 1;
 const STARTED: u8 = 2;
 
+/// A period's plan as the frontend reads it: the planned waiting jobs' order keys and
+/// predicted starts, in order, and when a job after them would start.
+type LastPlan = (Vec<((u64, u64), f64)>, f64);
+
 /// The state of one run.
 struct Sim<'a> {
     config: &'a SimConfig,
@@ -480,9 +519,25 @@ struct Sim<'a> {
     worker_seconds: f64,
     workers: Vec<Worker>,
     alive: Vec<u32>, // workers not gone, oldest first
-    // Any-free: one FIFO queue and the workers with a free slot (may hold stale entries).
+    // Any-free: the queue in the order a free slot takes it ([`Sim::order_key`]) and the
+    // workers with a free slot (may hold stale entries).
     free: Vec<u32>,
-    queue: VecDeque<(u64, f64)>,
+    queue: BTreeSet<(u64, u64)>,
+    /// Each job's deadline (seconds from the start), if it has one.
+    deadline: Vec<Option<f64>>,
+    /// Whether the period plans (any-free with deadlines, or the `deadline` policy).
+    planning: bool,
+    /// Running jobs and their starts, when planning.
+    running: BTreeMap<u64, f64>,
+    /// Learned service times of the jobs that ended (one repository).
+    service: ServiceTimes,
+    /// The last period's plan: the planned waiting jobs' order keys and predicted starts,
+    /// in order, and when a job after them would start.
+    last_plan: Option<LastPlan>,
+    /// The start predicted at each job's arrival (NaN: none), and |predicted − actual|.
+    predicted: Vec<f64>,
+    errors: Vec<f64>,
+    outcomes: Vec<u8>,
     // Partitioned: each job's key hash (its id), its state, the messages not yet received
     // per partition, and who owns / is to own each partition.
     status: Vec<u8>,
@@ -580,6 +635,106 @@ impl<'a> Sim<'a> {
         );
         let service = self.trace[job as usize].1;
         self.push(t + service, Kind::Done(w, job));
+        if self.planning {
+            self.running.insert(job, t);
+        }
+        let predicted = self
+            .predicted
+            .get(job as usize)
+            .copied()
+            .unwrap_or(f64::NAN);
+        if predicted.is_finite() {
+            self.errors.push((predicted - t).abs());
+        }
+        if let Some(d) = self.deadline.get(job as usize).copied().flatten()
+            && d <= self.config.duration()
+        {
+            // The event clock counts whole microseconds.
+            self.outcomes[job as usize] = if t + service <= d + 1e-6 {
+                deadlines::MET
+            } else {
+                deadlines::MISSED
+            };
+        }
+    }
+
+    /// The order a free slot takes waiting jobs in, as the stores sort them within one
+    /// priority and user: earliest deadline first, jobs without one after, then the oldest.
+    fn order_key(&self, job: u64) -> (u64, u64) {
+        let deadline = self.deadline.get(job as usize).copied().flatten();
+        (deadline.map_or(u64::MAX, Self::at), job)
+    }
+
+    /// The start the frontend would answer for `job` arriving at `t`, from the last plan
+    /// ([`jobq_common::plan::Plan::estimate`]): the start of the first planned job it goes
+    /// before, else the plan's tail; never before now or its arrival.
+    fn estimate(&self, job: u64, t: f64) -> f64 {
+        let Some((entries, tail)) = &self.last_plan else {
+            return f64::NAN;
+        };
+        let key = self.order_key(job);
+        let at = entries.partition_point(|(k, _)| *k <= key);
+        let start = entries.get(at).map_or(*tail, |(_, s)| *s);
+        start.max(t).max(self.trace[job as usize].0)
+    }
+
+    /// The backlog the observer's planner would read now ([`crate::planner::Planner`]):
+    /// running jobs end at their start plus the learned mean (never before now), waiting
+    /// jobs are expected to take the learned mean, on the live workers' slots. Returns it
+    /// with the planned jobs' keys and how many waiting jobs were left out.
+    fn backlog(&self, t: f64, workers: u32) -> (Backlog, Vec<(u64, u64)>, u64) {
+        let expected = self
+            .service
+            .overall()
+            .map_or(self.config.target_wait_secs, |s| s.mean_secs);
+        let keys: Vec<(u64, u64)> = self
+            .queue
+            .iter()
+            .take(self.config.plan_jobs)
+            .copied()
+            .collect();
+        let waiting = keys
+            .iter()
+            .map(|&(_, job)| Waiting {
+                ready: self.trace[job as usize].0,
+                secs: expected,
+                deadline: self.deadline[job as usize],
+            })
+            .collect();
+        let backlog = Backlog {
+            fleet: Fleet {
+                now: t,
+                busy_ends: self
+                    .running
+                    .values()
+                    .map(|start| (start + expected).max(t))
+                    .collect(),
+                workers,
+                slots_per_worker: self.config.slots_per_worker,
+                startup_secs: self.config.startup_secs,
+            },
+            waiting,
+        };
+        let unplanned = (self.queue.len() - keys.len()) as u64;
+        (backlog, keys, unplanned)
+    }
+
+    /// The plan for a fleet of `workers`, as the observer makes it after its decision.
+    fn plan(&mut self, backlog: &Backlog, keys: Vec<(u64, u64)>, unplanned: u64, workers: u32) {
+        let slots = backlog.fleet.slots(workers);
+        let (forecasts, tail) = forecast(&slots, &backlog.waiting);
+        let mean = if backlog.waiting.is_empty() {
+            self.config.target_wait_secs
+        } else {
+            backlog.waiting.iter().map(|w| w.secs).sum::<f64>() / backlog.waiting.len() as f64
+        };
+        let tail = tail + unplanned as f64 * mean / slots.len().max(1) as f64;
+        let entries = keys
+            .into_iter()
+            .zip(forecasts)
+            .map(|(k, f)| (k, f.start))
+            .collect();
+        self.last_plan = Some((entries, tail));
     }
 
     /// `w` stored a message's offset (its job claimed or skipped); it reaches the lag at the
@@ -837,7 +992,10 @@ impl<'a> Sim<'a> {
             true,
         );
         if !self.partitioned() {
-            self.queue.push_back((job, t));
+            if self.planning {
+                self.predicted[job as usize] = self.estimate(job, t);
+            }
+            self.queue.insert(self.order_key(job));
             return;
         }
         self.status[job as usize] = QUEUED;
@@ -865,6 +1023,11 @@ impl<'a> Sim<'a> {
             true,
         );
         self.update(w, |worker| worker.busy -= 1);
+        if self.planning
+            && let Some(start) = self.running.remove(&job)
+        {
+            self.service.record("sim", t - start);
+        }
         if self.workers[w as usize].state != State::Active {
             return;
         }
@@ -962,6 +1125,7 @@ impl<'a> Sim<'a> {
         } else {
             (self.queue.len() as u64, u32::MAX)
         };
+        let planned = self.planning.then(|| self.backlog(t, active));
         let observation = self.ctl.step(
             FleetState {
                 now_ms: (t * 1000.0) as i64,
@@ -971,8 +1135,12 @@ impl<'a> Sim<'a> {
                 current: live,
                 partitions,
             },
-            None,
+            planned.as_ref().map(|(b, _, _)| b),
         );
+        if let Some((backlog, keys, unplanned)) = planned {
+            let workers = observation.desired_workers.max(active);
+            self.plan(&backlog, keys, unplanned, workers);
+        }
         if t > 0.0 {
             self.result.periods += 1;
             if observation.queue_wait_p95 <= config.target_wait_secs {
@@ -1046,7 +1214,7 @@ impl<'a> Sim<'a> {
             if worker.state != State::Active || worker.busy >= self.config.slots_per_worker {
                 continue;
             }
-            let (job, _) = self.queue.pop_front().expect("queue not empty");
+            let (_, job) = self.queue.pop_first().expect("queue not empty");
             self.start(w, job, t);
         }
     }
@@ -1105,7 +1273,11 @@ pub fn run(config: &SimConfig, policy_name: &str) -> Option<SimResult> {
     // A job's key is its id (a UUIDv7, random bits): its hash is uniform.
     let mut keys = SplitMix64::new(config.key_seed.unwrap_or(config.seed) ^ 0x6A09_E667_F3BC_C908);
     let key_hash = trace.iter().map(|_| keys.next_u64()).collect();
-    run_jobs(config, policy_name, trace, key_hash)
+    let deadline_of = match &config.deadlines {
+        Some(mix) => deadlines::deadlines(config, mix, &trace),
+        None => vec![None; trace.len()],
+    };
+    run_jobs(config, policy_name, trace, key_hash, deadline_of)
 }
 
 /// Replays the given jobs (arrival, duration) with the given key hashes under one policy.
@@ -1114,9 +1286,11 @@ fn run_jobs(
     policy_name: &str,
     trace: Vec<(f64, f64)>,
     key_hash: Vec<u64>,
+    deadline_of: Vec<Option<f64>>,
 ) -> Option<SimResult> {
     let wall = Instant::now();
     let (policy, governor) = config.policy(policy_name)?;
+    let with_deadlines = deadline_of.iter().any(Option::is_some);
     let end = config.duration();
     let partitioned = config.dispatch.partitioned();
     let partitions = if partitioned {
@@ -1145,13 +1319,23 @@ fn run_jobs(
             dispatch: Some(config.dispatch),
             settled_periods: 0,
             uneven_periods: 0,
+            deadline_outcomes: Vec::new(),
+            prediction: None,
         },
         wait_sum: 0.0,
         worker_seconds: 0.0,
         workers: Vec::new(),
         alive: Vec::new(),
         free: Vec::new(),
-        queue: VecDeque::new(),
+        queue: BTreeSet::new(),
+        planning: !partitioned && (with_deadlines || policy_name == "deadline"),
+        running: BTreeMap::new(),
+        service: ServiceTimes::default(),
+        last_plan: None,
+        predicted: vec![f64::NAN; trace.len()],
+        errors: Vec::new(),
+        outcomes: vec![deadlines::UNSCORED; trace.len()],
+        deadline: deadline_of,
         status: if partitioned {
             vec![0; trace.len()]
         } else {
@@ -1255,6 +1439,17 @@ fn run_jobs(
             idle_worker_secs: sim.idle_worker_secs,
         });
     }
+    if with_deadlines {
+        // A job that did not start within the trace missed a deadline that fell within it.
+        let end = config.duration();
+        for (outcome, d) in sim.outcomes.iter_mut().zip(&sim.deadline) {
+            if *outcome == deadlines::UNSCORED && d.is_some_and(|d| d <= end) {
+                *outcome = deadlines::MISSED;
+            }
+        }
+        result.deadline_outcomes = std::mem::take(&mut sim.outcomes);
+    }
+    result.prediction = Prediction::of(&mut sim.errors);
     result.wall_secs = wall.elapsed().as_secs_f64();
     Some(result)
 }
@@ -1295,6 +1490,8 @@ pub fn score(
         dispatch: None,
         settled_periods: 0,
         uneven_periods: 0,
+        deadline_outcomes: Vec::new(),
+        prediction: None,
     };
     let mut previous_ms = start_ms;
     for o in observations {
@@ -1538,7 +1735,8 @@ mod tests {
             trace.push((11.0 + 2.0 * i as f64, 1.0));
             keys.push(i % 2);
         }
-        run_jobs(&config, "static-max", trace, keys).unwrap()
+        let none = vec![None; trace.len()];
+        run_jobs(&config, "static-max", trace, keys, none).unwrap()
     }
 
     #[test]
@@ -1674,6 +1872,122 @@ mod tests {
         let b = run(&c, "queueing").unwrap();
         assert_eq!(a.claim_queries, b.claim_queries);
         assert_eq!(a.worker_seconds, b.worker_seconds);
+    }
+
+    fn with_deadlines(mut c: SimConfig) -> SimConfig {
+        c.deadlines = Some(DeadlineMix::standard());
+        c
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_deadline_run() {
+        let c = with_deadlines(short());
+        let a = run(&c, "deadline").unwrap();
+        let b = run(&c, "deadline").unwrap();
+        assert_eq!(a.deadline_outcomes, b.deadline_outcomes);
+        assert_eq!(a.worker_seconds, b.worker_seconds);
+        assert_eq!(a.prediction, b.prediction);
+        assert!(a.prediction.is_some_and(|p| p.samples as u64 == a.jobs));
+        // Deadlines come from a stream of their own: the jobs, and a run without
+        // deadlines, are what they were.
+        assert_eq!(jobs(&c), jobs(&short()));
+        let scored = a.deadline_outcomes.iter().filter(|o| **o != 0).count();
+        assert!(
+            scored as f64 > 0.6 * a.jobs as f64,
+            "{scored} of {}",
+            a.jobs
+        );
+    }
+
+    #[test]
+    fn deadlines_change_the_order_not_the_jobs() {
+        let c = with_deadlines(short());
+        let plain = run(&short(), "static-max").unwrap();
+        let r = run(&c, "static-max").unwrap();
+        assert_eq!(
+            (plain.jobs, plain.worker_seconds),
+            (r.jobs, r.worker_seconds)
+        );
+        assert!(plain.deadline_outcomes.is_empty() && plain.prediction.is_none());
+    }
+
+    /// A steady load of 4.8 erlangs for 600 s, every job due 4 s after it could finish,
+    /// under a lax wait target (300 s) with no stabilisation and workers ready at once: the
+    /// queueing policy runs about five slots at 96 %, whose queue now and then holds a job
+    /// past its deadline; the plan sees it coming and adds a worker.
+    fn steady_tight() -> SimConfig {
+        SimConfig {
+            trace: vec![Phase {
+                name: "quiet",
+                secs: 600.0,
+                from: 1.0,
+                to: 1.0,
+            }],
+            base_rate: 2.4,
+            slots_per_worker: 1,
+            target_wait_secs: 300.0,
+            stabilisation_secs: 0.0,
+            startup_secs: 0.0,
+            deadlines: Some(DeadlineMix {
+                tight_share: 1.0,
+                tight_factor: (1.0, 1.0),
+                tight_slack_secs: 4.0,
+                ..DeadlineMix::standard()
+            }),
+            ..SimConfig::small()
+        }
+    }
+
+    #[test]
+    fn the_deadline_policy_meets_more_deadlines_than_queueing() {
+        let c = steady_tight();
+        let (results, oracle) = deadlines::bench(&c, &["queueing", "deadline"]).unwrap();
+        let score = |r: &SimResult| DeadlineScore::of(&r.deadline_outcomes, &oracle.feasible);
+        let (q, d) = (score(&results[0]), score(&results[1]));
+        assert!(q.feasible > 1000, "{q:?}");
+        assert!(
+            d.feasible_met > q.feasible_met,
+            "queueing {q:?}, deadline {d:?}"
+        );
+        assert!(d.met_share() >= 0.99, "{d:?}");
+    }
+
+    fn tight() -> SimConfig {
+        SimConfig {
+            deadlines: Some(DeadlineMix {
+                tight_share: 1.0,
+                tight_slack_secs: 1.0,
+                ..DeadlineMix::standard()
+            }),
+            ..short()
+        }
+    }
+
+    #[test]
+    fn the_oracle_meets_every_feasible_deadline_with_no_more_than_static_max() {
+        for c in [with_deadlines(short()), tight(), steady_tight()] {
+            let (results, oracle) = deadlines::bench(&c, &["static-max"]).unwrap();
+            let s = DeadlineScore::of(&oracle.outcomes, &oracle.feasible);
+            assert_eq!(oracle.violations, 0);
+            assert_eq!(s.feasible_missed(), 0, "{s:?}");
+            assert!(s.feasible > 0);
+            assert!(oracle.worker_seconds <= results[0].worker_seconds);
+            assert!(oracle.worker_seconds < oracle.reference_worker_seconds);
+            assert!(
+                oracle
+                    .fleet
+                    .iter()
+                    .all(|w| *w >= c.min_workers && *w <= c.max_workers)
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_fleet_predicts_starts_on_arrival() {
+        // With idle slots to spare every job starts when it arrives, as predicted.
+        let r = run(&with_deadlines(short()), "static-max").unwrap();
+        let p = r.prediction.unwrap();
+        assert!(p.p90_secs < 0.01, "{p:?}");
     }
 
     #[test]
