@@ -488,6 +488,9 @@ pub struct JobEvent {
     /// per repository from the events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
+    /// The job has a deadline (the observer weighs arrivals with and without one apart).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_deadline: bool,
     /// Set on a notice that is not a transition (`from` is `to`): the observer's plan now
     /// predicts the job to finish after its deadline (`true`), or in time again (`false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -517,6 +520,7 @@ impl JobEvent {
             elapsed_ms: job.status.is_terminal().then_some(since_created),
             waited_ms: (job.status == JobStatus::Running).then_some(since_ready),
             repo: Some(job.spec.redacted_url()),
+            has_deadline: job.schedule.deadline.is_some(),
             deadline_at_risk: None,
         }
     }
@@ -534,6 +538,7 @@ impl JobEvent {
             elapsed_ms: None,
             waited_ms: None,
             repo: None,
+            has_deadline: job.schedule.deadline.is_some(),
             deadline_at_risk: Some(at_risk),
         }
     }

@@ -179,6 +179,31 @@ impl Fleet {
 pub struct Backlog {
     pub fleet: Fleet,
     pub waiting: Vec<Waiting>,
+    /// The share of recent arrivals that had a deadline ([`ArrivalMix`]).
+    pub deadline_share: f64,
+}
+
+/// The share of recent arrivals with a deadline: an exponentially weighted mean over about
+/// the last [`ArrivalMix::WINDOW`] submits (0 before any).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ArrivalMix {
+    share: f64,
+    seen: u64,
+}
+
+impl ArrivalMix {
+    pub const WINDOW: f64 = 50.0;
+
+    pub fn record(&mut self, has_deadline: bool) {
+        self.seen += 1;
+        // The plain mean until the window is full, then the weighted one.
+        let alpha = 1.0 / (self.seen as f64).min(Self::WINDOW);
+        self.share += alpha * (f64::from(u8::from(has_deadline)) - self.share);
+    }
+
+    pub fn share(&self) -> f64 {
+        self.share
+    }
 }
 
 /// The jobs (by position in `waiting`) whose forecast finishes later than their deadline
@@ -610,6 +635,19 @@ mod tests {
         jobs.extend((0..4).map(|_| w(0.0, 1.0, None)));
         let (n, hopeless) = fewest_workers(&fleet(0), &jobs, 1, 50, 0.0);
         assert_eq!((n, hopeless), (1, vec![0]));
+    }
+
+    #[test]
+    fn the_arrival_mix_follows_recent_submits() {
+        let mut m = ArrivalMix::default();
+        assert_eq!(m.share(), 0.0);
+        m.record(true);
+        m.record(false);
+        assert_eq!(m.share(), 0.5);
+        for _ in 0..500 {
+            m.record(true);
+        }
+        assert!(m.share() > 0.99, "{}", m.share());
     }
 
     #[test]

@@ -270,6 +270,7 @@ mod tests {
             elapsed_ms: None,
             waited_ms: None,
             repo: None,
+            has_deadline: false,
             deadline_at_risk: None,
         }
     }

@@ -1497,6 +1497,7 @@ fn transition(job: &Job, from: Option<JobStatus>, to: JobStatus) -> JobEvent {
         elapsed_ms: None,
         waited_ms: None,
         repo: None,
+        has_deadline: false,
         deadline_at_risk: None,
     }
 }

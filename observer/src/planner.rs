@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use jobq_common::domain::{Job, JobEvent, JobId, JobStatus, unix_ms};
 use jobq_common::plan::{
-    Backlog, Fleet, OrderKey, Plan, PlanEntry, ServiceTimes, Waiting, list_schedule,
+    ArrivalMix, Backlog, Fleet, OrderKey, Plan, PlanEntry, ServiceTimes, Waiting, list_schedule,
 };
 use jobq_common::settings::ObserverSettings;
 
@@ -25,6 +25,8 @@ pub struct Planner {
     /// Running jobs seen starting: their repository and start (ms).
     started: HashMap<JobId, (String, i64)>,
     at_risk: HashSet<JobId>,
+    /// The share of submits with a deadline.
+    pub arrivals: ArrivalMix,
     /// A job's expected time before anything was learned.
     pub default_secs: f64,
     pub startup_secs: f64,
@@ -46,6 +48,7 @@ impl Planner {
             service: ServiceTimes::default(),
             started: HashMap::new(),
             at_risk: HashSet::new(),
+            arrivals: ArrivalMix::default(),
             default_secs,
             startup_secs,
             limit,
@@ -63,6 +66,9 @@ impl Planner {
             return;
         }
         let at = unix_ms(event.at);
+        if event.from.is_none() {
+            self.arrivals.record(event.has_deadline);
+        }
         match event.to {
             JobStatus::Running => {
                 if let Some(repo) = &event.repo {
@@ -132,6 +138,7 @@ impl Planner {
                     deadline: j.schedule.deadline.map(|d| secs(unix_ms(d))),
                 })
                 .collect(),
+            deadline_share: self.arrivals.share(),
         }
     }
 

@@ -190,12 +190,14 @@ impl ScalingPolicy for QueueingPolicy {
     }
 }
 
-/// Ours, for deadlines: the `queueing` policy's count (the wait target for jobs without a
-/// deadline and the arrivals to come), raised to the fewest workers for which the plan
-/// ([`plan::fewest_workers`]) predicts every waiting job with a deadline to finish by it,
-/// less one period (the observer acts once a period). New workers join after their
+/// Ours, for deadlines. Jobs with a deadline are planned for by their deadlines, the rest by
+/// the wait target: the `queueing` rule applied to the jobs without a deadline only (their
+/// share of the arrivals and of the waiting jobs), raised to the fewest workers for which
+/// the plan ([`plan::fewest_workers`]) predicts every waiting job with a deadline to finish
+/// by it, less one period (the observer acts once a period). New workers join after their
 /// start-up time. Deadlines that even the ceiling cannot meet buy no workers: the plan
-/// flags them at risk instead.
+/// flags them at risk instead. Without a backlog (the store could not be read) it is the
+/// `queueing` rule over every job.
 #[derive(Debug)]
 pub struct DeadlinePolicy {
     pub queueing: QueueingPolicy,
@@ -215,10 +217,21 @@ impl ScalingPolicy for DeadlinePolicy {
     }
 
     fn desired(&mut self, input: &PolicyInput<'_>) -> u32 {
-        let base = self.queueing.desired(input);
         let Some(backlog) = input.backlog else {
-            return base;
+            return self.queueing.desired(input);
         };
+        let o = input.observation;
+        let rest_waiting = backlog.waiting.iter().filter(|w| w.deadline.is_none()).count();
+        let deadline_waiting = backlog.waiting.len() - rest_waiting;
+        let rest = Observation {
+            avg_rate_of_arrival: o.avg_rate_of_arrival * (1.0 - backlog.deadline_share),
+            queue_depth: o.queue_depth.saturating_sub(deadline_waiting as u64),
+            ..o.clone()
+        };
+        let base = self.queueing.desired(&PolicyInput {
+            observation: &rest,
+            ..*input
+        });
         let lo = base.min(input.ceiling);
         let (need, _) = plan::fewest_workers(
             &backlog.fleet,
@@ -440,7 +453,11 @@ mod tests {
                 deadline: Some(30.0),
             })
             .collect();
-        let backlog = Backlog { fleet, waiting };
+        let backlog = Backlog {
+            fleet,
+            waiting,
+            deadline_share: 1.0,
+        };
         let quiet = obs(0.0, 0.0, 10);
         let mut i = input(&quiet, 1);
         i.mean_service_secs = Some(10.0);
@@ -468,7 +485,8 @@ mod tests {
         };
         i.ceiling = 100;
         i.backlog = Some(&hopeless);
-        assert_eq!(DeadlinePolicy::new(1000.0, 0.05).desired(&i), base);
+        // Every arrival had a deadline, so the wait target asks nothing for the rest either.
+        assert_eq!(DeadlinePolicy::new(1000.0, 0.05).desired(&i), 0);
     }
 
     #[test]

@@ -260,6 +260,7 @@ async fn the_live_follower_sees_events_from_now_on_and_on_partitions_added_later
         elapsed_ms: None,
         waited_ms: None,
         repo: None,
+        has_deadline: false,
         deadline_at_risk: None,
     };
     let send = |e: &JobEvent| {

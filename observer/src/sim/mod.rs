@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Instant;
 
 use jobq_common::domain::{JobStatus, Observation};
-use jobq_common::plan::{Backlog, Fleet, ServiceTimes, Waiting, forecast};
+use jobq_common::plan::{ArrivalMix, Backlog, Fleet, ServiceTimes, Waiting, forecast};
 
 use crate::policy::{
     DeadlinePolicy, Governor, LagPolicy, PolicyInput, QueueingPolicy, ScalingPolicy, SeedPolicy,
@@ -531,6 +531,8 @@ struct Sim<'a> {
     running: BTreeMap<u64, f64>,
     /// Learned service times of the jobs that ended (one repository).
     service: ServiceTimes,
+    /// The share of arrivals with a deadline, as the observer's planner learns it.
+    arrivals: ArrivalMix,
     /// The last period's plan: the planned waiting jobs' order keys and predicted starts,
     /// in order, and when a job after them would start.
     last_plan: Option<LastPlan>,
@@ -714,6 +716,7 @@ impl<'a> Sim<'a> {
                 startup_secs: self.config.startup_secs,
             },
             waiting,
+            deadline_share: self.arrivals.share(),
         };
         let unplanned = (self.queue.len() - keys.len()) as u64;
         (backlog, keys, unplanned)
@@ -981,6 +984,8 @@ impl<'a> Sim<'a> {
     }
 
     fn arrival(&mut self, job: u64, t: f64) {
+        self.arrivals
+            .record(self.deadline.get(job as usize).copied().flatten().is_some());
         self.ctl.tracker.transition(
             job,
             None,
@@ -1331,6 +1336,7 @@ fn run_jobs(
         planning: !partitioned && (with_deadlines || policy_name == "deadline"),
         running: BTreeMap::new(),
         service: ServiceTimes::default(),
+        arrivals: ArrivalMix::default(),
         last_plan: None,
         predicted: vec![f64::NAN; trace.len()],
         errors: Vec::new(),
