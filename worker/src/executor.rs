@@ -257,7 +257,7 @@ pub async fn spawn(
         .transpose()
         .map_err(std::io::Error::other)?
         .unwrap_or_default();
-    Command::new(std::env::current_exe()?)
+    Command::new(&sandbox.shim().path)
         .arg(crate::shim::SHIM_ARG)
         .arg(std::process::id().to_string())
         .arg(cgroup_files)
