@@ -385,6 +385,7 @@ impl JobRunner {
             .increment(1);
         metrics::counter!("jobq_worker_checkouts_total", "tree" => if checkout.prepared { "prepared" } else { "reused" })
             .increment(1);
+        tracing::debug!(target: "jobq_worker::stages", fetched = checkout.fetched, prepared = checkout.prepared, "checkout");
         let at = stage_done("clone", at + checkout.fetch);
         let argv = executor::prepare(dir, &job.spec.config, &job.spec.args).await?;
         stage_done("config", at);
