@@ -150,9 +150,12 @@ fn checkout_from_tree(
     dest: &Path,
     link_objects: bool,
 ) -> Result<bool, CloneError> {
+    let started = std::time::Instant::now();
+    // The ref alone names the commit: no object of the mirror is read.
     let head = Repository::open_bare(mirror)
-        .and_then(|repo| Ok(repo.head()?.peel_to_commit()?.id()))
+        .and_then(|repo| repo.refname_to_id("HEAD"))
         .ok();
+    let resolved = started.elapsed();
     let Some(head) = head else {
         clone_mirror(url, mirror, dest, link_objects)?;
         return Ok(false);
@@ -169,8 +172,17 @@ fn checkout_from_tree(
         std::fs::rename(&partial, &tree)
             .map_err(|e| CloneError(format!("cannot store the prepared checkout: {e}")))?;
     }
+    let copied = std::time::Instant::now();
     copy_checkout(&tree, dest, link_objects)
         .map_err(|e| CloneError(format!("cannot copy the prepared checkout: {e}")))?;
+    tracing::debug!(
+        target: "jobq_worker::stages",
+        resolve_us = resolved.as_micros() as u64,
+        prepare_us = (copied - started - resolved).as_micros() as u64,
+        copy_us = copied.elapsed().as_micros() as u64,
+        prepared,
+        "checkout copied"
+    );
     Ok(prepared)
 }
 
