@@ -404,6 +404,7 @@ def check_dockerfiles():
         builds = [l for l in joined.splitlines() if "cargo build" in l and not l.lstrip().startswith("#")]
         if not builds:
             problems.append(f"{rel(df)}: no cargo build")
+        built = []
         for line in builds:
             pkgs = re.findall(r"(?:-p|--package)[ =]([A-Za-z0-9_-]+)", line)
             wanted = re.findall(r"--bin[ =]([A-Za-z0-9_-]+)", line)
@@ -419,9 +420,16 @@ def check_dockerfiles():
                     if b not in bins[pkg]:
                         have = ", ".join(sorted(bins[pkg])) or "none"
                         problems.append(f"{rel(df)}: package {pkg} has no binary {b} (binaries: {have})")
-            for b in wanted:
-                if not re.search(rf"ENTRYPOINT .*{re.escape(b)}\"", text):
-                    problems.append(f"{rel(df)}: ENTRYPOINT does not run {b}")
+            built.extend(wanted)
+        # The ENTRYPOINT runs one of the binaries built; any other (the worker's job shim)
+        # is copied into the final image.
+        started = [b for b in built if re.search(rf"ENTRYPOINT .*{re.escape(b)}\"", text)]
+        if built and not started:
+            problems.append(f"{rel(df)}: ENTRYPOINT runs none of {', '.join(built)}")
+        copies = " ".join(re.findall(r"^COPY --from=\S+ (.*)$", text, re.M))
+        for b in built:
+            if b not in started and not re.search(rf"/{re.escape(b)}\b", copies):
+                problems.append(f"{rel(df)}: {b} is built but not copied into the image")
         users = re.findall(r"^USER\s+(\S+)", text, re.M)
         if not users or users[-1].split(":")[0] in ("root", "0"):
             problems.append(f"{rel(df)}: the final image runs as root (USER {users[-1] if users else 'missing'})")

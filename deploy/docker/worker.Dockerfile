@@ -25,6 +25,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p jobq-worker --bin jobq-worker \
  && install -D -m 0755 target/release/jobq-worker /out/jobq-worker
+# The job shim and init, started twice per job: the worker finds it beside its executable.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p jobq-job-shim --bin jobq-job-shim \
+ && install -D -m 0755 target/release/jobq-job-shim /out/jobq-job-shim
 
 FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
@@ -34,7 +40,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid jobq --home-dir /home/jobq --create-home --shell /usr/sbin/nologin jobq \
  && install -d -o jobq -g jobq -m 0750 /var/lib/jobq/work \
  && node --version && npm --version && git --version && bwrap --version
-COPY --from=builder /out/jobq-worker /usr/local/bin/jobq-worker
+COPY --from=builder /out/jobq-worker /out/jobq-job-shim /usr/local/bin/
 USER 10001:10001
 # The worker runs as this user; each job runs in a bubblewrap sandbox of its own
 # (user, mount, PID, IPC, UTS namespaces) that sees only the toolchain and its

@@ -54,6 +54,87 @@ async fn download(stack: &Stack, token: &str, id: &str, file: &str) -> reqwest::
     stack.get(token, &format!("/api/results/{id}/{file}")).await
 }
 
+/// A job that, asked to, rewrites every file of its checkout it can (the git objects
+/// included), and otherwise reports what its checkout holds.
+const TAMPER_JS: &str = r#"
+const fs = require('fs');
+const path = require('path');
+const { execFileSync } = require('child_process');
+fs.mkdirSync('output', { recursive: true });
+if (process.argv[2] === 'tamper') {
+  const changed = [];
+  const walk = (dir) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) { walk(p); continue; }
+      if (!e.isFile()) continue;
+      try { fs.chmodSync(p, 0o666); } catch (_) {}
+      try { fs.appendFileSync(p, 'tampered'); changed.push(p); } catch (_) {}
+    }
+  };
+  walk('.');
+  fs.writeFileSync('output/changed.txt', changed.join('\n'));
+} else {
+  const run = (args) => { try { return execFileSync('git', args, { encoding: 'utf8' }); } catch (e) { return 'FAILED ' + e.message; } };
+  fs.writeFileSync('output/seen.json', JSON.stringify({
+    index: fs.readFileSync('index.js', 'utf8').endsWith('tampered'),
+    status: run(['status', '--porcelain', '--untracked-files=no']),
+    fsck: run(['fsck', '--strict']),
+  }));
+}
+"#;
+
+async fn a_job_that_rewrites_its_checkout_changes_nothing_the_next_job_of_its_repository_gets(
+    backend: Backend,
+) {
+    let Some((stack, git, token)) = start(backend).await else {
+        return;
+    };
+    let url = git.repo(
+        "tamper",
+        &[
+            ("package.json", &package("node index.js")),
+            ("index.js", TAMPER_JS),
+        ],
+    );
+    let tamper = stack
+        .submit(&token, json!({"url": url, "args": "tamper"}))
+        .await;
+    let job = stack
+        .wait_for(&token, &tamper, None, Duration::from_secs(90))
+        .await;
+    let logs = stack
+        .get(&token, &format!("/api/v1/jobs/{tamper}/logs"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(job["status"], "finished", "{job} {logs}");
+    let changed = download(&stack, &token, &tamper, "changed.txt")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        changed.contains("index.js"),
+        "the job could not even write its own files: {changed}"
+    );
+    // The same repository at the same commit, after the first job changed what it could.
+    let next = stack.submit(&token, json!({"url": url})).await;
+    let job = stack
+        .wait_for(&token, &next, None, Duration::from_secs(90))
+        .await;
+    assert_eq!(job["status"], "finished", "{job}");
+    let seen: Value = download(&stack, &token, &next, "seen.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["index"], false, "{seen}");
+    assert_eq!(seen["status"], "", "{seen}");
+    assert!(!seen["fsck"].as_str().unwrap().contains("FAILED"), "{seen}");
+}
+
 async fn a_job_runs_with_args_and_config_and_its_outputs_download(backend: Backend) {
     let Some((stack, git, token)) = start(backend).await else {
         return;
@@ -1118,6 +1199,7 @@ async fn short_jobs_never_wait_behind_a_long_one_while_a_slot_is_free(backend: B
 }
 
 jobq_tests::on_both_backends!(
+    a_job_that_rewrites_its_checkout_changes_nothing_the_next_job_of_its_repository_gets,
     short_jobs_never_wait_behind_a_long_one_while_a_slot_is_free,
     a_worker_stopped_with_sigterm_hands_its_job_back,
     a_hostile_job_sees_nothing_of_the_platform_and_hits_every_limit,

@@ -47,13 +47,23 @@ impl JobDir {
 }
 
 /// Writes `config.json`, creates `output/`, checks `package.json` has a start script, and
-/// splits the args. Returns the argv to pass after `--`.
+/// splits the args. Returns the argv to pass after `--`. The file work is one blocking task
+/// (a few small files: one hand-off to the blocking pool instead of one per call).
 pub async fn prepare(dir: &JobDir, config: &str, args: &str) -> Result<Vec<String>, FailureReason> {
+    let (dir, config, args) = (dir.clone(), config.to_string(), args.to_string());
+    tokio::task::spawn_blocking(move || prepare_blocking(&dir, &config, &args))
+        .await
+        .map_err(|e| FailureReason::Internal {
+            detail: format!("job preparation failed: {e}"),
+        })?
+}
+
+fn prepare_blocking(dir: &JobDir, config: &str, args: &str) -> Result<Vec<String>, FailureReason> {
     let repo = dir.repo();
     let internal = |what: &str, e: std::io::Error| FailureReason::Internal {
         detail: format!("{what}: {e}"),
     };
-    let package = match tokio::fs::read(repo.join("package.json")).await {
+    let package = match std::fs::read(repo.join("package.json")) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(FailureReason::NoPackageJson);
@@ -75,13 +85,10 @@ pub async fn prepare(dir: &JobDir, config: &str, args: &str) -> Result<Vec<Strin
     let argv = shell_words::split(args).map_err(|e| FailureReason::Internal {
         detail: format!("bad args: {e}"),
     })?;
-    tokio::fs::write(repo.join("config.json"), config)
-        .await
+    std::fs::write(repo.join("config.json"), config)
         .map_err(|e| internal("cannot write config.json", e))?;
     for d in [dir.output(), dir.home(), dir.tmp(), dir.root.join("logs")] {
-        tokio::fs::create_dir_all(&d)
-            .await
-            .map_err(|e| internal("cannot create job folders", e))?;
+        std::fs::create_dir_all(&d).map_err(|e| internal("cannot create job folders", e))?;
     }
     Ok(argv)
 }
@@ -257,7 +264,7 @@ pub async fn spawn(
         .transpose()
         .map_err(std::io::Error::other)?
         .unwrap_or_default();
-    Command::new(std::env::current_exe()?)
+    Command::new(&sandbox.shim().path)
         .arg(crate::shim::SHIM_ARG)
         .arg(std::process::id().to_string())
         .arg(cgroup_files)

@@ -1,6 +1,6 @@
 //! Fetching a job's repository with git2: a bare mirror per URL in a local cache (fetched
-//! again on reuse, so a repeated repository is not cloned from scratch), then a local
-//! clone of the mirror into the job's directory.
+//! again on reuse, so a repeated repository is not cloned from scratch), then a copy of the
+//! checkout prepared for the mirror's commit into the job's directory.
 //!
 //! **Freshness.** A job runs its repository as it is at its submission or later. A fetch
 //! that *started* after the job was submitted saw the remote at that time or later, so when
@@ -10,11 +10,16 @@
 //! *before* the submission — a push made in that window before a submit may then be missed.
 //! The comparison is of the worker's clock with the frontend's, as leases and `notBefore` are.
 //!
-//! **The checkout** is a local clone of the mirror. Its objects are hard links to the
-//! mirror's where the job cannot write them: a root worker runs the job as a user of its own
-//! and hands it the checkout without the linked files (they stay the worker's, read-only);
-//! where the job runs as the worker's own user (a non-root worker's user namespace) they are
-//! copied, since that user could rewrite a linked file and alter what later jobs run.
+//! **The checkout** is a private copy of a tree prepared once per commit: the first job of
+//! the mirror's HEAD commit makes a local clone of the mirror beside it (`<key>.trees/<commit>`,
+//! outside every sandbox, one per mirror), and every job of that commit gets a copy of it —
+//! a walk of a few folders and file copies instead of a clone per job. Every file is copied
+//! except the objects below `.git/objects` (which git writes once and never changes): those
+//! are hard links to the tree's own where the job cannot write them — a root worker runs the
+//! job as a user of its own and hands it the checkout without the linked files (they stay
+//! the worker's, read-only); where the job runs as the worker's own user (a non-root worker's
+//! user namespace) they are copied too, since that user could rewrite a linked file and alter
+//! what later jobs run. So nothing a job does to its checkout reaches the tree or the mirror.
 //!
 //! Credentials in a URL (`https://user:token@host/…`) never rest on disk: the mirror's
 //! remote is the URL without them, and they are handed to git by the credential callback
@@ -50,11 +55,13 @@ pub struct RepoCache {
     locks: Mutex<HashMap<String, Arc<Mutex<Option<OffsetDateTime>>>>>,
 }
 
-/// What a checkout did: whether the mirror was fetched, and how long the fetch (with the
-/// wait for the mirror's lock) and the local clone took.
+/// What a checkout did: whether the mirror was fetched and whether a tree was prepared for
+/// its commit, and how long the fetch (with the wait for the mirror's lock) and the clone
+/// (the tree's preparation, if any, and its copy) took.
 #[derive(Debug, Clone, Copy)]
 pub struct Checkout {
     pub fetched: bool,
+    pub prepared: bool,
     pub fetch: std::time::Duration,
     pub clone: std::time::Duration,
 }
@@ -114,27 +121,129 @@ impl RepoCache {
                 .map_err(|e| CloneError(format!("fetch task failed: {e}")))??;
             *last_fetch = Some(fetch_started);
         }
-        // The clone reads the mirror: no fetch may write into it meanwhile.
+        // The copy reads the mirror's prepared tree: no fetch may change either meanwhile.
         let fetched_at = std::time::Instant::now();
+        let trees = self.dir.join(format!("{key}.trees"));
         let (url, dest) = (url.clone(), dest.to_path_buf());
-        tokio::task::spawn_blocking(move || {
-            RepoBuilder::new()
-                .clone_local(match link_objects {
-                    true => CloneLocal::Local,
-                    false => CloneLocal::NoLinks,
-                })
-                .clone(&mirror.to_string_lossy(), &dest)
-                .map_err(|e| CloneError(clean(&e, &url)))
+        let prepared = tokio::task::spawn_blocking(move || {
+            checkout_from_tree(&url, &mirror, &trees, &dest, link_objects)
         })
         .await
         .map_err(|e| CloneError(format!("clone task failed: {e}")))??;
         drop(last_fetch);
         Ok(Checkout {
             fetched: fetch,
+            prepared,
             fetch: fetched_at - started,
             clone: fetched_at.elapsed(),
         })
     }
+}
+
+/// Makes `dest` a checkout of the mirror's HEAD: a private copy of the tree prepared for that
+/// commit (prepared first if this is the commit's first job). Returns whether it prepared
+/// one. A mirror whose HEAD names no commit (an empty repository) is cloned as before.
+fn checkout_from_tree(
+    url: &RepoUrl,
+    mirror: &Path,
+    trees: &Path,
+    dest: &Path,
+    link_objects: bool,
+) -> Result<bool, CloneError> {
+    let started = std::time::Instant::now();
+    // The ref alone names the commit: no object of the mirror is read.
+    let head = Repository::open_bare(mirror)
+        .and_then(|repo| repo.refname_to_id("HEAD"))
+        .ok();
+    let resolved = started.elapsed();
+    let Some(head) = head else {
+        clone_mirror(url, mirror, dest, link_objects)?;
+        return Ok(false);
+    };
+    let tree = trees.join(head.to_string());
+    let prepared = !tree.is_dir();
+    if prepared {
+        // One tree per mirror: the mirror's HEAD moved on, and no later job gets an older one.
+        let _ = std::fs::remove_dir_all(trees);
+        std::fs::create_dir_all(trees)
+            .map_err(|e| CloneError(format!("cannot create the prepared checkouts: {e}")))?;
+        let partial = trees.join(format!("{head}.partial"));
+        clone_mirror(url, mirror, &partial, true)?;
+        std::fs::rename(&partial, &tree)
+            .map_err(|e| CloneError(format!("cannot store the prepared checkout: {e}")))?;
+    }
+    let copied = std::time::Instant::now();
+    copy_checkout(&tree, dest, link_objects)
+        .map_err(|e| CloneError(format!("cannot copy the prepared checkout: {e}")))?;
+    tracing::debug!(
+        target: "jobq_worker::stages",
+        resolve_us = resolved.as_micros() as u64,
+        prepare_us = (copied - started - resolved).as_micros() as u64,
+        copy_us = copied.elapsed().as_micros() as u64,
+        prepared,
+        "checkout copied"
+    );
+    Ok(prepared)
+}
+
+/// A local clone of the mirror into `dest`; `link_objects`: hard-link its objects.
+fn clone_mirror(
+    url: &RepoUrl,
+    mirror: &Path,
+    dest: &Path,
+    link_objects: bool,
+) -> Result<(), CloneError> {
+    RepoBuilder::new()
+        .clone_local(match link_objects {
+            true => CloneLocal::Local,
+            false => CloneLocal::NoLinks,
+        })
+        .clone(&mirror.to_string_lossy(), dest)
+        .map(drop)
+        .map_err(|e| CloneError(clean(&e, url)))
+}
+
+/// Copies the prepared checkout `tree` into `dest` (which must not exist): folders made with
+/// the tree's modes, links copied as links, every file copied — except, with `link_objects`,
+/// the files below `.git/objects`, which git never changes in place: those are hard links to
+/// the tree's (and so the mirror's) own, which the job is never given (see
+/// `executor::chown_tree`). Whatever the job does to its copy, the tree stays as prepared.
+fn copy_checkout(tree: &Path, dest: &Path, link_objects: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let objects = Path::new(".git").join("objects");
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    for entry in walkdir::WalkDir::new(tree) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let relative = entry
+            .path()
+            .strip_prefix(tree)
+            .map_err(std::io::Error::other)?;
+        let to = match relative.as_os_str().is_empty() {
+            true => dest.to_path_buf(),
+            false => dest.join(relative),
+        };
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            std::fs::create_dir(&to)?;
+            let mode = entry
+                .metadata()
+                .map_err(std::io::Error::other)?
+                .permissions()
+                .mode();
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode & 0o7777))?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &to)?;
+        } else if kind.is_file() {
+            if link_objects && relative.starts_with(&objects) {
+                std::fs::hard_link(entry.path(), &to)?;
+            } else {
+                std::fs::copy(entry.path(), &to)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn fetch_options(
@@ -284,6 +393,16 @@ mod tests {
             submitted: OffsetDateTime,
             link: bool,
         ) -> (bool, String) {
+            let (done, head) = self.checkout(name, submitted, link).await;
+            (done.fetched, head)
+        }
+
+        async fn checkout(
+            &self,
+            name: &str,
+            submitted: OffsetDateTime,
+            link: bool,
+        ) -> (Checkout, String) {
             let dest = self.jobs.join(name);
             let done = self
                 .cache
@@ -296,7 +415,25 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            (done.fetched, git(&dest, &["rev-parse", "HEAD"]))
+            (done, git(&dest, &["rev-parse", "HEAD"]))
+        }
+
+        /// The prepared trees the cache holds.
+        fn trees(&self) -> Vec<String> {
+            let mut names: Vec<String> = walkdir::WalkDir::new(&self.cache.dir)
+                .min_depth(2)
+                .max_depth(2)
+                .into_iter()
+                .flatten()
+                .filter(|e| {
+                    e.path()
+                        .parent()
+                        .is_some_and(|p| p.to_string_lossy().ends_with(".trees"))
+                })
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
         }
     }
 
@@ -368,6 +505,98 @@ mod tests {
                 assert_eq!(meta.nlink(), 1, "{} is linked", entry.path().display());
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_commit_s_tree_is_prepared_once_and_a_new_commit_gets_its_own() {
+        let f = fixture(std::time::Duration::ZERO);
+        let first = commit(&f.repo, "one");
+        let submitted = OffsetDateTime::now_utc() - time::Duration::milliseconds(10);
+        let (a, head) = f.checkout("a", submitted, true).await;
+        assert!(a.prepared && head == first);
+        let (b, head) = f.checkout("b", submitted, true).await;
+        assert!(
+            !b.prepared && head == first,
+            "the same commit reuses its tree"
+        );
+        assert_eq!(f.trees(), std::slice::from_ref(&first));
+        let second = commit(&f.repo, "two");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let (c, head) = f.checkout("c", OffsetDateTime::now_utc(), true).await;
+        assert!(c.fetched && c.prepared && head == second);
+        assert_eq!(f.trees(), [second], "the older commit's tree is gone");
+        assert_eq!(
+            std::fs::read_to_string(f.jobs.join("c/file.txt")).unwrap(),
+            "two"
+        );
+        assert_eq!(git(&f.jobs.join("c"), &["status", "--porcelain"]), "");
+    }
+
+    /// Rewrites, removes and adds files in a job's checkout as a job could: every file when
+    /// the job is the worker's own user (`!linked`: it may chmod and rewrite any of them),
+    /// else all but the linked objects a root worker keeps from it.
+    fn tamper(checkout: &Path, linked: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        let files: Vec<PathBuf> = walkdir::WalkDir::new(checkout)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .filter(|e| !linked || e.metadata().unwrap().nlink() == 1)
+            .map(|e| e.into_path())
+            .collect();
+        assert!(files.len() > 3, "{files:?}");
+        for file in files {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::write(&file, "tampered").unwrap();
+        }
+        std::fs::write(checkout.join("added.txt"), "tampered").unwrap();
+        std::fs::remove_dir_all(checkout.join(".git/refs")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn nothing_a_job_does_to_its_checkout_reaches_a_later_job_of_the_same_commit() {
+        for link in [false, true] {
+            let f = fixture(std::time::Duration::ZERO);
+            let first = commit(&f.repo, "one");
+            let submitted = OffsetDateTime::now_utc() - time::Duration::milliseconds(10);
+            f.checkout("a", submitted, link).await;
+            tamper(&f.jobs.join("a"), link);
+            let (b, head) = f.checkout("b", submitted, link).await;
+            assert!(!b.prepared, "the same tree");
+            assert_eq!(head, first);
+            let later = f.jobs.join("b");
+            assert_eq!(
+                std::fs::read_to_string(later.join("file.txt")).unwrap(),
+                "one"
+            );
+            assert!(!later.join("added.txt").exists());
+            assert_eq!(git(&later, &["status", "--porcelain"]), "", "link {link}");
+            git(&later, &["fsck", "--full", "--strict"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_checkout_links_only_objects_that_are_read_only_to_everyone() {
+        let f = fixture(std::time::Duration::ZERO);
+        commit(&f.repo, "one");
+        f.job_linked("a", OffsetDateTime::now_utc(), true).await;
+        let checkout = f.jobs.join("a");
+        let mut linked = 0;
+        for entry in walkdir::WalkDir::new(&checkout) {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_file() && meta.nlink() > 1 {
+                linked += 1;
+                let path = entry.path().strip_prefix(&checkout).unwrap();
+                assert!(
+                    path.starts_with(".git/objects"),
+                    "{} is linked",
+                    path.display()
+                );
+                assert_eq!(meta.mode() & 0o222, 0, "{} is writable", path.display());
+            }
+        }
+        assert!(linked > 0, "the objects are linked, not copied");
     }
 
     #[test]

@@ -383,6 +383,9 @@ impl JobRunner {
         stage_took("fetch", checkout.fetch);
         metrics::counter!("jobq_worker_repo_fetches_total", "fetched" => if checkout.fetched { "yes" } else { "skipped" })
             .increment(1);
+        metrics::counter!("jobq_worker_checkouts_total", "tree" => if checkout.prepared { "prepared" } else { "reused" })
+            .increment(1);
+        tracing::debug!(target: "jobq_worker::stages", fetched = checkout.fetched, prepared = checkout.prepared, "checkout");
         let at = stage_done("clone", at + checkout.fetch);
         let argv = executor::prepare(dir, &job.spec.config, &job.spec.args).await?;
         stage_done("config", at);

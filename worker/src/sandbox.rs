@@ -18,7 +18,8 @@
 //! Memory and processes are capped per job by a cgroup where the kernel offers one
 //! ([`crate::cgroup`]), else by `RLIMIT_AS` and `RLIMIT_NPROC` per process. Landlock stays as a
 //! second layer inside (writes only below `/job`, the tmpfs and the configured extra folders).
-//! The process chain is `worker → job shim → bwrap → job init → npm`, see [`crate::shim`].
+//! The process chain is `worker → job shim → bwrap → job init → npm`; the shim and the init are
+//! the small `jobq-job-shim` executable (see [`crate::shim`]).
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -26,42 +27,30 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use jobq_common::settings::{JobNetwork, SandboxMode, WorkerSettings};
-use serde::{Deserialize, Serialize};
 
 use crate::cgroup::JobCgroups;
 use crate::executor::JobDir;
+use crate::shim::ShimProgram;
 
 /// Where the job's checkout is inside the sandbox.
 pub const JOB_DIR: &str = "/job";
-/// Where the worker's executable (the job init) is inside the sandbox.
-const INIT_PATH: &str = "/run/jobq/jobq";
+/// Where the job init's executable is inside the sandbox.
+const INIT_PATH: &str = "/run/jobq/jobq-job-shim";
 
 /// Why no sandbox can be built here.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct SandboxError(pub String);
 
-/// What the job init applies inside the sandbox before it runs the command.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct InitSpec {
-    /// Switch to this user and group (a root worker); `None` keeps the mapped user.
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    /// `RLIMIT_FSIZE`: the largest file the job may write, bytes.
-    pub max_file_bytes: Option<u64>,
-    /// `RLIMIT_AS` per process when no cgroup caps the job's memory, bytes.
-    pub max_address_space: Option<u64>,
-    /// `RLIMIT_NPROC` when no cgroup caps the job's processes.
-    pub max_processes: Option<u64>,
-    /// Landlock: the only folders the job may write below (plus `/dev`).
-    pub writable: Vec<PathBuf>,
-}
+pub use crate::shim::InitSpec;
 
 /// How a job is confined, decided once at worker start.
 #[derive(Debug)]
 pub struct Sandbox {
     kind: Kind,
     settings: WorkerSettings,
+    /// The executable started as each job's shim and init.
+    shim: ShimProgram,
     cgroups: Option<JobCgroups>,
     /// User-id offsets of running jobs (root worker): each job runs as a user of its own.
     uids: Arc<Mutex<BTreeSet<u32>>>,
@@ -144,12 +133,20 @@ impl Sandbox {
                 }
             }
         };
+        let shim = ShimProgram::find()
+            .map_err(|e| SandboxError(format!("cannot find the job shim's executable: {e}")))?;
         Ok(Sandbox {
             kind,
             settings: settings.clone(),
+            shim,
             cgroups,
             uids: Arc::default(),
         })
+    }
+
+    /// The executable started as each job's shim and init.
+    pub fn shim(&self) -> &ShimProgram {
+        &self.shim
     }
 
     /// Whether jobs run sandboxed.
@@ -163,17 +160,26 @@ impl Sandbox {
             Some(c) => c.describe().to_string(),
             None => "per-process rlimits (no writable cgroup)".to_string(),
         };
+        let shim = match self.shim.dedicated {
+            true => format!("job shim {}", self.shim.path.display()),
+            false => format!(
+                "job shim: this executable ({} is not beside it)",
+                jobq_job_shim::EXECUTABLE
+            ),
+        };
         match &self.kind {
             Kind::Bubblewrap { root: true, .. } => {
                 format!(
-                    "bubblewrap, a user id per job from {}, limits by {limits}",
+                    "bubblewrap, a user id per job from {}, limits by {limits}; {shim}",
                     self.settings.job_uid
                 )
             }
             Kind::Bubblewrap { root: false, .. } => {
-                format!("bubblewrap in a user namespace, limits by {limits}")
+                format!("bubblewrap in a user namespace, limits by {limits}; {shim}")
             }
-            Kind::Off => format!("off (jobs run as the worker's user), limits by {limits}"),
+            Kind::Off => {
+                format!("off (jobs run as the worker's user), limits by {limits}; {shim}")
+            }
         }
     }
 
@@ -233,7 +239,7 @@ impl Sandbox {
         dir: &JobDir,
         command: &[OsString],
     ) -> std::io::Result<Vec<OsString>> {
-        let exe = std::env::current_exe()?;
+        let exe = self.shim.path.as_path();
         let checkout = dir.repo();
         let checkout = checkout.as_path();
         let extra: Vec<PathBuf> = self.settings.extra_writable_dirs.clone();
@@ -386,7 +392,7 @@ impl Sandbox {
             }
         }
         argv.push(crate::shim::INIT_ARG.into());
-        argv.push(serde_json::to_string(&spec).expect("init spec").into());
+        argv.extend(spec.to_args());
         argv.push("--".into());
         argv.extend(command.iter().cloned());
         Ok(argv)
@@ -594,20 +600,6 @@ mod tests {
     #[test]
     fn cgroup_names_keep_only_safe_characters() {
         assert_eq!(sanitize("w-1/../x y.z"), "w-1_.._x_y.z");
-    }
-
-    #[test]
-    fn the_init_spec_round_trips() {
-        let spec = InitSpec {
-            uid: Some(10001),
-            gid: Some(10001),
-            max_file_bytes: Some(5),
-            max_address_space: None,
-            max_processes: Some(3),
-            writable: vec!["/job".into()],
-        };
-        let text = serde_json::to_string(&spec).unwrap();
-        assert_eq!(serde_json::from_str::<InitSpec>(&text).unwrap(), spec);
     }
 
     #[test]

@@ -1,0 +1,362 @@
+//! The two small programs between a jobq worker and its job's command. The worker starts
+//! them from the small `jobq-job-shim` executable beside its own (or, when that is not
+//! installed, from its own executable, which calls [`run`] first thing in `main`); the first
+//! argument names the role:
+//!
+//! - **The job shim** (`__jobq-job-shim <worker-pid> <cgroup-files> -- <command...>`, outside
+//!   the sandbox) leads the job's process group, joins the job's cgroup (the `cgroup.procs`
+//!   files joined with `:`) before anything of the job exists, and asks the kernel for
+//!   SIGTERM when its parent (the worker) dies; on that signal it kills the whole group, and
+//!   with it the sandbox. So a worker killed with SIGKILL takes its jobs with it, and a job
+//!   never keeps running beside the attempt that replaces it.
+//! - **The job init** (`__jobq-job-init <spec...> -- <command...>`, inside the sandbox) sets
+//!   the resource limits, becomes the job's user (a root worker), confines writes with
+//!   Landlock as a second layer, and executes the command in its own place. Its spec is the
+//!   flags of [`InitSpec::to_args`].
+//!
+//! Both are started for every job, so this crate has no async runtime and no serialisation
+//! library: an exec of it costs a fraction of one of the worker's own executable.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{SigSet, Signal, killpg, raise};
+use nix::unistd::{getpgrp, getppid};
+
+/// The first argument that starts the shim.
+pub const SHIM_ARG: &str = "__jobq-job-shim";
+/// The first argument that starts the job init.
+pub const INIT_ARG: &str = "__jobq-job-init";
+/// The file name of this crate's executable, which a worker looks for beside its own.
+pub const EXECUTABLE: &str = "jobq-job-shim";
+
+/// Runs the role `args[0]` names (the program name not included) and returns its exit code;
+/// `None` when `args[0]` names no role. The init returns only when it could not start the
+/// command.
+pub fn run(args: &[OsString]) -> Option<i32> {
+    let role = args.first()?;
+    if role == SHIM_ARG {
+        Some(shim(&args[1..]))
+    } else if role == INIT_ARG {
+        Some(init(&args[1..]))
+    } else {
+        None
+    }
+}
+
+/// What the job init applies inside the sandbox before it runs the command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitSpec {
+    /// Switch to this user and group (a root worker); `None` keeps the mapped user.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// `RLIMIT_FSIZE`: the largest file the job may write, bytes.
+    pub max_file_bytes: Option<u64>,
+    /// `RLIMIT_AS` per process when no cgroup caps the job's memory, bytes.
+    pub max_address_space: Option<u64>,
+    /// `RLIMIT_NPROC` when no cgroup caps the job's processes.
+    pub max_processes: Option<u64>,
+    /// Landlock: the only folders the job may write below (plus `/dev`).
+    pub writable: Vec<PathBuf>,
+}
+
+impl InitSpec {
+    /// The spec as the init's arguments (before its `--`): `--uid N`, `--gid N`, `--fsize N`,
+    /// `--as N`, `--nproc N` when set, and `--write PATH` per writable folder.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let numbers = [
+            ("--uid", self.uid.map(u64::from)),
+            ("--gid", self.gid.map(u64::from)),
+            ("--fsize", self.max_file_bytes),
+            ("--as", self.max_address_space),
+            ("--nproc", self.max_processes),
+        ];
+        for (flag, value) in numbers {
+            if let Some(value) = value {
+                args.push(flag.into());
+                args.push(value.to_string().into());
+            }
+        }
+        for dir in &self.writable {
+            args.push("--write".into());
+            args.push(dir.into());
+        }
+        args
+    }
+
+    /// Reads the flags of [`InitSpec::to_args`]; any other argument is an error.
+    pub fn parse(args: &[OsString]) -> Result<InitSpec, String> {
+        let mut spec = InitSpec::default();
+        let mut rest = args.iter();
+        while let Some(flag) = rest.next() {
+            let value = rest
+                .next()
+                .ok_or_else(|| format!("{} without a value", flag.to_string_lossy()))?;
+            let number = || -> Result<u64, String> {
+                value
+                    .to_str()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| format!("{}: not a number", flag.to_string_lossy()))
+            };
+            let id = || -> Result<u32, String> {
+                u32::try_from(number()?)
+                    .map_err(|_| format!("{}: too large", flag.to_string_lossy()))
+            };
+            match flag.as_bytes() {
+                b"--uid" => spec.uid = Some(id()?),
+                b"--gid" => spec.gid = Some(id()?),
+                b"--fsize" => spec.max_file_bytes = Some(number()?),
+                b"--as" => spec.max_address_space = Some(number()?),
+                b"--nproc" => spec.max_processes = Some(number()?),
+                b"--write" => spec.writable.push(PathBuf::from(value)),
+                _ => return Err(format!("unknown flag {}", flag.to_string_lossy())),
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// Whether this kernel can confine writes (Landlock), for the worker to report at start.
+pub fn confinement_available() -> bool {
+    use landlock::{ABI, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr};
+    Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::from_write(ABI::V1))
+        .and_then(|r| r.create())
+        .is_ok()
+}
+
+/// Restricts every write of this process and its children to below `dirs` (and `/dev`, for
+/// `/dev/null` and terminals). Where the kernel lacks Landlock this does nothing.
+fn confine_writes(dirs: &[&Path]) -> Result<(), landlock::RulesetError> {
+    use landlock::{ABI, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr};
+    // Best effort: on an older kernel the newest rights it knows are enforced.
+    let abi = ABI::V5;
+    let writes = AccessFs::from_write(abi);
+    let allowed = dirs.iter().copied().chain([Path::new("/dev")]);
+    Ruleset::default()
+        .handle_access(writes)?
+        .create()?
+        .add_rules(landlock::path_beneath_rules(allowed, writes))?
+        .restrict_self()?;
+    Ok(())
+}
+
+/// The init's spec flags and the command after the `--` that ends them. The spec is flags
+/// with a value each, so a `--` in a value (a folder's name) is never taken for the end.
+fn split_spec(args: &[OsString]) -> Option<(&[OsString], &[OsString])> {
+    let mut at = 0;
+    while at < args.len() {
+        if args[at] == OsStr::new("--") {
+            return Some((&args[..at], &args[at + 1..]));
+        }
+        at += 2;
+    }
+    None
+}
+
+fn shim(args: &[OsString]) -> i32 {
+    let (Some(parent), Some(cgroups), Some(sep), Some(program)) =
+        (args.first(), args.get(1), args.get(2), args.get(3))
+    else {
+        eprintln!("jobq job shim: usage: {SHIM_ARG} <worker-pid> <cgroup-files> -- <command...>");
+        return 125;
+    };
+    if sep != "--" {
+        eprintln!("jobq job shim: expected -- before the command");
+        return 125;
+    }
+    // SIGTERM (the parent-death signal, or the worker's stop) and SIGCHLD (the command
+    // ended) are taken with sigwait from here on: blocked, they wait until asked for, so none
+    // is missed between the spawn and the wait. The command starts with an empty mask
+    // (`std::process::Command` resets it in the child).
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGCHLD);
+    if signals.thread_block().is_err() {
+        eprintln!("jobq job shim: cannot block signals");
+        return 125;
+    }
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).is_err() {
+        eprintln!("jobq job shim: cannot ask for the parent-death signal");
+        return 125;
+    }
+    // The worker may have died before the request above took effect.
+    if parent.to_str().and_then(|p| p.parse::<i32>().ok()) != Some(getppid().as_raw()) {
+        return 125;
+    }
+    // The usual umask, whatever the worker's: folders bwrap makes in the sandbox's root (its
+    // `/etc`, the parents of bound folders) must be traversable by the job's user.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    // Join the job's cgroup while this is the job's only process: all it starts inherits it.
+    for file in std::env::split_paths(cgroups).filter(|p| !p.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::write(&file, std::process::id().to_string()) {
+            eprintln!("jobq job shim: cannot join {}: {e}", file.display());
+            return 125;
+        }
+    }
+    let mut child = match std::process::Command::new(program).args(&args[4..]).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "jobq job shim: cannot start {}: {e}",
+                program.to_string_lossy()
+            );
+            return 127;
+        }
+    };
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGCHLD) => match child.try_wait() {
+                Ok(Some(status)) => return exit_like(status),
+                Ok(None) => continue,
+                Err(_) => return 125,
+            },
+            Ok(_) => {
+                // The worker died or asked us to stop: nothing of the job may outlive it.
+                let _ = killpg(getpgrp(), Signal::SIGKILL);
+                return 128 + Signal::SIGTERM as i32;
+            }
+            Err(_) => return 125,
+        }
+    }
+}
+
+/// The shim's own exit mirrors the command's: the same code, or death by the same signal.
+fn exit_like(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        return code;
+    }
+    let signal = status.signal().unwrap_or(Signal::SIGKILL as i32);
+    // SIGTERM is blocked here (raising it would not end the shim): that one is an exit code.
+    if let Ok(sig) = Signal::try_from(signal)
+        && sig != Signal::SIGTERM
+    {
+        let _ = raise(sig);
+    }
+    128 + signal
+}
+
+/// The job init: limits, user, Landlock, then `exec` of the command (it keeps this PID).
+fn init(args: &[OsString]) -> i32 {
+    use std::os::unix::process::CommandExt;
+
+    let Some((spec, command)) = split_spec(args) else {
+        eprintln!("jobq job init: usage: {INIT_ARG} <spec...> -- <command...>");
+        return 125;
+    };
+    let Some(program) = command.first() else {
+        eprintln!("jobq job init: no command after --");
+        return 125;
+    };
+    let spec = match InitSpec::parse(spec) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("jobq job init: unreadable spec: {e}");
+            return 125;
+        }
+    };
+    if let Err(e) = apply(&spec) {
+        eprintln!("jobq job init: {e}");
+        return 125;
+    }
+    let e = std::process::Command::new(program)
+        .args(&command[1..])
+        .exec();
+    eprintln!(
+        "jobq job init: cannot start {}: {e}",
+        program.to_string_lossy()
+    );
+    127
+}
+
+/// Everything the init does to itself before the job's command replaces it.
+fn apply(spec: &InitSpec) -> Result<(), String> {
+    use nix::sys::resource::{Resource, setrlimit};
+    use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+
+    let limit = |resource: Resource, value: u64, what: &str| {
+        setrlimit(resource, value, value).map_err(|e| format!("cannot limit {what}: {e}"))
+    };
+    limit(Resource::RLIMIT_CORE, 0, "core dumps")?;
+    if let Some(bytes) = spec.max_file_bytes {
+        limit(Resource::RLIMIT_FSIZE, bytes, "file size")?;
+    }
+    if let Some(bytes) = spec.max_address_space {
+        limit(Resource::RLIMIT_AS, bytes, "memory")?;
+    }
+    if let Some(count) = spec.max_processes {
+        limit(Resource::RLIMIT_NPROC, count, "processes")?;
+    }
+    match (spec.uid, spec.gid) {
+        (Some(uid), Some(gid)) => {
+            let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+            setgroups(&[]).map_err(|e| format!("cannot drop groups: {e}"))?;
+            setresgid(gid, gid, gid).map_err(|e| format!("cannot become group {gid}: {e}"))?;
+            setresuid(uid, uid, uid).map_err(|e| format!("cannot become user {uid}: {e}"))?;
+            // Leaving root clears every capability; make sure there is no way back.
+            if nix::unistd::getuid() != uid
+                || nix::unistd::geteuid() != uid
+                || setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok()
+            {
+                return Err("the job's user could become root again".into());
+            }
+        }
+        (None, None) => {}
+        _ => return Err("a user without a group, or a group without a user".into()),
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?;
+    let dirs: Vec<&Path> = spec.writable.iter().map(|p| p.as_path()).collect();
+    confine_writes(&dirs).map_err(|e| format!("cannot confine the job's writes: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_init_spec_round_trips_through_its_arguments() {
+        let spec = InitSpec {
+            uid: Some(10001),
+            gid: Some(10001),
+            max_file_bytes: Some(5),
+            max_address_space: None,
+            max_processes: Some(3),
+            writable: vec!["/job".into(), "/a dir/with -- in it".into()],
+        };
+        assert_eq!(InitSpec::parse(&spec.to_args()), Ok(spec.clone()));
+        assert_eq!(InitSpec::parse(&[]), Ok(InitSpec::default()));
+        let mut args = InitSpec {
+            writable: vec!["--".into()],
+            ..spec
+        }
+        .to_args();
+        args.extend(["--".into(), "npm".into()]);
+        let (flags, command) = split_spec(&args).unwrap();
+        assert_eq!(
+            InitSpec::parse(flags).unwrap().writable,
+            [PathBuf::from("--")]
+        );
+        assert_eq!(command, [OsString::from("npm")]);
+    }
+
+    #[test]
+    fn an_init_spec_with_an_unknown_or_bad_flag_is_refused() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(InitSpec::parse(&args(&["--root", "1"])).is_err());
+        assert!(InitSpec::parse(&args(&["--uid"])).is_err());
+        assert!(InitSpec::parse(&args(&["--uid", "-1"])).is_err());
+        assert!(InitSpec::parse(&args(&["--uid", "4294967296"])).is_err());
+        assert!(InitSpec::parse(&args(&["--fsize", "1e3"])).is_err());
+    }
+
+    #[test]
+    fn no_role_is_no_run() {
+        assert_eq!(run(&[]), None);
+        assert_eq!(run(&["standalone".into()]), None);
+    }
+}
