@@ -221,7 +221,11 @@ impl ScalingPolicy for DeadlinePolicy {
             return self.queueing.desired(input);
         };
         let o = input.observation;
-        let rest_waiting = backlog.waiting.iter().filter(|w| w.deadline.is_none()).count();
+        let rest_waiting = backlog
+            .waiting
+            .iter()
+            .filter(|w| w.deadline.is_none())
+            .count();
         let deadline_waiting = backlog.waiting.len() - rest_waiting;
         let rest = Observation {
             avg_rate_of_arrival: o.avg_rate_of_arrival * (1.0 - backlog.deadline_share),
