@@ -1427,6 +1427,18 @@ pub async fn the_planner_reads_waiting_jobs_in_the_order_slots_take_them<S: Test
     assert_eq!((first_ten.len(), total), (10, 11));
     let (all, total) = JobPlanning::waiting_in_order(s, 100).await.unwrap();
     assert_eq!((all.len(), total), (11, 11));
+    // Read light: no args, config or history (a config may be 512 KB), the rest intact.
+    assert!(
+        all.iter()
+            .all(|j| j.spec.args.is_empty() && j.spec.config.is_empty())
+    );
+    let stored = s.get(&all[0].id).await.unwrap().unwrap();
+    assert!(
+        !stored.spec.config.is_empty(),
+        "the stored job keeps its config"
+    );
+    assert_eq!(all[0].schedule, stored.schedule);
+    assert_eq!(all[0].spec.url, stored.spec.url);
     // Exactly the keys' order, which is the order claims take them in.
     let mut keys: Vec<_> = all.iter().map(crate::plan::OrderKey::of).collect();
     let listed = keys.clone();

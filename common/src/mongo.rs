@@ -33,7 +33,10 @@ struct JobDoc {
     id: String,
     owner: String,
     url: String,
+    // Left out of the planner's read (`JobRecords::ordered`).
+    #[serde(default)]
     args: String,
+    #[serde(default)]
     config: String,
     status: JobStatus,
     attempt: i64,
@@ -565,6 +568,7 @@ impl JobRecords for MongoJobStore {
             .jobs
             .find(filter(guard))
             .sort(scheduling_order())
+            .projection(doc! {"args": 0, "config": 0, "attempts": 0})
             .limit(limit.min(i64::MAX as u64) as i64)
             .await
             .map_err(|e| db_error("jobs in order", e))?

@@ -65,7 +65,9 @@ pub trait JobRecords: Send + Sync {
     /// [`apply`]: JobRecords::apply
     async fn first(&self, guard: &Guard) -> PortResult<Option<Job>>;
 
-    /// Up to `limit` jobs that meet `guard`, in the scheduling order of [`first`].
+    /// Up to `limit` jobs that meet `guard`, in the scheduling order of [`first`], read
+    /// without their args, config and attempt history (left empty): the planner reads
+    /// thousands each period and needs none of them, and a config may be 512 KB.
     ///
     /// [`first`]: JobRecords::first
     async fn ordered(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>>;
@@ -242,7 +244,8 @@ pub trait JobRecovery: Send + Sync {
 /// free slot takes them, the running ones, and the deadline flag.
 #[async_trait]
 pub trait JobPlanning: Send + Sync {
-    /// Up to `limit` queued jobs in scheduling order (ready or not), and how many are queued.
+    /// Up to `limit` queued jobs in scheduling order (ready or not), without their args,
+    /// config and attempt history, and how many are queued.
     async fn waiting_in_order(&self, limit: u64) -> PortResult<(Vec<Job>, u64)>;
 
     /// Up to `limit` running jobs.

@@ -27,6 +27,13 @@ const COLUMNS: &str = "id, owner, url, args, config, status, attempt, lease_owne
     priority, not_before_ms, retries, expires_ms, max_running, fair_tag, retry_at_ms, quota_slot, \
     deadline_ms, expected_secs, deadline_at_risk";
 
+/// [`COLUMNS`] without the args, config and attempt history (`JobRecords::ordered`).
+fn planning_columns() -> String {
+    COLUMNS
+        .replace("args, config,", "'' AS args, '' AS config,")
+        .replace("attempts,", "'[]' AS attempts,")
+}
+
 /// The scheduling order of waiting jobs (`JobRecords::first`).
 const SCHEDULING_ORDER: &str = "priority DESC, deadline_ms, fair_tag, created_ms, id";
 
@@ -143,9 +150,11 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Up to `limit` jobs that meet `guard`, `order` (an `ORDER BY` clause, or empty) applied.
+    /// Up to `limit` jobs that meet `guard`, `order` (an `ORDER BY` clause, or empty) applied,
+    /// reading `columns` ([`COLUMNS`] or a variant in its order).
     async fn jobs_where(
         &self,
+        columns: &str,
         guard: &Guard,
         order: &str,
         limit: u64,
@@ -155,7 +164,7 @@ impl SqliteStore {
         let condition = condition(guard, &mut args);
         args.push((limit.min(i64::MAX as u64) as i64).into());
         let sql = format!(
-            "SELECT {COLUMNS} FROM jobs WHERE {condition} {order} LIMIT ?{}",
+            "SELECT {columns} FROM jobs WHERE {condition} {order} LIMIT ?{}",
             args.len()
         );
         self.with(
@@ -565,7 +574,8 @@ impl JobRecords for SqliteStore {
     }
 
     async fn select(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>> {
-        self.jobs_where(guard, "", limit, "find jobs").await
+        self.jobs_where(COLUMNS, guard, "", limit, "find jobs")
+            .await
     }
 
     async fn first(&self, guard: &Guard) -> PortResult<Option<Job>> {
@@ -586,7 +596,8 @@ impl JobRecords for SqliteStore {
 
     async fn ordered(&self, guard: &Guard, limit: u64) -> PortResult<Vec<Job>> {
         let order = format!("ORDER BY {SCHEDULING_ORDER}");
-        self.jobs_where(guard, &order, limit, "jobs in order").await
+        self.jobs_where(&planning_columns(), guard, &order, limit, "jobs in order")
+            .await
     }
 
     async fn set_deadline_flag(&self, id: &JobId, at_risk: bool) -> PortResult<Option<Job>> {
