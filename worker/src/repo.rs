@@ -210,20 +210,14 @@ fn clone_mirror(
 /// `executor::chown_tree`). Whatever the job does to its copy, the tree stays as prepared.
 fn copy_checkout(tree: &Path, dest: &Path, link_objects: bool) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let objects = Path::new(".git").join("objects");
+    // The tree's objects as copied: compared component by component (`Path::starts_with`).
+    let objects = dest.join(".git").join("objects");
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent)?;
     }
     for entry in walkdir::WalkDir::new(tree) {
         let entry = entry.map_err(std::io::Error::other)?;
-        let relative = entry
-            .path()
-            .strip_prefix(tree)
-            .map_err(std::io::Error::other)?;
-        let to = match relative.as_os_str().is_empty() {
-            true => dest.to_path_buf(),
-            false => dest.join(relative),
-        };
+        let to = crate::sandbox::copy_destination(&entry, tree, dest)?;
         let kind = entry.file_type();
         if kind.is_dir() {
             std::fs::create_dir(&to)?;
@@ -236,7 +230,7 @@ fn copy_checkout(tree: &Path, dest: &Path, link_objects: bool) -> std::io::Resul
         } else if kind.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &to)?;
         } else if kind.is_file() {
-            if link_objects && relative.starts_with(&objects) {
+            if link_objects && to.starts_with(&objects) {
                 std::fs::hard_link(entry.path(), &to)?;
             } else {
                 std::fs::copy(entry.path(), &to)?;

@@ -487,6 +487,23 @@ fn etc_view(work_dir: &Path, job_uid: u32, root: bool) -> std::io::Result<tempfi
     Ok(view)
 }
 
+/// Where a tree walk's `entry` below `source` goes below `dest`: the root itself is `dest`,
+/// not `dest/` (a file would be taken for a folder).
+pub(crate) fn copy_destination(
+    entry: &walkdir::DirEntry,
+    source: &Path,
+    dest: &Path,
+) -> std::io::Result<PathBuf> {
+    let relative = entry
+        .path()
+        .strip_prefix(source)
+        .map_err(std::io::Error::other)?;
+    Ok(match relative.as_os_str().is_empty() {
+        true => dest.to_path_buf(),
+        false => dest.join(relative),
+    })
+}
+
 /// Copies a file or a folder tree; links are copied as links, never followed. Only what
 /// anybody on the host may read is copied (`/etc/ssl/private` is not).
 fn copy_tree(source: &Path, dest: &Path) -> std::io::Result<()> {
@@ -506,15 +523,7 @@ fn copy_tree(source: &Path, dest: &Path) -> std::io::Result<()> {
         .filter_entry(public)
     {
         let entry = entry.map_err(std::io::Error::other)?;
-        let relative = entry
-            .path()
-            .strip_prefix(source)
-            .map_err(std::io::Error::other)?;
-        // The root itself: `dest`, not `dest/` (a file would be taken for a folder).
-        let to = match relative.as_os_str().is_empty() {
-            true => dest.to_path_buf(),
-            false => dest.join(relative),
-        };
+        let to = copy_destination(&entry, source, dest)?;
         let kind = entry.file_type();
         if kind.is_dir() {
             std::fs::create_dir_all(&to)?;

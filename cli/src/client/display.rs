@@ -264,6 +264,21 @@ fn attempt_line(a: &AttemptView) -> String {
     line
 }
 
+/// A queued job's view as the API answers it, with `extra` fields set (unit tests).
+#[cfg(test)]
+pub(crate) fn view_for_tests(extra: serde_json::Value) -> JobView {
+    let mut job = serde_json::json!({
+        "id": "j1", "owner": "alice", "status": "queued", "attempt": 1,
+        "createdAt": "2026-12-01T10:00:00Z", "startedAt": null, "finishedAt": null,
+        "exitCode": null, "elapsedMs": null, "outputFiles": [], "failure": null,
+        "url": "https://example.com/x.git", "args": ""
+    });
+    job.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    serde_json::from_value(job).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,18 +291,7 @@ mod tests {
         assert_eq!(duration(Duration::from_secs(7_620)), "2h07m");
     }
 
-    fn view(extra: serde_json::Value) -> JobView {
-        let mut job = serde_json::json!({
-            "id": "j1", "owner": "alice", "status": "queued", "attempt": 1,
-            "createdAt": "2026-12-01T10:00:00Z", "startedAt": null, "finishedAt": null,
-            "exitCode": null, "elapsedMs": null, "outputFiles": [], "failure": null,
-            "url": "https://example.com/x.git", "args": ""
-        });
-        job.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        serde_json::from_value(job).unwrap()
-    }
+    use super::view_for_tests as view;
 
     #[test]
     fn details_leave_out_scheduling_fields_that_were_not_asked_for() {

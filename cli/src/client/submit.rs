@@ -483,18 +483,7 @@ mod tests {
         assert!(body.get("deadline").is_none() && body.get("expectedDurationSecs").is_none());
     }
 
-    fn answer(extra: serde_json::Value) -> JobView {
-        let mut job = serde_json::json!({
-            "id": "j1", "owner": "alice", "status": "queued", "attempt": 1,
-            "createdAt": "2026-12-01T10:00:00Z", "startedAt": null, "finishedAt": null,
-            "exitCode": null, "elapsedMs": null, "outputFiles": [], "failure": null,
-            "url": "https://example.com/x.git", "args": ""
-        });
-        job.as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        serde_json::from_value(job).unwrap()
-    }
+    use crate::client::display::view_for_tests as answer;
 
     #[test]
     fn the_submit_line_gives_the_estimates_or_says_there_are_none() {
