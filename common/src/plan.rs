@@ -458,27 +458,57 @@ pub struct Plan {
 
 impl Plan {
     /// When a waiting job that this plan did not place, with `key` and ready at `ready_ms`
-    /// (not before `now_ms`), would start: the earliest of the starts of the planned jobs it
-    /// goes before (it takes the first such slot it is ready for; a slot due by now is one it
-    /// takes now if it is ready now), a slot left idle while it is ready, and the tail.
-    /// `None` when the plan has no slot.
+    /// (not before `now_ms`), would start ([`earliest_start`]).
     fn start_of_new(&self, key: &OrderKey, ready_ms: i64, now_ms: i64) -> Option<i64> {
         let behind = self
             .entries
             .iter()
             .filter(|e| !e.running && e.key > *key)
             .filter_map(|e| e.start_ms)
-            .filter_map(|s| match s >= ready_ms {
-                true => Some(s),
-                false => (ready_ms <= now_ms).then_some(ready_ms),
-            });
-        let idle = self
-            .idle_ms
-            .iter()
-            .filter(|(_, until)| *until > ready_ms)
-            .map(|(from, _)| (*from).max(ready_ms));
-        behind.chain(idle).chain(self.tail_ms).min()
+            .map(|s| s as f64);
+        let idle = self.idle_ms.iter().map(|&(f, u)| (f as f64, u as f64));
+        let tail = self.tail_ms.map(|t| t as f64);
+        earliest_start(behind, idle, tail, ready_ms as f64, now_ms as f64).map(|t| t as i64)
     }
+}
+
+/// When a waiting job that a plan did not place would start, ready at `ready` (not before
+/// `now`): the earliest of the starts of the planned jobs it goes before (`behind`: it takes
+/// the first such slot it is ready for; a slot due by now is one it takes now if it is ready
+/// now), a slot the plan leaves idle (`idle`, `(from, until)`) while it is ready, and the
+/// plan's `tail`. `None` when there is none of these (the plan has no slot).
+pub fn earliest_start(
+    behind: impl IntoIterator<Item = f64>,
+    idle: impl IntoIterator<Item = (f64, f64)>,
+    tail: Option<f64>,
+    ready: f64,
+    now: f64,
+) -> Option<f64> {
+    let behind = behind.into_iter().filter_map(|s| match s >= ready {
+        true => Some(s),
+        false => (ready <= now).then_some(ready),
+    });
+    let idle = idle
+        .into_iter()
+        .filter(|&(_, until)| until > ready)
+        .map(|(from, _)| from.max(ready));
+    behind.chain(idle).chain(tail).reduce(f64::min)
+}
+
+/// A timeline's `tail` pushed back by `unplanned` more waiting jobs, each of the planned
+/// ones' mean expected time (`default_secs` when none was planned), sharing `slots` slots.
+pub fn extend_tail(
+    tail: f64,
+    unplanned: u64,
+    waiting: &[Waiting],
+    slots: usize,
+    default_secs: f64,
+) -> f64 {
+    let mean = match waiting.len() {
+        0 => default_secs,
+        n => waiting.iter().map(|w| w.secs).sum::<f64>() / n as f64,
+    };
+    tail + unplanned as f64 * mean / slots.max(1) as f64
 }
 
 /// A job's estimates.

@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use jobq_common::domain::{Job, JobEvent, JobId, JobStatus, unix_ms};
 use jobq_common::plan::{
-    ArrivalMix, Backlog, Fleet, OrderKey, Plan, PlanEntry, ServiceTimes, Waiting, list_schedule,
+    ArrivalMix, Backlog, Fleet, OrderKey, Plan, PlanEntry, ServiceTimes, Waiting, extend_tail,
+    list_schedule,
 };
 use jobq_common::settings::ObserverSettings;
 
@@ -184,12 +185,13 @@ impl Planner {
         }));
         // Jobs past the planned ones share the slots after the last planned start.
         let unplanned = queued.saturating_sub(waiting.len() as u64);
-        let mean = if backlog.waiting.is_empty() {
-            self.default_secs
-        } else {
-            backlog.waiting.iter().map(|w| w.secs).sum::<f64>() / backlog.waiting.len() as f64
-        };
-        let tail = tail + unplanned as f64 * mean / slots.len().max(1) as f64;
+        let tail = extend_tail(
+            tail,
+            unplanned,
+            &backlog.waiting,
+            slots.len(),
+            self.default_secs,
+        );
         Plan {
             at_ms: now_ms,
             workers,

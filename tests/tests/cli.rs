@@ -25,15 +25,12 @@ fn text(out: &Output) -> String {
     )
 }
 
-#[tokio::test]
-async fn login_submit_wait_status_logs_results_and_cancel() {
-    let options = StackOptions {
-        backend: Backend::Standalone,
-        ..StackOptions::default()
-    };
-    let Some(stack) = Stack::start(options).await else {
-        return;
-    };
+/// A standalone stack, a git server holding the example job (kept for the test's length),
+/// an empty home for the client's settings, and the job's URL.
+async fn with_hello_job(
+    options: StackOptions,
+) -> Option<(Stack, GitServer, std::path::PathBuf, String)> {
+    let stack = Stack::start(options).await?;
     let git = GitServer::start();
     let home = stack.dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -48,6 +45,18 @@ async fn login_submit_wait_status_logs_results_and_cancel() {
         "hello-job",
         &[("package.json", &package), ("index.js", &hello)],
     );
+    Some((stack, git, home, url))
+}
+
+#[tokio::test]
+async fn login_submit_wait_status_logs_results_and_cancel() {
+    let options = StackOptions {
+        backend: Backend::Standalone,
+        ..StackOptions::default()
+    };
+    let Some((stack, git, home, url)) = with_hello_job(options).await else {
+        return;
+    };
 
     let out = jobq(&stack, &home, &["status"]);
     assert_eq!(out.status.code(), Some(4), "not logged in: {}", text(&out));
@@ -112,6 +121,7 @@ async fn login_submit_wait_status_logs_results_and_cancel() {
     assert_eq!(summary["names"], json!(["Ada", "Linus"]));
 
     // A job that exits 3 makes `submit --wait` exit 1 and say why.
+    let package = jobq_tests::package("node index.js");
     let failing = git.repo(
         "exit3",
         &[
@@ -184,28 +194,9 @@ async fn submit_with_a_deadline_prints_the_estimates_and_status_shows_them_and_t
         slots: 1,
         ..StackOptions::default()
     };
-    let Some(stack) = Stack::start(options).await else {
+    let Some((stack, _git, home, url)) = with_hello_job(options).await else {
         return;
     };
-    let git = GitServer::start();
-    let home = stack.dir.join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let crate_dir = std::env::var("CARGO_MANIFEST_DIR")
-        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
-    let example = std::path::Path::new(&crate_dir).join("../examples/hello-job");
-    let url = git.repo(
-        "hello-job",
-        &[
-            (
-                "package.json",
-                &std::fs::read_to_string(example.join("package.json")).unwrap(),
-            ),
-            (
-                "index.js",
-                &std::fs::read_to_string(example.join("index.js")).unwrap(),
-            ),
-        ],
-    );
     let out = jobq(
         &stack,
         &home,

@@ -36,7 +36,9 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Instant;
 
 use jobq_common::domain::{JobStatus, Observation};
-use jobq_common::plan::{ArrivalMix, Backlog, Fleet, ServiceTimes, Waiting, forecast};
+use jobq_common::plan::{
+    ArrivalMix, Backlog, Fleet, ServiceTimes, Waiting, earliest_start, extend_tail, list_schedule,
+};
 
 use crate::policy::{
     DeadlinePolicy, Governor, LagPolicy, PolicyInput, QueueingPolicy, ScalingPolicy, SeedPolicy,
@@ -506,7 +508,7 @@ const STARTED: u8 = 2;
 
 /// A period's plan as the frontend reads it: the planned waiting jobs' order keys and
 /// predicted starts, in order, and when a job after them would start.
-type LastPlan = (Vec<((u64, u64), f64)>, f64);
+type LastPlan = (Vec<((u64, u64), f64)>, f64, Vec<(f64, f64)>);
 
 /// The state of one run.
 struct Sim<'a> {
@@ -668,16 +670,20 @@ impl<'a> Sim<'a> {
     }
 
     /// The start the frontend would answer for `job` arriving at `t`, from the last plan
-    /// ([`jobq_common::plan::Plan::estimate`]): the start of the first planned job it goes
-    /// before, else the plan's tail; never before now or its arrival.
+    /// ([`jobq_common::plan::Plan::estimate`], through the same [`earliest_start`]): the
+    /// earliest slot among those of the planned jobs it goes before, the plan's idle ones
+    /// and its tail; never before now or its arrival.
     fn estimate(&self, job: u64, t: f64) -> f64 {
-        let Some((entries, tail)) = &self.last_plan else {
+        let Some((entries, tail, idle)) = &self.last_plan else {
             return f64::NAN;
         };
         let key = self.order_key(job);
         let at = entries.partition_point(|(k, _)| *k <= key);
-        let start = entries.get(at).map_or(*tail, |(_, s)| *s);
-        start.max(t).max(self.trace[job as usize].0)
+        let arrival = self.trace[job as usize].0;
+        let behind = entries[at..].iter().map(|(_, s)| *s);
+        let start = earliest_start(behind, idle.iter().copied(), Some(*tail), arrival, t)
+            .unwrap_or(f64::INFINITY);
+        start.max(t).max(arrival)
     }
 
     /// The backlog the observer's planner would read now ([`crate::planner::Planner`]):
@@ -725,19 +731,20 @@ impl<'a> Sim<'a> {
     /// The plan for a fleet of `workers`, as the observer makes it after its decision.
     fn plan(&mut self, backlog: &Backlog, keys: Vec<(u64, u64)>, unplanned: u64, workers: u32) {
         let slots = backlog.fleet.slots(workers);
-        let (forecasts, tail) = forecast(&slots, &backlog.waiting);
-        let mean = if backlog.waiting.is_empty() {
-            self.config.target_wait_secs
-        } else {
-            backlog.waiting.iter().map(|w| w.secs).sum::<f64>() / backlog.waiting.len() as f64
-        };
-        let tail = tail + unplanned as f64 * mean / slots.len().max(1) as f64;
+        let timeline = list_schedule(&slots, &backlog.waiting);
+        let tail = extend_tail(
+            timeline.tail,
+            unplanned,
+            &backlog.waiting,
+            slots.len(),
+            self.config.target_wait_secs,
+        );
         let entries = keys
             .into_iter()
-            .zip(forecasts)
+            .zip(timeline.forecasts)
             .map(|(k, f)| (k, f.start))
             .collect();
-        self.last_plan = Some((entries, tail));
+        self.last_plan = Some((entries, tail, timeline.idle));
     }
 
     /// `w` stored a message's offset (its job claimed or skipped); it reaches the lag at the
