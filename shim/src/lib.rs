@@ -8,7 +8,9 @@
 //!   files joined with `:`) before anything of the job exists, and asks the kernel for
 //!   SIGTERM when its parent (the worker) dies; on that signal it kills the whole group, and
 //!   with it the sandbox. So a worker killed with SIGKILL takes its jobs with it, and a job
-//!   never keeps running beside the attempt that replaces it.
+//!   never keeps running beside the attempt that replaces it. With [`COMMAND_ON_STDIN`] in
+//!   place of `-- <command...>` it joins the cgroup first and then waits for its folder and
+//!   command on stdin: a worker starts it so while the job's checkout is still being made.
 //! - **The job init** (`__jobq-job-init <spec...> -- <command...>`, inside the sandbox) sets
 //!   the resource limits, becomes the job's user (a root worker), confines writes with
 //!   Landlock as a second layer, and executes the command in its own place. Its spec is the
@@ -30,6 +32,58 @@ pub const SHIM_ARG: &str = "__jobq-job-shim";
 pub const INIT_ARG: &str = "__jobq-job-init";
 /// The file name of this crate's executable, which a worker looks for beside its own.
 pub const EXECUTABLE: &str = "jobq-job-shim";
+/// In place of `-- <command...>`: the shim joins the job's cgroups first, then reads its
+/// folder and command from stdin ([`encode_command`]) and starts it with stdin from
+/// `/dev/null`. A worker starts the shim so before the job's checkout is ready: joining a
+/// cgroup v1 waits for an RCU grace period (5–20 ms here), which then passes while the
+/// checkout is copied instead of before the job's command.
+pub const COMMAND_ON_STDIN: &str = "--command-on-stdin";
+
+/// The message a worker writes to a shim started with [`COMMAND_ON_STDIN`]: the number of
+/// the command's arguments, the folder to start it in, then the program and its arguments,
+/// each ended by a NUL byte. An argument holding a NUL byte cannot be sent (nor passed to
+/// `exec`).
+pub fn encode_command(dir: &Path, command: &[OsString]) -> Result<Vec<u8>, String> {
+    if command.is_empty() {
+        return Err("no command".into());
+    }
+    let count = command.len().to_string();
+    let fields = [OsStr::new(&count), dir.as_os_str()]
+        .into_iter()
+        .chain(command.iter().map(OsString::as_os_str));
+    let mut message = Vec::new();
+    for field in fields {
+        if field.as_bytes().contains(&0) {
+            return Err(format!("a NUL byte in {:?}", field.to_string_lossy()));
+        }
+        message.extend_from_slice(field.as_bytes());
+        message.push(0);
+    }
+    Ok(message)
+}
+
+/// Reads [`encode_command`]'s message; anything short of a whole one (a worker that died
+/// while writing it) is an error, never a shorter command.
+pub fn decode_command(message: &[u8]) -> Result<(PathBuf, Vec<OsString>), String> {
+    let Some(body) = message.strip_suffix(&[0]) else {
+        return Err("the command message is cut short".into());
+    };
+    let mut fields = body.split(|b| *b == 0);
+    let count: usize = fields
+        .next()
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse().ok())
+        .ok_or("the command message has no count")?;
+    let dir = PathBuf::from(OsStr::from_bytes(fields.next().ok_or("no folder")?));
+    let command: Vec<OsString> = fields.map(|f| OsStr::from_bytes(f).into()).collect();
+    if count == 0 || command.len() != count {
+        return Err(format!(
+            "the command message has {} of {count} arguments",
+            command.len()
+        ));
+    }
+    Ok((dir, command))
+}
 
 /// Runs the role `args[0]` names (the program name not included) and returns its exit code;
 /// `None` when `args[0]` names no role. The init returns only when it could not start the
@@ -158,16 +212,18 @@ fn split_spec(args: &[OsString]) -> Option<(&[OsString], &[OsString])> {
 }
 
 fn shim(args: &[OsString]) -> i32 {
-    let (Some(parent), Some(cgroups), Some(sep), Some(program)) =
-        (args.first(), args.get(1), args.get(2), args.get(3))
-    else {
-        eprintln!("jobq job shim: usage: {SHIM_ARG} <worker-pid> <cgroup-files> -- <command...>");
+    let (Some(parent), Some(cgroups), Some(mode)) = (args.first(), args.get(1), args.get(2)) else {
+        eprintln!(
+            "jobq job shim: usage: {SHIM_ARG} <worker-pid> <cgroup-files> (-- <command...> | {COMMAND_ON_STDIN})"
+        );
         return 125;
     };
-    if sep != "--" {
-        eprintln!("jobq job shim: expected -- before the command");
+    let on_stdin = mode == COMMAND_ON_STDIN && args.len() == 3;
+    if !on_stdin && (mode != "--" || args.len() < 4) {
+        eprintln!("jobq job shim: expected -- and a command, or {COMMAND_ON_STDIN}");
         return 125;
     }
+    let worker = parent.to_str().and_then(|p| p.parse::<i32>().ok());
     // SIGTERM (the parent-death signal, or the worker's stop) and SIGCHLD (the command
     // ended) are taken with sigwait from here on: blocked, they wait until asked for, so none
     // is missed between the spawn and the wait. The command starts with an empty mask
@@ -184,7 +240,7 @@ fn shim(args: &[OsString]) -> i32 {
         return 125;
     }
     // The worker may have died before the request above took effect.
-    if parent.to_str().and_then(|p| p.parse::<i32>().ok()) != Some(getppid().as_raw()) {
+    if worker != Some(getppid().as_raw()) {
         return 125;
     }
     // The usual umask, whatever the worker's: folders bwrap makes in the sandbox's root (its
@@ -197,7 +253,40 @@ fn shim(args: &[OsString]) -> i32 {
             return 125;
         }
     }
-    let mut child = match std::process::Command::new(program).args(&args[4..]).spawn() {
+    let mut command = match on_stdin {
+        false => {
+            let mut command = std::process::Command::new(&args[3]);
+            command.args(&args[4..]);
+            command
+        }
+        true => {
+            let mut message = Vec::new();
+            let read = std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut message);
+            // A worker that died while this waited closed the pipe: nothing of the job may
+            // start then (its parent-death signal waits, blocked, for the wait below).
+            if worker != Some(getppid().as_raw()) {
+                return 125;
+            }
+            let (dir, argv) = match read
+                .map_err(|e| e.to_string())
+                .and_then(|_| decode_command(&message))
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("jobq job shim: no command: {e}");
+                    return 125;
+                }
+            };
+            let mut command = std::process::Command::new(&argv[0]);
+            command
+                .args(&argv[1..])
+                .current_dir(dir)
+                .stdin(std::process::Stdio::null());
+            command
+        }
+    };
+    let program = command.get_program().to_os_string();
+    let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
@@ -352,6 +441,29 @@ mod tests {
         assert!(InitSpec::parse(&args(&["--uid", "-1"])).is_err());
         assert!(InitSpec::parse(&args(&["--uid", "4294967296"])).is_err());
         assert!(InitSpec::parse(&args(&["--fsize", "1e3"])).is_err());
+    }
+
+    #[test]
+    fn a_command_message_round_trips_and_a_cut_one_is_refused() {
+        let command: Vec<OsString> = ["bwrap", "--bind", "/a b", "/job", "--", "npm", ""]
+            .map(OsString::from)
+            .to_vec();
+        let message = encode_command(Path::new("/work/job 1"), &command).unwrap();
+        assert_eq!(
+            decode_command(&message),
+            Ok((PathBuf::from("/work/job 1"), command.clone()))
+        );
+        // Every shorter message — a worker that died while writing — is refused, never read
+        // as a shorter command.
+        for cut in 0..message.len() {
+            assert!(decode_command(&message[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = message.clone();
+        longer.extend_from_slice(b"rm\0");
+        assert!(decode_command(&longer).is_err());
+        assert!(encode_command(Path::new("/"), &[]).is_err());
+        assert!(encode_command(Path::new("/"), &["a\0b".into()]).is_err());
+        assert!(encode_command(Path::new("/a\0"), &["a".into()]).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! sets its limits, `no_new_privs`, the job's user and Landlock before the command runs.
 
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,71 @@ fn the_shim_exits_like_its_command() {
     assert_eq!(status.code(), Some(7));
     let out = shim(&["/nonexistent/program"]).output().unwrap();
     assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+}
+
+/// The shim as a worker starts it before the job's checkout exists.
+fn shim_on_stdin() -> Command {
+    let mut c = Command::new(EXE);
+    c.arg(SHIM_ARG)
+        .arg(std::process::id().to_string())
+        .arg("")
+        .arg(jobq_job_shim::COMMAND_ON_STDIN)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    c
+}
+
+#[test]
+fn a_shim_waiting_for_its_command_runs_it_in_the_folder_it_is_sent() {
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("jobq-shim-stdin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = shim_on_stdin().spawn().unwrap();
+    let command = [
+        "/bin/sh",
+        "-c",
+        "pwd; cat; echo \"[$1]\"; exit 3",
+        "sh",
+        "a b",
+    ]
+    .map(Into::into);
+    let message = jobq_job_shim::encode_command(&dir, &command).unwrap();
+    child.stdin.take().unwrap().write_all(&message).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    // Its folder, an empty stdin (/dev/null, not the worker's pipe) and its arguments verbatim.
+    let canonical = std::fs::canonicalize(std::env::temp_dir()).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "{}\n[a b]\n",
+            canonical.join(dir.file_name().unwrap()).display()
+        )
+    );
+}
+
+#[test]
+fn a_shim_whose_worker_goes_away_before_the_whole_command_runs_nothing() {
+    use std::io::Write;
+    let marker = std::env::temp_dir().join(format!("jobq-shim-cut-{}", std::process::id()));
+    let command = ["/bin/sh", "-c", &format!("touch {}", marker.display())].map(Into::into);
+    let message = jobq_job_shim::encode_command(Path::new("/"), &command).unwrap();
+    // Closed at once, half-written, or written whole but for the last byte.
+    for cut in [0, message.len() / 2, message.len() - 1] {
+        let mut child = shim_on_stdin().spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&message[..cut])
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(125), "cut at {cut}: {}", text(&out));
+        assert!(!marker.exists(), "a cut command ran (cut at {cut})");
+    }
 }
 
 #[test]

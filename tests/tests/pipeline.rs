@@ -827,6 +827,8 @@ if (config.mode === 'probe') {
   }
   r.rootOnly = tryIt(() => fs.readFileSync(config.rootOnly, 'utf8'));
   r.shadow = tryIt(() => fs.readFileSync('/etc/shadow', 'utf8'));
+  r.localtime = tryIt(() => fs.readlinkSync('/etc/localtime'));
+  r.timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
   for (const [name, p] of Object.entries(config.platform)) r.platform[name] = tryIt(() => fs.readdirSync(p));
   // Everything visible but the toolchain, the kernel's files and its own folder (its config
   // names the credential to look for): any platform file, or the other user's credential.
@@ -989,6 +991,26 @@ async fn a_hostile_job_sees_nothing_of_the_platform_and_hits_every_limit(backend
         probe["shadow"].as_str().unwrap().starts_with("ERR"),
         "{probe}"
     );
+    // The host's time zone, named as on the host: /etc/localtime stays a link into /usr
+    // (a copy of the zone file made every Node.js process search /usr/share/zoneinfo).
+    let host_zone = std::process::Command::new("node")
+        .args([
+            "-e",
+            "console.log(Intl.DateTimeFormat().resolvedOptions().timeZone)",
+        ])
+        .output()
+        .expect("node on the host");
+    assert_eq!(
+        probe["timeZone"].as_str(),
+        Some(String::from_utf8_lossy(&host_zone.stdout).trim()),
+        "{probe}"
+    );
+    if let Ok(target) = std::fs::read_link("/etc/localtime")
+        && let Ok(real) = std::fs::canonicalize(&target)
+        && real.starts_with("/usr/")
+    {
+        assert_eq!(probe["localtime"].as_str(), real.to_str(), "{probe}");
+    }
     for (name, seen) in probe["platform"].as_object().unwrap() {
         assert!(
             seen.as_str().is_some_and(|s| s.starts_with("ERR")),

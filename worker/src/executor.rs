@@ -155,24 +155,112 @@ pub fn bare_environment(dir: &JobDir) -> Vec<(String, String)> {
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 const MEASURE_EVERY_NTH: u32 = 4;
 
+/// A job's confinement and its job shim, started before the job's checkout is made: the shim
+/// joins the job's cgroup — which on cgroup v1 waits for an RCU grace period, 5–20 ms on
+/// these machines — while the checkout is copied, then waits for its command on stdin
+/// ([`jobq_job_shim::COMMAND_ON_STDIN`]). Dropped unsent (the job failed before it ran), the
+/// shim is killed and the cgroup removed.
+pub struct Launch {
+    child: Option<tokio::process::Child>,
+    job: Option<JobSandbox>,
+}
+
+impl Launch {
+    /// Prepares the confinement `name` (unique among the host's running jobs) and starts the
+    /// shim in the job's folder, with the job's environment, its stdout and stderr piped, as
+    /// the leader of a new process group.
+    pub fn start(dir: &JobDir, sandbox: &Sandbox, name: &str) -> std::io::Result<Launch> {
+        let job = sandbox.prepare(name)?;
+        let cgroup_files = job
+            .cgroup
+            .as_ref()
+            .map(|c| std::env::join_paths(c.procs_files()))
+            .transpose()
+            .map_err(std::io::Error::other)?
+            .unwrap_or_default();
+        let child = Command::new(&sandbox.shim().path)
+            .arg(crate::shim::SHIM_ARG)
+            .arg(std::process::id().to_string())
+            .arg(cgroup_files)
+            .arg(crate::shim::COMMAND_ON_STDIN)
+            .current_dir(&dir.root)
+            .env_clear()
+            .envs(job_environment(dir, sandbox.enabled()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Launch {
+            child: Some(child),
+            job: Some(job),
+        })
+    }
+
+    /// Hands the checkout to the job's user (a root worker) and sends the shim `command`,
+    /// confined by `sandbox`, to run in the checkout.
+    pub async fn send(
+        mut self,
+        dir: &JobDir,
+        command: &[OsString],
+        sandbox: &Sandbox,
+    ) -> std::io::Result<(tokio::process::Child, JobSandbox)> {
+        let (mut child, job) = (
+            self.child.take().expect("an unsent launch"),
+            self.job.take().expect("an unsent launch"),
+        );
+        if let Some(uid) = sandbox.owner(&job) {
+            let repo = dir.repo();
+            tokio::task::spawn_blocking(move || chown_tree(&repo, uid))
+                .await
+                .map_err(std::io::Error::other)??;
+        }
+        let confined = sandbox.command(&job, dir, command)?;
+        let message = jobq_job_shim::encode_command(&dir.repo(), &confined)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // Closed after the message: the shim reads to the end.
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(&message).await?;
+        drop(stdin);
+        Ok((child, job))
+    }
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.start_kill();
+        }
+        // Emptying and removing the cgroup is blocking file-system work.
+        if let Some(job) = self.job.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(job))),
+                Err(_) => drop(job),
+            }
+        }
+    }
+}
+
 /// Runs `npm run start -- <argv>` in the checkout, in the job's sandbox, under the job shim
-/// (see [`crate::shim`] and [`crate::sandbox`]), until it exits, the time limit passes, a
-/// limit is hit, or `stop` fires; every process of the job is killed on the way out.
+/// `launch` started (see [`crate::shim`] and [`crate::sandbox`]), until it exits, the time
+/// limit passes, a limit is hit, or `stop` fires; every process of the job is killed on the
+/// way out.
 pub async fn run(
     dir: &JobDir,
+    launch: Launch,
     argv: &[String],
     limits: Limits<'_>,
     stop: &CancellationToken,
     sandbox: &Sandbox,
 ) -> std::io::Result<RunEnd> {
     let at = std::time::Instant::now();
-    let job = sandbox.prepare(limits.name)?;
     let command: Vec<OsString> = ["npm", "run", "start", "--"]
         .iter()
         .map(OsString::from)
         .chain(argv.iter().map(OsString::from))
         .collect();
-    let mut child = spawn(dir, &command, sandbox, &job).await?;
+    let (mut child, job) = launch.send(dir, &command, sandbox).await?;
     let at = crate::runner::stage_done("spawn", at);
     let group = child.id().map(|id| Pid::from_raw(id as i32));
     let out = tokio::spawn(capture(
@@ -242,43 +330,18 @@ pub async fn run(
     Ok(end)
 }
 
-/// Starts `command` in the checkout, confined by `sandbox` as `job`, with stdout and stderr
-/// piped, as the leader of a new process group.
+/// Starts `command` in the checkout, confined by `sandbox` as the job `name`, with stdout and
+/// stderr piped, as the leader of a new process group: [`Launch::start`], then
+/// [`Launch::send`] at once.
 pub async fn spawn(
     dir: &JobDir,
     command: &[OsString],
     sandbox: &Sandbox,
-    job: &JobSandbox,
-) -> std::io::Result<tokio::process::Child> {
-    if let Some(uid) = sandbox.owner(job) {
-        let repo = dir.repo();
-        tokio::task::spawn_blocking(move || chown_tree(&repo, uid))
-            .await
-            .map_err(std::io::Error::other)??;
-    }
-    let confined = sandbox.command(job, dir, command)?;
-    let cgroup_files = job
-        .cgroup
-        .as_ref()
-        .map(|c| std::env::join_paths(c.procs_files()))
-        .transpose()
-        .map_err(std::io::Error::other)?
-        .unwrap_or_default();
-    Command::new(&sandbox.shim().path)
-        .arg(crate::shim::SHIM_ARG)
-        .arg(std::process::id().to_string())
-        .arg(cgroup_files)
-        .arg("--")
-        .args(confined)
-        .current_dir(dir.repo())
-        .env_clear()
-        .envs(job_environment(dir, sandbox.enabled()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+    name: &str,
+) -> std::io::Result<(tokio::process::Child, JobSandbox)> {
+    Launch::start(dir, sandbox, name)?
+        .send(dir, command, sandbox)
+        .await
 }
 
 /// The first limit the job is over, if any: the cgroup's counters always, the folder sizes
@@ -493,6 +556,65 @@ mod tests {
         let root = std::env::temp_dir().join(format!("jobq-exec-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(root.join("repo")).unwrap();
         JobDir { root }
+    }
+
+    /// A job that fails before its command (a clone that fails, a cancel) drops its launch:
+    /// the shim that waited for the command is killed and its cgroup removed.
+    #[tokio::test]
+    async fn a_launch_dropped_unsent_leaves_no_process_and_no_cgroup() {
+        let settings = jobq_common::settings::WorkerSettings {
+            sandbox: jobq_common::settings::SandboxMode::Off,
+            work_dir: std::env::temp_dir().join(format!("jobq-launch-{}", uuid::Uuid::new_v4())),
+            ..Default::default()
+        };
+        let sandbox = Sandbox::from_settings(&settings).unwrap();
+        let dir = job_dir();
+        let name = format!("launch-test-{}", uuid::Uuid::new_v4().simple());
+        let launch = Launch::start(&dir, &sandbox, &name).unwrap();
+        let pid = launch.child.as_ref().unwrap().id().unwrap();
+        let procs = launch
+            .job
+            .as_ref()
+            .unwrap()
+            .cgroup
+            .as_ref()
+            .map(|c| c.procs_files());
+        let alive = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                !stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        let within = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        // It joins its cgroup (where there is one) and waits for its command.
+        if let Some(files) = &procs {
+            within("the shim never joined its cgroup", &|| {
+                files.iter().all(|f| {
+                    std::fs::read_to_string(f)
+                        .is_ok_and(|t| t.split_whitespace().any(|p| p == pid.to_string()))
+                })
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(alive(pid), "the shim did not wait for its command");
+        drop(launch);
+        within("the unsent shim outlived its launch", &|| !alive(pid));
+        if let Some(files) = &procs {
+            within("the unsent job's cgroup was not removed", &|| {
+                files.iter().all(|f| !f.parent().unwrap().exists())
+            });
+        }
+        std::fs::remove_dir_all(&dir.root).unwrap();
     }
 
     fn write_package(dir: &JobDir, start: &str) {

@@ -61,12 +61,10 @@ pub async fn first_output(
         let started;
         let (mut child, job) = match sandbox {
             Some(sandbox) => {
-                let job = sandbox.prepare(&format!("{name}-{}", uuid::Uuid::new_v4().simple()))?;
+                let name = format!("{name}-{}", uuid::Uuid::new_v4().simple());
                 started = Instant::now();
-                (
-                    executor::spawn(&dir, command, sandbox, &job).await?,
-                    Some(job),
-                )
+                let (child, job) = executor::spawn(&dir, command, sandbox, &name).await?;
+                (child, Some(job))
             }
             None => {
                 let environment = executor::bare_environment(&dir);

@@ -20,6 +20,10 @@
 //! the worker's, read-only); where the job runs as the worker's own user (a non-root worker's
 //! user namespace) they are copied too, since that user could rewrite a linked file and alter
 //! what later jobs run. So nothing a job does to its checkout reaches the tree or the mirror.
+//! After each checkout the worker makes one *spare* copy of the tree the same way, beside the
+//! tree and under the mirror's lock, while that job runs; the next job of the same commit
+//! takes it with a rename (a new commit's tree replaces the folder, spare included), so the
+//! copy — most of the clone stage on a busy disk — is not on that job's way to its command.
 //!
 //! Credentials in a URL (`https://user:token@host/…`) never rest on disk: the mirror's
 //! remote is the URL without them, and they are handed to git by the credential callback
@@ -55,13 +59,15 @@ pub struct RepoCache {
     locks: Mutex<HashMap<String, Arc<Mutex<Option<OffsetDateTime>>>>>,
 }
 
-/// What a checkout did: whether the mirror was fetched and whether a tree was prepared for
-/// its commit, and how long the fetch (with the wait for the mirror's lock) and the clone
-/// (the tree's preparation, if any, and its copy) took.
+/// What a checkout did: whether the mirror was fetched, whether a tree was prepared for its
+/// commit, whether the job got the spare copy made after the last checkout, and how long the
+/// fetch (with the wait for the mirror's lock) and the clone (the tree's preparation, if any,
+/// and its copy) took.
 #[derive(Debug, Clone, Copy)]
 pub struct Checkout {
     pub fetched: bool,
     pub prepared: bool,
+    pub spare: bool,
     pub fetch: std::time::Duration,
     pub clone: std::time::Duration,
 }
@@ -109,7 +115,8 @@ impl RepoCache {
             .entry(key.clone())
             .or_default()
             .clone();
-        let mut last_fetch = lock.lock().await;
+        // Owned: the spare copy made after this checkout keeps the mirror locked.
+        let mut last_fetch = lock.lock_owned().await;
         let mirror = self.dir.join(format!("{key}.git"));
         let fetch = !(mirror.exists() && fresh_enough(*last_fetch, submitted, self.slack));
         if fetch {
@@ -125,31 +132,84 @@ impl RepoCache {
         let fetched_at = std::time::Instant::now();
         let trees = self.dir.join(format!("{key}.trees"));
         let (url, dest) = (url.clone(), dest.to_path_buf());
-        let prepared = tokio::task::spawn_blocking(move || {
+        let copied = tokio::task::spawn_blocking(move || {
             checkout_from_tree(&url, &mirror, &trees, &dest, link_objects)
         })
         .await
         .map_err(|e| CloneError(format!("clone task failed: {e}")))??;
-        drop(last_fetch);
+        let clone = fetched_at.elapsed();
+        // The next job of this commit gets a copy made now, beside this job, instead of one
+        // made on its own way to its command (on a busy disk that copy is most of the clone
+        // stage). Made under the mirror's lock: no fetch or new tree meanwhile.
+        if let Some(tree) = copied.tree {
+            tokio::spawn(async move {
+                let spare = spare_of(&tree, link_objects);
+                let made =
+                    tokio::task::spawn_blocking(move || make_spare(&tree, &spare, link_objects))
+                        .await;
+                if let Ok(Err(e)) = made {
+                    tracing::debug!(error = %e, "no spare checkout made");
+                }
+                drop(last_fetch);
+            });
+        }
         Ok(Checkout {
             fetched: fetch,
-            prepared,
+            prepared: copied.prepared,
+            spare: copied.spare,
             fetch: fetched_at - started,
-            clone: fetched_at.elapsed(),
+            clone,
         })
     }
 }
 
+/// How a checkout was made: a tree prepared for its commit first, the spare copy taken, and
+/// the tree it is a copy of (`None`: an empty repository, cloned).
+struct Copied {
+    prepared: bool,
+    spare: bool,
+    tree: Option<PathBuf>,
+}
+
+/// Where the spare copy of `tree` is kept: beside it, so it goes when the tree does.
+fn spare_of(tree: &Path, link_objects: bool) -> PathBuf {
+    let mode = match link_objects {
+        true => "linked",
+        false => "copied",
+    };
+    let mut name = tree.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".spare-{mode}"));
+    tree.with_file_name(name)
+}
+
+/// Makes the spare copy of `tree` unless there is one: copied to a folder of its own, then
+/// renamed, so a spare is always whole (a worker stopped half-way leaves only the partial one,
+/// removed by the next try).
+fn make_spare(tree: &Path, spare: &Path, link_objects: bool) -> std::io::Result<()> {
+    if spare.exists() {
+        return Ok(());
+    }
+    let mut partial = spare.as_os_str().to_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    copy_checkout(tree, &partial, link_objects)?;
+    std::fs::rename(&partial, spare)
+}
+
 /// Makes `dest` a checkout of the mirror's HEAD: a private copy of the tree prepared for that
-/// commit (prepared first if this is the commit's first job). Returns whether it prepared
-/// one. A mirror whose HEAD names no commit (an empty repository) is cloned as before.
+/// commit (prepared first if this is the commit's first job) — the spare one made after the
+/// last checkout when there is one. A mirror whose HEAD names no commit (an empty
+/// repository) is cloned as before.
 fn checkout_from_tree(
     url: &RepoUrl,
     mirror: &Path,
     trees: &Path,
     dest: &Path,
     link_objects: bool,
-) -> Result<bool, CloneError> {
+) -> Result<Copied, CloneError> {
     let started = std::time::Instant::now();
     // The ref alone names the commit: no object of the mirror is read.
     let head = Repository::open_bare(mirror)
@@ -158,7 +218,11 @@ fn checkout_from_tree(
     let resolved = started.elapsed();
     let Some(head) = head else {
         clone_mirror(url, mirror, dest, link_objects)?;
-        return Ok(false);
+        return Ok(Copied {
+            prepared: false,
+            spare: false,
+            tree: None,
+        });
     };
     let tree = trees.join(head.to_string());
     let prepared = !tree.is_dir();
@@ -173,17 +237,31 @@ fn checkout_from_tree(
             .map_err(|e| CloneError(format!("cannot store the prepared checkout: {e}")))?;
     }
     let copied = std::time::Instant::now();
-    copy_checkout(&tree, dest, link_objects)
-        .map_err(|e| CloneError(format!("cannot copy the prepared checkout: {e}")))?;
+    // The spare is of this commit (a new one removed the folder it was in) and made the way
+    // this checkout must be; a rename takes it whole or not at all.
+    let spare = !prepared
+        && dest
+            .parent()
+            .is_some_and(|p| std::fs::create_dir_all(p).is_ok())
+        && std::fs::rename(spare_of(&tree, link_objects), dest).is_ok();
+    if !spare {
+        copy_checkout(&tree, dest, link_objects)
+            .map_err(|e| CloneError(format!("cannot copy the prepared checkout: {e}")))?;
+    }
     tracing::debug!(
         target: "jobq_worker::stages",
         resolve_us = resolved.as_micros() as u64,
         prepare_us = (copied - started - resolved).as_micros() as u64,
         copy_us = copied.elapsed().as_micros() as u64,
         prepared,
+        spare,
         "checkout copied"
     );
-    Ok(prepared)
+    Ok(Copied {
+        prepared,
+        spare,
+        tree: Some(tree),
+    })
 }
 
 /// A local clone of the mirror into `dest`; `link_objects`: hard-link its objects.
@@ -423,6 +501,7 @@ mod tests {
                     e.path()
                         .parent()
                         .is_some_and(|p| p.to_string_lossy().ends_with(".trees"))
+                        && !e.file_name().to_string_lossy().contains('.')
                 })
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect();
@@ -524,6 +603,68 @@ mod tests {
             "two"
         );
         assert_eq!(git(&f.jobs.join("c"), &["status", "--porcelain"]), "");
+    }
+
+    /// The inodes of a checkout's files: (path below it, inode, links).
+    fn inodes(checkout: &Path) -> Vec<(PathBuf, u64, u64)> {
+        walkdir::WalkDir::new(checkout)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                let meta = e.metadata().unwrap();
+                let path = e.path().strip_prefix(checkout).unwrap().to_path_buf();
+                (path, meta.ino(), meta.nlink())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_next_job_of_a_commit_takes_a_spare_copy_as_private_as_a_fresh_one() {
+        for link in [false, true] {
+            let f = fixture(std::time::Duration::ZERO);
+            let first = commit(&f.repo, "one");
+            let submitted = OffsetDateTime::now_utc() - time::Duration::milliseconds(10);
+            let (a, _) = f.checkout("a", submitted, link).await;
+            assert!(a.prepared && !a.spare);
+            // a's job rewrites its copy while the spare is made: the spare is the tree's.
+            tamper(&f.jobs.join("a"), link);
+            let (b, head) = f.checkout("b", submitted, link).await;
+            assert!(b.spare && !b.prepared, "link {link}: {b:?}");
+            assert_eq!(head, first);
+            let later = f.jobs.join("b");
+            assert_eq!(git(&later, &["status", "--porcelain"]), "", "link {link}");
+            git(&later, &["fsck", "--full", "--strict"]);
+            // Private: no file shared with a's checkout or with the next spare, but the
+            // read-only objects when linking.
+            let (c, _) = f.checkout("c", submitted, link).await;
+            assert!(c.spare);
+            let theirs: Vec<u64> = [f.jobs.join("a"), f.jobs.join("c")]
+                .iter()
+                .flat_map(|d| inodes(d))
+                .map(|(_, ino, _)| ino)
+                .collect();
+            for (path, ino, _) in inodes(&later) {
+                if theirs.contains(&ino) {
+                    assert!(
+                        link && path.starts_with(".git/objects"),
+                        "link {link}: {} is shared",
+                        path.display()
+                    );
+                }
+            }
+            // A new commit: its own tree, the older commit's spare gone with its tree.
+            let second = commit(&f.repo, "two");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            let (d, head) = f.checkout("d", OffsetDateTime::now_utc(), link).await;
+            assert!(d.prepared && !d.spare && head == second);
+            let (e, head) = f.checkout("e", OffsetDateTime::now_utc(), link).await;
+            assert!(e.fetched && e.spare && head == second, "{e:?}");
+            assert_eq!(
+                std::fs::read_to_string(f.jobs.join("e/file.txt")).unwrap(),
+                "two"
+            );
+        }
     }
 
     /// Rewrites, removes and adds files in a job's checkout as a job could: every file when

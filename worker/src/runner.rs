@@ -335,6 +335,13 @@ impl JobRunner {
             .map_err(|e| FailureReason::Internal {
                 detail: format!("cannot create the job folder: {e}"),
             })?;
+        // The shim joins the job's cgroup while the checkout is made (see `Launch`).
+        let name = format!("{}-{}-{}", self.worker_id, job.id, job.attempt);
+        let launch = executor::Launch::start(dir, &self.sandbox, &name).map_err(|e| {
+            FailureReason::Internal {
+                detail: format!("cannot start the job shim: {e}"),
+            }
+        })?;
         let at = stage_done("setup", started);
         let timeout = Duration::from_secs(self.settings.job_timeout_secs);
         let abort = Arc::new(AtomicBool::new(false));
@@ -383,13 +390,16 @@ impl JobRunner {
         stage_took("fetch", checkout.fetch);
         metrics::counter!("jobq_worker_repo_fetches_total", "fetched" => if checkout.fetched { "yes" } else { "skipped" })
             .increment(1);
-        metrics::counter!("jobq_worker_checkouts_total", "tree" => if checkout.prepared { "prepared" } else { "reused" })
-            .increment(1);
-        tracing::debug!(target: "jobq_worker::stages", fetched = checkout.fetched, prepared = checkout.prepared, "checkout");
+        metrics::counter!(
+            "jobq_worker_checkouts_total",
+            "tree" => if checkout.prepared { "prepared" } else { "reused" },
+            "spare" => if checkout.spare { "yes" } else { "no" }
+        )
+        .increment(1);
+        tracing::debug!(target: "jobq_worker::stages", fetched = checkout.fetched, prepared = checkout.prepared, spare = checkout.spare, "checkout");
         let at = stage_done("clone", at + checkout.fetch);
         let argv = executor::prepare(dir, &job.spec.config, &job.spec.args).await?;
         stage_done("config", at);
-        let name = format!("{}-{}-{}", self.worker_id, job.id, job.attempt);
         let limits = Limits {
             name: &name,
             timeout,
@@ -402,7 +412,7 @@ impl JobRunner {
         if !self.sandbox.enabled() {
             tracing::warn!("worker.sandbox = off: this job runs unsandboxed");
         }
-        executor::run(dir, &argv, limits, stop, &self.sandbox)
+        executor::run(dir, launch, &argv, limits, stop, &self.sandbox)
             .await
             .map_err(|e| FailureReason::Internal {
                 detail: format!("cannot start npm: {e}"),

@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-pub use jobq_job_shim::{INIT_ARG, InitSpec, SHIM_ARG, confinement_available};
+pub use jobq_job_shim::{COMMAND_ON_STDIN, INIT_ARG, InitSpec, SHIM_ARG, confinement_available};
 
 /// Runs the shim or the init and exits if this process was started as one; returns otherwise.
 pub fn run_if_requested() {
