@@ -33,24 +33,45 @@ pub const INIT_ARG: &str = "__jobq-job-init";
 /// The file name of this crate's executable, which a worker looks for beside its own.
 pub const EXECUTABLE: &str = "jobq-job-shim";
 /// In place of `-- <command...>`: the shim joins the job's cgroups first, then reads its
-/// folder and command from stdin ([`encode_command`]) and starts it with stdin from
-/// `/dev/null`. A worker starts the shim so before the job's checkout is ready: joining a
+/// folder, command and environment from stdin ([`encode_command`]) and starts it with stdin
+/// from `/dev/null`. A worker starts the shim so before it has a job for it: joining a
 /// cgroup v1 waits for an RCU grace period (5–20 ms here), which then passes while the
-/// checkout is copied instead of before the job's command.
+/// worker waits for or prepares the job instead of before the job's command.
 pub const COMMAND_ON_STDIN: &str = "--command-on-stdin";
 
 /// The message a worker writes to a shim started with [`COMMAND_ON_STDIN`]: the number of
-/// the command's arguments, the folder to start it in, then the program and its arguments,
-/// each ended by a NUL byte. An argument holding a NUL byte cannot be sent (nor passed to
-/// `exec`).
-pub fn encode_command(dir: &Path, command: &[OsString]) -> Result<Vec<u8>, String> {
+/// the command's arguments and of its environment's variables, the folder to start it in,
+/// the program and its arguments, then each variable as `NAME=value`, every field ended by a
+/// NUL byte. The command starts with exactly that environment. A field holding a NUL byte
+/// cannot be sent (nor passed to `exec`), nor a name holding `=`.
+pub fn encode_command(
+    dir: &Path,
+    command: &[OsString],
+    env: &[(OsString, OsString)],
+) -> Result<Vec<u8>, String> {
     if command.is_empty() {
         return Err("no command".into());
     }
-    let count = command.len().to_string();
-    let fields = [OsStr::new(&count), dir.as_os_str()]
-        .into_iter()
-        .chain(command.iter().map(OsString::as_os_str));
+    let mut variables = Vec::with_capacity(env.len());
+    for (name, value) in env {
+        if name.is_empty() || name.as_bytes().contains(&b'=') {
+            return Err(format!(
+                "no variable can be named {:?}",
+                name.to_string_lossy()
+            ));
+        }
+        let mut variable = name.clone();
+        variable.push("=");
+        variable.push(value);
+        variables.push(variable);
+    }
+    let counts = [command.len().to_string(), env.len().to_string()];
+    let fields = counts
+        .iter()
+        .map(OsStr::new)
+        .chain([dir.as_os_str()])
+        .chain(command.iter().map(OsString::as_os_str))
+        .chain(variables.iter().map(OsString::as_os_str));
     let mut message = Vec::new();
     for field in fields {
         if field.as_bytes().contains(&0) {
@@ -62,27 +83,56 @@ pub fn encode_command(dir: &Path, command: &[OsString]) -> Result<Vec<u8>, Strin
     Ok(message)
 }
 
+/// A command as [`encode_command`] sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentCommand {
+    pub dir: PathBuf,
+    pub command: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+}
+
 /// Reads [`encode_command`]'s message; anything short of a whole one (a worker that died
 /// while writing it) is an error, never a shorter command.
-pub fn decode_command(message: &[u8]) -> Result<(PathBuf, Vec<OsString>), String> {
+pub fn decode_command(message: &[u8]) -> Result<SentCommand, String> {
     let Some(body) = message.strip_suffix(&[0]) else {
         return Err("the command message is cut short".into());
     };
     let mut fields = body.split(|b| *b == 0);
-    let count: usize = fields
-        .next()
-        .and_then(|c| std::str::from_utf8(c).ok())
-        .and_then(|c| c.parse().ok())
-        .ok_or("the command message has no count")?;
+    let mut count = || -> Result<usize, String> {
+        fields
+            .next()
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| "the command message has no counts".to_string())
+    };
+    let (arguments, variables) = (count()?, count()?);
     let dir = PathBuf::from(OsStr::from_bytes(fields.next().ok_or("no folder")?));
-    let command: Vec<OsString> = fields.map(|f| OsStr::from_bytes(f).into()).collect();
-    if count == 0 || command.len() != count {
+    let rest: Vec<&[u8]> = fields.collect();
+    if arguments == 0 || rest.len() != arguments + variables {
         return Err(format!(
-            "the command message has {} of {count} arguments",
-            command.len()
+            "the command message has {} of {arguments} + {variables} fields",
+            rest.len()
         ));
     }
-    Ok((dir, command))
+    let command = rest[..arguments]
+        .iter()
+        .map(|f| OsStr::from_bytes(f).into())
+        .collect();
+    let env = rest[arguments..]
+        .iter()
+        .map(|f| {
+            let at = f
+                .iter()
+                .position(|b| *b == b'=')
+                .filter(|at| *at > 0)
+                .ok_or("a variable without a name")?;
+            Ok((
+                OsStr::from_bytes(&f[..at]).into(),
+                OsStr::from_bytes(&f[at + 1..]).into(),
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(SentCommand { dir, command, env })
 }
 
 /// Runs the role `args[0]` names (the program name not included) and returns its exit code;
@@ -267,7 +317,7 @@ fn shim(args: &[OsString]) -> i32 {
             if worker != Some(getppid().as_raw()) {
                 return 125;
             }
-            let (dir, argv) = match read
+            let sent = match read
                 .map_err(|e| e.to_string())
                 .and_then(|_| decode_command(&message))
             {
@@ -277,10 +327,12 @@ fn shim(args: &[OsString]) -> i32 {
                     return 125;
                 }
             };
-            let mut command = std::process::Command::new(&argv[0]);
+            let mut command = std::process::Command::new(&sent.command[0]);
             command
-                .args(&argv[1..])
-                .current_dir(dir)
+                .args(&sent.command[1..])
+                .current_dir(sent.dir)
+                .env_clear()
+                .envs(sent.env)
                 .stdin(std::process::Stdio::null());
             command
         }
@@ -448,10 +500,17 @@ mod tests {
         let command: Vec<OsString> = ["bwrap", "--bind", "/a b", "/job", "--", "npm", ""]
             .map(OsString::from)
             .to_vec();
-        let message = encode_command(Path::new("/work/job 1"), &command).unwrap();
+        let env: Vec<(OsString, OsString)> = [("HOME", "/job"), ("EMPTY", ""), ("EQ", "a=b")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .to_vec();
+        let message = encode_command(Path::new("/work/job 1"), &command, &env).unwrap();
         assert_eq!(
             decode_command(&message),
-            Ok((PathBuf::from("/work/job 1"), command.clone()))
+            Ok(SentCommand {
+                dir: PathBuf::from("/work/job 1"),
+                command: command.clone(),
+                env: env.clone(),
+            })
         );
         // Every shorter message — a worker that died while writing — is refused, never read
         // as a shorter command.
@@ -461,9 +520,14 @@ mod tests {
         let mut longer = message.clone();
         longer.extend_from_slice(b"rm\0");
         assert!(decode_command(&longer).is_err());
-        assert!(encode_command(Path::new("/"), &[]).is_err());
-        assert!(encode_command(Path::new("/"), &["a\0b".into()]).is_err());
-        assert!(encode_command(Path::new("/a\0"), &["a".into()]).is_err());
+        let cmd = ["a".into()];
+        assert!(encode_command(Path::new("/"), &[], &[]).is_err());
+        assert!(encode_command(Path::new("/"), &["a\0b".into()], &[]).is_err());
+        assert!(encode_command(Path::new("/a\0"), &cmd, &[]).is_err());
+        for name in ["", "A=B", "A\0"] {
+            assert!(encode_command(Path::new("/"), &cmd, &[(name.into(), "v".into())]).is_err());
+        }
+        assert!(encode_command(Path::new("/"), &cmd, &[("A".into(), "\0".into())]).is_err());
     }
 
     #[test]

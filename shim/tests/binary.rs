@@ -68,25 +68,31 @@ fn a_shim_waiting_for_its_command_runs_it_in_the_folder_it_is_sent() {
     let command = [
         "/bin/sh",
         "-c",
-        "pwd; cat; echo \"[$1]\"; exit 3",
+        "pwd; cat; echo \"[$1]\"; env | sort; exit 3",
         "sh",
         "a b",
     ]
     .map(Into::into);
-    let message = jobq_job_shim::encode_command(&dir, &command).unwrap();
+    let env = [("JOB_VAR".into(), "x y".into())];
+    let message = jobq_job_shim::encode_command(&dir, &command, &env).unwrap();
     child.stdin.take().unwrap().write_all(&message).unwrap();
     let out = child.wait_with_output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    // Its folder, an empty stdin (/dev/null, not the worker's pipe) and its arguments verbatim.
+    // Its folder, an empty stdin (/dev/null, not the worker's pipe), its arguments verbatim
+    // and only the environment sent (the shell adds PWD, SHLVL and _ of its own).
     let canonical = std::fs::canonicalize(std::env::temp_dir()).unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!(
-            "{}\n[a b]\n",
-            canonical.join(dir.file_name().unwrap()).display()
-        )
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let expected = format!(
+        "{}\n[a b]\n",
+        canonical.join(dir.file_name().unwrap()).display()
     );
+    assert!(seen.starts_with(&expected), "{seen}");
+    let vars: Vec<&str> = seen[expected.len()..]
+        .lines()
+        .filter(|l| !["PWD=", "SHLVL=", "_="].iter().any(|p| l.starts_with(p)))
+        .collect();
+    assert_eq!(vars, ["JOB_VAR=x y"], "{seen}");
 }
 
 #[test]
@@ -94,7 +100,7 @@ fn a_shim_whose_worker_goes_away_before_the_whole_command_runs_nothing() {
     use std::io::Write;
     let marker = std::env::temp_dir().join(format!("jobq-shim-cut-{}", std::process::id()));
     let command = ["/bin/sh", "-c", &format!("touch {}", marker.display())].map(Into::into);
-    let message = jobq_job_shim::encode_command(Path::new("/"), &command).unwrap();
+    let message = jobq_job_shim::encode_command(Path::new("/"), &command, &[]).unwrap();
     // Closed at once, half-written, or written whole but for the last byte.
     for cut in [0, message.len() / 2, message.len() - 1] {
         let mut child = shim_on_stdin().spawn().unwrap();

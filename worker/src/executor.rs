@@ -155,21 +155,22 @@ pub fn bare_environment(dir: &JobDir) -> Vec<(String, String)> {
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 const MEASURE_EVERY_NTH: u32 = 4;
 
-/// A job's confinement and its job shim, started before the job's checkout is made: the shim
-/// joins the job's cgroup — which on cgroup v1 waits for an RCU grace period, 5–20 ms on
-/// these machines — while the checkout is copied, then waits for its command on stdin
-/// ([`jobq_job_shim::COMMAND_ON_STDIN`]). Dropped unsent (the job failed before it ran), the
-/// shim is killed and the cgroup removed.
+/// A job's confinement and its job shim, started before the worker has the job: the shim
+/// joins the cgroup — which on cgroup v1 waits for an RCU grace period, 5–20 ms on these
+/// machines — while the worker waits for a job or prepares it, then waits for its folder,
+/// command and environment on stdin ([`jobq_job_shim::COMMAND_ON_STDIN`]). Dropped unsent
+/// (the job failed before it ran, the worker stops), the shim is killed and the cgroup
+/// removed.
 pub struct Launch {
     child: Option<tokio::process::Child>,
     job: Option<JobSandbox>,
 }
 
 impl Launch {
-    /// Prepares the confinement `name` (unique among the host's running jobs) and starts the
-    /// shim in the job's folder, with the job's environment, its stdout and stderr piped, as
-    /// the leader of a new process group.
-    pub fn start(dir: &JobDir, sandbox: &Sandbox, name: &str) -> std::io::Result<Launch> {
+    /// Prepares the confinement `name` (unique among the host's running confinements) and
+    /// starts the shim, with nothing of a job yet: no environment, `/` for its folder, its
+    /// stdout and stderr piped (they become the job's), as the leader of a new process group.
+    pub fn start(sandbox: &Sandbox, name: &str) -> std::io::Result<Launch> {
         let job = sandbox.prepare(name)?;
         let cgroup_files = job
             .cgroup
@@ -183,9 +184,8 @@ impl Launch {
             .arg(std::process::id().to_string())
             .arg(cgroup_files)
             .arg(crate::shim::COMMAND_ON_STDIN)
-            .current_dir(&dir.root)
+            .current_dir("/")
             .env_clear()
-            .envs(job_environment(dir, sandbox.enabled()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -198,8 +198,15 @@ impl Launch {
         })
     }
 
+    /// Whether the shim still waits for its command (a standby one may have been killed).
+    pub fn waiting(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Hands the checkout to the job's user (a root worker) and sends the shim `command`,
-    /// confined by `sandbox`, to run in the checkout.
+    /// confined by `sandbox`, to run in the checkout with the job's environment.
     pub async fn send(
         mut self,
         dir: &JobDir,
@@ -217,7 +224,11 @@ impl Launch {
                 .map_err(std::io::Error::other)??;
         }
         let confined = sandbox.command(&job, dir, command)?;
-        let message = jobq_job_shim::encode_command(&dir.repo(), &confined)
+        let env: Vec<(OsString, OsString)> = job_environment(dir, sandbox.enabled())
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let message = jobq_job_shim::encode_command(&dir.repo(), &confined, &env)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         // Closed after the message: the shim reads to the end.
         let mut stdin = child.stdin.take().expect("piped stdin");
@@ -339,7 +350,7 @@ pub async fn spawn(
     sandbox: &Sandbox,
     name: &str,
 ) -> std::io::Result<(tokio::process::Child, JobSandbox)> {
-    Launch::start(dir, sandbox, name)?
+    Launch::start(sandbox, name)?
         .send(dir, command, sandbox)
         .await
 }
@@ -570,7 +581,7 @@ mod tests {
         let sandbox = Sandbox::from_settings(&settings).unwrap();
         let dir = job_dir();
         let name = format!("launch-test-{}", uuid::Uuid::new_v4().simple());
-        let launch = Launch::start(&dir, &sandbox, &name).unwrap();
+        let mut launch = Launch::start(&sandbox, &name).unwrap();
         let pid = launch.child.as_ref().unwrap().id().unwrap();
         let procs = launch
             .job
@@ -607,6 +618,7 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(50));
         assert!(alive(pid), "the shim did not wait for its command");
+        assert!(launch.waiting());
         drop(launch);
         within("the unsent shim outlived its launch", &|| !alive(pid));
         if let Some(files) = &procs {

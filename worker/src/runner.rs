@@ -93,6 +93,9 @@ pub struct JobRunner {
     announcements: TaskTracker,
     /// Ended jobs' folders being removed ([`JobRunner::cleaned_up`]).
     cleanups: TaskTracker,
+    /// Job shims started ahead, one per slot, each in a cgroup of its own and waiting for a
+    /// job ([`executor::Launch`]): a job's shim joins its cgroup before the job arrives.
+    standby: std::sync::Mutex<Vec<executor::Launch>>,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -153,7 +156,41 @@ impl JobRunner {
             sandbox,
             announcements: TaskTracker::new(),
             cleanups: TaskTracker::new(),
+            standby: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// A launch for a job: a standby one still waiting, else one started now (its cgroup
+    /// join then costs the job); the standby set is refilled after the job's command starts.
+    fn launch(&self, name: &str) -> std::io::Result<executor::Launch> {
+        loop {
+            let Some(mut launch) = self.standby.lock().expect("standby").pop() else {
+                break;
+            };
+            if launch.waiting() {
+                return Ok(launch);
+            }
+        }
+        executor::Launch::start(&self.sandbox, name)
+    }
+
+    /// Starts standby launches until there is one per slot.
+    fn refill_standby(&self) {
+        let slots = self.settings.slots.max(1);
+        while self.standby.lock().expect("standby").len() < slots {
+            let name = format!(
+                "{}-standby-{}",
+                self.worker_id,
+                uuid::Uuid::new_v4().simple()
+            );
+            match executor::Launch::start(&self.sandbox, &name) {
+                Ok(launch) => self.standby.lock().expect("standby").push(launch),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no standby job shim started");
+                    return;
+                }
+            }
+        }
     }
 
     /// The scheduling rules this worker claims and retries by (`scheduling.*`; the defaults
@@ -315,8 +352,11 @@ impl JobRunner {
         );
     }
 
-    /// Waits until the folder of every job ended so far is removed.
+    /// Waits until the folder of every job ended so far is removed, and stops the standby
+    /// job shims (their cgroups removed).
     pub async fn cleaned_up(&self) {
+        let standby = std::mem::take(&mut *self.standby.lock().expect("standby"));
+        let _ = tokio::task::spawn_blocking(move || drop(standby)).await;
         self.cleanups.close();
         self.cleanups.wait().await;
         self.cleanups.reopen();
@@ -324,7 +364,7 @@ impl JobRunner {
 
     /// Clone, prepare and run; `Ok(end)` when the command ran, `Err(reason)` when it could not.
     async fn execute(
-        &self,
+        self: &Arc<Self>,
         job: &Job,
         dir: &JobDir,
         stop: &CancellationToken,
@@ -335,13 +375,14 @@ impl JobRunner {
             .map_err(|e| FailureReason::Internal {
                 detail: format!("cannot create the job folder: {e}"),
             })?;
-        // The shim joins the job's cgroup while the checkout is made (see `Launch`).
+        // A shim that joined its cgroup ahead of the job (see `Launch`).
         let name = format!("{}-{}-{}", self.worker_id, job.id, job.attempt);
-        let launch = executor::Launch::start(dir, &self.sandbox, &name).map_err(|e| {
-            FailureReason::Internal {
-                detail: format!("cannot start the job shim: {e}"),
-            }
+        let launch = self.launch(&name).map_err(|e| FailureReason::Internal {
+            detail: format!("cannot start the job shim: {e}"),
         })?;
+        // The next job's shim joins its cgroup while this one runs.
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.refill_standby());
         let at = stage_done("setup", started);
         let timeout = Duration::from_secs(self.settings.job_timeout_secs);
         let abort = Arc::new(AtomicBool::new(false));
