@@ -2,7 +2,8 @@
 //! `worker.upload_retry_secs`, records `finished` only once every file is stored, and hands
 //! the job back for another attempt when the store stays away. Real job runs (git, npm) on
 //! the embedded store and artifact folder, behind an artifact store that refuses writes for
-//! as long as the test says (what a restarting S3 server answers).
+//! as long as the test says (what a restarting S3 server answers). With the same runner: jobs
+//! take the job shims started ahead of them, and the worker's exit stops those.
 //!
 //! Its own `main` (no libtest harness): the worker runs each job under its own executable as
 //! the job shim, so this test executable must be able to act as one.
@@ -336,6 +337,102 @@ async fn a_store_away_with_files_in_flight_still_hands_the_job_back() {
     );
 }
 
+/// This process's job shims waiting for a job: (pid, their cgroup folders).
+fn standby_shims() -> Vec<(u32, Vec<PathBuf>)> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let (state, parent) = (fields.first().copied(), fields.get(1).copied());
+        if args
+            .iter()
+            .any(|a| a == jobq_worker::shim::COMMAND_ON_STDIN)
+            && args.get(2).map(String::as_str) == Some(me.as_str())
+            && parent == Some(me.as_str())
+            && state != Some("Z")
+        {
+            let cgroups = args[3]
+                .split(':')
+                .filter(|f| !f.is_empty())
+                .map(|f| Path::new(f).parent().unwrap().to_path_buf())
+                .collect();
+            found.push((pid, cgroups));
+        }
+    }
+    found
+}
+
+/// A job takes a shim started ahead of it (its cgroup joined before the job came), the
+/// runner starts the next one while the job runs, and the worker's exit stops every standby
+/// shim and removes its cgroup.
+async fn jobs_take_standby_shims_and_the_worker_s_exit_stops_them() {
+    let s = setup(0, 30).await;
+    assert!(standby_shims().is_empty(), "standby shims before any job");
+    let first = run_one(&s).await;
+    assert_eq!(first.status, JobStatus::Finished, "{:?}", first.failure);
+    let standby = standby_shims();
+    assert_eq!(standby.len(), 1, "one standby shim per slot: {standby:?}");
+    let (pid, cgroups) = standby[0].clone();
+    for dir in &cgroups {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.split_whitespace().any(|p| p == pid.to_string()),
+            "the standby shim joined {}: {procs}",
+            dir.display()
+        );
+    }
+    // The next job runs in that shim's cgroup; a new standby shim takes its place.
+    let second = run_one(&s).await;
+    assert_eq!(second.status, JobStatus::Finished, "{:?}", second.failure);
+    assert!(
+        text(&s, &artifact_keys::stdout(&second.id))
+            .await
+            .contains("the job ran")
+    );
+    let after = standby_shims();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(after[0].0, pid, "the second job took the standby shim");
+    for dir in &cgroups {
+        assert!(
+            !dir.exists(),
+            "the used cgroup {} was not removed",
+            dir.display()
+        );
+    }
+    s.runner.cleaned_up().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !standby_shims().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "standby shims outlived the worker's exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for dir in &after[0].1 {
+        assert!(
+            !dir.exists(),
+            "the standby cgroup {} was not removed",
+            dir.display()
+        );
+    }
+}
+
 fn main() {
     jobq_worker::shim::run_if_requested();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -369,6 +466,12 @@ fn main() {
     let name = "a_store_away_with_files_in_flight_still_hands_the_job_back";
     if chosen(name) {
         runtime.block_on(a_store_away_with_files_in_flight_still_hands_the_job_back());
+        println!("test {name} ... ok");
+        ran += 1;
+    }
+    let name = "jobs_take_standby_shims_and_the_worker_s_exit_stops_them";
+    if chosen(name) {
+        runtime.block_on(jobs_take_standby_shims_and_the_worker_s_exit_stops_them());
         println!("test {name} ... ok");
         ran += 1;
     }
