@@ -247,6 +247,10 @@ pub trait JobPlanning: Send + Sync {
     /// Up to `limit` queued jobs in scheduling order (ready or not), without their args,
     /// config and attempt history, and how many are queued.
     async fn waiting_in_order(&self, limit: u64) -> PortResult<(Vec<Job>, u64)>;
+    /// The jobs of [`JobPlanning::waiting_in_order`] without the count of every queued job:
+    /// the observer's plan reads these each period, and a count grows with the queue where a
+    /// store scans for it (nx-27017: ≈ 0.35 s for 7,000 queued jobs, on its one thread).
+    async fn waiting_head(&self, limit: u64) -> PortResult<Vec<Job>>;
 
     /// Up to `limit` running jobs.
     async fn running(&self, limit: u64) -> PortResult<Vec<Job>>;
@@ -258,9 +262,13 @@ pub trait JobPlanning: Send + Sync {
 
 #[async_trait]
 impl<S: JobRecords + ?Sized> JobPlanning for S {
+    async fn waiting_head(&self, limit: u64) -> PortResult<Vec<Job>> {
+        self.ordered(&Guard::in_state(JobStatus::Queued), limit)
+            .await
+    }
+
     async fn waiting_in_order(&self, limit: u64) -> PortResult<(Vec<Job>, u64)> {
-        let queued = Guard::in_state(JobStatus::Queued);
-        let jobs = self.ordered(&queued, limit).await?;
+        let jobs = self.waiting_head(limit).await?;
         let total = if (jobs.len() as u64) < limit {
             jobs.len() as u64
         } else {

@@ -56,11 +56,25 @@ fn now_ms() -> i64 {
     (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// The jobs a period's plan is made from.
+/// The jobs a period's plan is made from. How many are queued in all is the observation's
+/// queue depth when the read is full (not a count of the store's: see
+/// [`JobPlanning::waiting_head`]).
 struct Read {
     waiting: Vec<jobq_common::domain::Job>,
-    queued: u64,
     running: Vec<jobq_common::domain::Job>,
+    /// Whether `waiting` stopped at the plan's limit.
+    full: bool,
+}
+
+impl Read {
+    /// How many jobs wait: those read, or the queue depth the observer sensed if more.
+    fn queued(&self, observation: &jobq_common::domain::Observation) -> u64 {
+        let read = self.waiting.len() as u64;
+        match self.full {
+            true => read.max(observation.queue_depth),
+            false => read,
+        }
+    }
 }
 
 /// How many running jobs a plan reads at most.
@@ -68,11 +82,11 @@ const RUNNING_READ: u64 = 100_000;
 
 async fn read_jobs(jobs: &dyn JobPlanning, limit: u64) -> Option<Read> {
     let read = async {
-        let (waiting, queued) = jobs.waiting_in_order(limit).await?;
+        let waiting = jobs.waiting_head(limit).await?;
         let running = jobs.running(RUNNING_READ).await?;
         jobq_common::PortResult::Ok(Read {
+            full: waiting.len() as u64 >= limit,
             waiting,
-            queued,
             running,
         })
     };
@@ -108,7 +122,7 @@ impl Planning<'_> {
             &read.waiting,
             &read.running,
             observation.desired_workers.max(backlog.fleet.workers),
-            read.queued,
+            read.queued(observation),
         );
         observation.deadline_jobs = read
             .waiting
