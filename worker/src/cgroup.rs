@@ -27,6 +27,10 @@ enum Layout {
     V1 { memory: PathBuf, pids: PathBuf },
 }
 
+/// How long an empty job cgroup must have existed before a starting worker removes it as a
+/// stopped worker's ([`JobCgroups::sweep_stale`]).
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
 /// Where this worker creates its jobs' cgroups.
 #[derive(Debug, Clone)]
 pub struct JobCgroups {
@@ -61,7 +65,43 @@ impl JobCgroups {
             .create(&format!("probe-{}", std::process::id()), 64 << 20, 8)
             .ok()?;
         probe.remove();
+        let swept = cgroups.sweep_stale(STALE_AFTER);
+        if swept > 0 {
+            tracing::info!(swept, "empty job cgroups of stopped workers removed");
+        }
         Some(cgroups)
+    }
+
+    /// Removes the cgroups below the v1 `jobq` folders that hold no process and were made
+    /// more than `older_than` ago: those of workers killed before they could remove them (a
+    /// worker's standby job shims each hold one). A live worker's cgroup holds its shim within
+    /// milliseconds of being made and is removed within milliseconds of being emptied, and
+    /// the kernel refuses to remove one with a process in it, so none in use goes. Returns
+    /// how many folders went. Nothing is swept on cgroup v2, whose parent folder may hold
+    /// groups that are not jobs'.
+    pub fn sweep_stale(&self, older_than: Duration) -> usize {
+        let Layout::V1 { memory, pids } = &self.layout else {
+            return 0;
+        };
+        let mut swept = 0;
+        for root in [memory, pids] {
+            for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+                let dir = entry.path();
+                let old = entry
+                    .metadata()
+                    .ok()
+                    .filter(|m| m.is_dir())
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|at| at.elapsed().ok())
+                    .is_some_and(|age| age > older_than);
+                let empty = std::fs::read_to_string(dir.join("cgroup.procs"))
+                    .is_ok_and(|procs| procs.trim().is_empty());
+                if old && empty && std::fs::remove_dir(&dir).is_ok() {
+                    swept += 1;
+                }
+            }
+        }
+        swept
     }
 
     /// Which interface, for the worker's start-up line and the docs.
@@ -279,6 +319,54 @@ fn prepare_v2(own: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_starting_worker_removes_only_old_empty_job_cgroups() {
+        let Some(cgroups) = JobCgroups::detect() else {
+            eprintln!("skipped: no writable cgroup here");
+            return;
+        };
+        if !matches!(cgroups.layout, Layout::V1 { .. }) {
+            eprintln!("skipped: nothing is swept on cgroup v2");
+            return;
+        }
+        let name = |what: &str| format!("sweep-test-{what}-{}", uuid::Uuid::new_v4().simple());
+        let aged = |group: &JobCgroup| {
+            let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+            for dir in &group.dirs {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.set_modified(two_hours_ago))
+                    .unwrap();
+            }
+        };
+        // A stopped worker's: empty and old. A live job's: old, with a process in it. A new
+        // one, empty (a shim about to join).
+        let stale = cgroups.create(&name("stale"), 64 << 20, 8).unwrap();
+        let busy = cgroups.create(&name("busy"), 64 << 20, 8).unwrap();
+        let new = cgroups.create(&name("new"), 64 << 20, 8).unwrap();
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        for file in busy.procs_files() {
+            std::fs::write(file, sleeper.id().to_string()).unwrap();
+        }
+        aged(&stale);
+        aged(&busy);
+        assert!(cgroups.sweep_stale(STALE_AFTER) >= 2);
+        assert!(
+            stale.dirs.iter().all(|d| !d.exists()),
+            "the stale group stayed"
+        );
+        assert!(busy.dirs.iter().all(|d| d.exists()), "a group in use went");
+        assert!(new.dirs.iter().all(|d| d.exists()), "a new group went");
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        assert!(busy.kill_all(Duration::from_secs(5)));
+        busy.remove();
+        new.remove();
+        assert!(busy.dirs.iter().chain(&new.dirs).all(|d| !d.exists()));
+    }
 
     #[test]
     fn keyed_counters_are_read_by_name() {
