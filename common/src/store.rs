@@ -245,11 +245,9 @@ pub trait JobRecovery: Send + Sync {
 #[async_trait]
 pub trait JobPlanning: Send + Sync {
     /// Up to `limit` queued jobs in scheduling order (ready or not), without their args,
-    /// config and attempt history, and how many are queued.
-    async fn waiting_in_order(&self, limit: u64) -> PortResult<(Vec<Job>, u64)>;
-    /// The jobs of [`JobPlanning::waiting_in_order`] without the count of every queued job:
-    /// the observer's plan reads these each period, and a count grows with the queue where a
-    /// store scans for it (nx-27017: ≈ 0.35 s for 7,000 queued jobs, on its one thread).
+    /// config and attempt history. Not how many are queued in all: the observer's plan reads
+    /// these each period, and a count grows with the queue where a store scans for it
+    /// (nx-27017: ≈ 0.35 s for 7,000 queued jobs, on its one thread).
     async fn waiting_head(&self, limit: u64) -> PortResult<Vec<Job>>;
 
     /// Up to `limit` running jobs.
@@ -265,25 +263,6 @@ impl<S: JobRecords + ?Sized> JobPlanning for S {
     async fn waiting_head(&self, limit: u64) -> PortResult<Vec<Job>> {
         self.ordered(&Guard::in_state(JobStatus::Queued), limit)
             .await
-    }
-
-    async fn waiting_in_order(&self, limit: u64) -> PortResult<(Vec<Job>, u64)> {
-        let jobs = self.waiting_head(limit).await?;
-        let total = if (jobs.len() as u64) < limit {
-            jobs.len() as u64
-        } else {
-            self.page_jobs(
-                None,
-                Some(JobStatus::Queued),
-                Page {
-                    limit: 1,
-                    offset: 0,
-                },
-            )
-            .await?
-            .total
-        };
-        Ok((jobs, total))
     }
 
     async fn running(&self, limit: u64) -> PortResult<Vec<Job>> {
